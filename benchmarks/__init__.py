@@ -1,0 +1,1 @@
+"""g2vlm.benchmarks: evaluation protocols and speed benchmarks (`make bench-*`)."""

@@ -1,0 +1,1 @@
+"""g2vlm.callbacks: Lightning callbacks (loss-outlier clipping, preemption, visualisation, ...)."""

@@ -1,0 +1,1 @@
+"""Procedural synthetic scenes: textured rooms with objects, exact depth, cameras and annotations."""

@@ -1,0 +1,1 @@
+"""Pure tensor geometry: SE(3), projection, rotations, alignment solvers, normals. fp32 by construction."""

@@ -1,0 +1,1 @@
+"""LightningModules: `GeometryPretraining` and `SpatialReasoning`."""

@@ -1,0 +1,1 @@
+"""Training losses: the G²VLM geometry loss (fp32, outside autocast) and the text loss."""

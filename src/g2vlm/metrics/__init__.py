@@ -1,0 +1,1 @@
+"""Evaluation metrics as torchmetrics `Metric`s: depth, relative pose, point maps, spatial QA."""

@@ -1,0 +1,1 @@
+"""The model: expert-router backbone, encoders, π³-style heads, presets and weight loading."""
