@@ -1,0 +1,177 @@
+"""Model configuration: one dataclass tree and a registry of presets.
+
+    from g2vlm.model.config import model_config
+    config = model_config("small")            # "tiny" | "small" | "g2vlm-2b"
+
+Official dimensions (`g2vlm-2b`) are those of reference g2vlm-official.md §1.1 and its appendix:
+Qwen2-VL-2B trunk (28 layers, width 1536, 12 Q / 2 KV heads of 128, SwiGLU 8960, rope θ 1e6, M-RoPE
+sections [16, 24, 24], vocab 151,936, untied LM head), DINOv2-with-registers ViT-L/14, π³ heads
+(3 decoders × 5 blocks × 1536, 16 heads, RoPE2D base 100).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class DinoConfig:
+    """The geometric image encoder: a timm DINOv2-with-registers ViT (random init; weights are loaded
+    separately, never downloaded). `timm_name` picks the family; the explicit dims override it, so a
+    tiny random ViT of the same family can be built for tests and the CPU demo."""
+
+    timm_name: str = "vit_large_patch14_reg4_dinov2"
+    width: int = 1024
+    depth: int = 24
+    heads: int = 16
+    patch_size: int = 14
+    registers: int = 4
+    img_size: int = 518  # size the absolute position embedding is stored at (interpolated otherwise)
+    frozen: bool = True
+
+
+@dataclass(frozen=True)
+class VisionTowerConfig:
+    """The semantic image encoder: the Qwen2-VL vision tower from transformers (`Qwen2VLVisionConfig`);
+    its merger projects into the trunk width."""
+
+    depth: int = 32
+    width: int = 1280
+    heads: int = 16
+    mlp_ratio: int = 4
+    patch_size: int = 14
+    temporal_patch_size: int = 2
+    spatial_merge_size: int = 2
+    frozen: bool = True
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    """π³-style geometry heads (reference §1.6): three transformer decoders (local points, camera,
+    global points; plus an optional confidence decoder), per-frame attention with RoPE2D. Their width is
+    the trunk width (the official heads have no input projection)."""
+
+    depth: int = 5
+    heads: int = 16
+    mlp_ratio: float = 4.0
+    rope_base: float = 100.0
+    point_dim: int = 1024  # output width of the point / global-point / confidence decoders
+    camera_dim: int = 512  # output width of the camera decoder (and the camera head's MLP width)
+    confidence: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The whole model. Trunk fields describe one expert (both experts have the same shape).
+
+    `semantic=False` builds the geometric path only (no embeddings, LM head, vision tower or semantic
+    expert); that is what geometry pretraining on the CPU demo needs.
+    """
+
+    # trunk (one expert)
+    width: int = 1536
+    layers: int = 28
+    heads: int = 12
+    kv_heads: int = 2
+    head_dim: int = 128
+    mlp_size: int = 8960
+    rms_eps: float = 1e-6
+    rope_theta: float = 1_000_000.0
+    mrope_section: tuple[int, int, int] = (16, 24, 24)  # frequency pairs for the t / h / w axes
+    layer_scale_init: float = 0.01  # geometric expert's two residual branches
+    # semantic side
+    semantic: bool = True
+    vocab_size: int = 151_936
+    semantic_qk_norm: bool = True  # official G²VLM: on; stock Qwen2-VL: off (the parity test)
+    vit: VisionTowerConfig | None = field(default_factory=VisionTowerConfig)
+    # attention layout of the joint (packed) path; the geometry-only path is always global
+    geometry_positions: Literal["shared", "sequential"] = "shared"
+    geometry_attention: Literal["global", "frame"] = "global"
+    vit_attention: Literal["bidirectional", "causal"] = "bidirectional"  # causal = stock Qwen2-VL
+    # geometric side
+    dino: DinoConfig = field(default_factory=DinoConfig)
+    geometry_heads: HeadsConfig = field(default_factory=HeadsConfig)
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.heads % self.kv_heads:
+            raise ValueError(f"model/config.py: heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
+        if 2 * sum(self.mrope_section) != self.head_dim:
+            raise ValueError(
+                f"model/config.py: mrope_section {self.mrope_section} must sum to head_dim/2 = {self.head_dim // 2}"
+            )
+        if self.geometry_positions not in ("shared", "sequential"):
+            raise ValueError(f"model/config.py: geometry_positions must be shared|sequential, got {self.geometry_positions!r}")
+        if self.geometry_attention not in ("global", "frame"):
+            raise ValueError(f"model/config.py: geometry_attention must be global|frame, got {self.geometry_attention!r}")
+        if self.vit_attention not in ("bidirectional", "causal"):
+            raise ValueError(f"model/config.py: vit_attention must be bidirectional|causal, got {self.vit_attention!r}")
+        if self.width % self.geometry_heads.heads or (self.width // self.geometry_heads.heads) % 4:
+            raise ValueError("model/config.py: width / geometry_heads.heads must be a multiple of 4 (RoPE2D)")
+        if self.semantic and self.vit is not None and self.vit.width % self.vit.heads:
+            raise ValueError("model/config.py: vit.width must be a multiple of vit.heads")
+
+    def replace(self, **changes) -> ModelConfig:
+        """A copy with some fields changed (`config.replace(layers=2)`)."""
+        return replace(self, **changes)
+
+
+def tiny() -> ModelConfig:
+    """Unit tests: every part present (semantic side included), seconds on CPU."""
+    return ModelConfig(
+        width=64,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        head_dim=16,
+        mlp_size=128,
+        rope_theta=10_000.0,
+        mrope_section=(2, 3, 3),
+        vocab_size=128,
+        vit=VisionTowerConfig(depth=2, width=32, heads=4, patch_size=4, temporal_patch_size=2, spatial_merge_size=2),
+        dino=DinoConfig(width=32, depth=2, heads=4, patch_size=4, registers=4, img_size=32),
+        geometry_heads=HeadsConfig(depth=1, heads=4, point_dim=32, camera_dim=16),
+    )
+
+
+def small() -> ModelConfig:
+    """The CPU demo: geometric path only (no Qwen parts), 64×64 images, patch 8, ~4 views.
+
+    Width 64, 4 trunk blocks, a 2-block DINO-family encoder that is trained (a random frozen encoder
+    would only be a fixed random feature map), 2-block heads: about 0.65M parameters in all."""
+    return ModelConfig(
+        width=64,
+        layers=4,
+        heads=4,
+        kv_heads=2,
+        head_dim=16,
+        mlp_size=192,
+        rope_theta=10_000.0,
+        mrope_section=(2, 3, 3),
+        semantic=False,
+        vit=None,
+        dino=DinoConfig(width=64, depth=2, heads=4, patch_size=8, registers=4, img_size=64, frozen=False),
+        geometry_heads=HeadsConfig(depth=2, heads=4, point_dim=64, camera_dim=64),
+    )
+
+
+def g2vlm_2b() -> ModelConfig:
+    """The official G²VLM-2B dimensions (reference §1.1 and the appendix)."""
+    return ModelConfig()
+
+
+PRESETS: dict[str, Callable[[], ModelConfig]] = {
+    "tiny": tiny,
+    "small": small,
+    "g2vlm-2b": g2vlm_2b,
+}
+
+
+def model_config(name: str, **changes) -> ModelConfig:
+    """The preset `name` with optional field changes. Unknown names raise a ValueError listing the presets."""
+    if name not in PRESETS:
+        raise ValueError(f"model/config.py: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    config = PRESETS[name]()
+    return config.replace(**changes) if changes else config

@@ -1,0 +1,96 @@
+"""The geometric image encoder: DINOv2-with-registers through timm, plus the projector into the trunk.
+
+Frames run as one ordinary batched ViT (every frame of a call has one size), which avoids the official
+varlen-window bug (reference §7.2 item 5). Only the patch tokens are returned (CLS and registers are
+dropped), after the encoder's final LayerNorm, as the official `Dinov2WithRegistersModel` path does.
+"""
+
+from __future__ import annotations
+
+import timm
+import torch
+from torch import nn
+
+from g2vlm.model.config import DinoConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_dino(config: DinoConfig) -> nn.Module:
+    """A random-init timm DINOv2-reg ViT (`pretrained=False`: nothing is downloaded)."""
+    return timm.create_model(
+        config.timm_name,
+        pretrained=False,
+        num_classes=0,
+        dynamic_img_size=True,
+        img_size=config.img_size,
+        patch_size=config.patch_size,
+        embed_dim=config.width,
+        depth=config.depth,
+        num_heads=config.heads,
+        reg_tokens=config.registers,
+    )
+
+
+class DinoEncoder(nn.Module):
+    """images (B, 3, H, W) in [0, 1] (H, W multiples of the patch size) -> patch tokens (B, h·w, C).
+
+    ImageNet normalisation happens here. A frozen encoder runs under no_grad (no activations kept).
+    """
+
+    def __init__(self, config: DinoConfig) -> None:
+        super().__init__()
+        self.vit = build_dino(config)
+        self.patch_size = config.patch_size
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.frozen = False
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(
+                f"model/dino_encoder.py: image size {height}x{width} is not a multiple of the patch size {self.patch_size}"
+            )
+        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            tokens = self.vit.forward_features(x)
+        return tokens[:, self.vit.num_prefix_tokens :]
+
+
+def dino_state_dict_from_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face `Dinov2WithRegistersModel` keys -> timm `VisionTransformer` keys.
+
+    The HF position embedding includes the CLS slot; timm's DINOv2-reg models do not add position
+    embeddings to prefix tokens (`no_embed_class`), so the CLS slot is folded into the CLS token, as
+    timm's own converter does. The mask token has no counterpart and is dropped.
+    """
+    sd = {k.removeprefix("dinov2_with_registers.").removeprefix("model."): v for k, v in state_dict.items()}
+    out: dict[str, torch.Tensor] = {}
+    position = sd.pop("embeddings.position_embeddings")
+    out["cls_token"] = sd.pop("embeddings.cls_token") + position[:, :1]
+    out["pos_embed"] = position[:, 1:]
+    out["reg_token"] = sd.pop("embeddings.register_tokens")
+    sd.pop("embeddings.mask_token", None)
+    out["patch_embed.proj.weight"] = sd.pop("embeddings.patch_embeddings.projection.weight")
+    out["patch_embed.proj.bias"] = sd.pop("embeddings.patch_embeddings.projection.bias")
+    out["norm.weight"] = sd.pop("layernorm.weight")
+    out["norm.bias"] = sd.pop("layernorm.bias")
+    layers = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder.layer.")})
+    for i in layers:
+        src, dst = f"encoder.layer.{i}.", f"blocks.{i}."
+        for kind in ("weight", "bias"):
+            out[dst + f"attn.qkv.{kind}"] = torch.cat(
+                [sd.pop(src + f"attention.attention.{name}.{kind}") for name in ("query", "key", "value")]
+            )
+            out[dst + f"attn.proj.{kind}"] = sd.pop(src + f"attention.output.dense.{kind}")
+            out[dst + f"norm1.{kind}"] = sd.pop(src + f"norm1.{kind}")
+            out[dst + f"norm2.{kind}"] = sd.pop(src + f"norm2.{kind}")
+            out[dst + f"mlp.fc1.{kind}"] = sd.pop(src + f"mlp.fc1.{kind}")
+            out[dst + f"mlp.fc2.{kind}"] = sd.pop(src + f"mlp.fc2.{kind}")
+        out[dst + "ls1.gamma"] = sd.pop(src + "layer_scale1.lambda1")
+        out[dst + "ls2.gamma"] = sd.pop(src + "layer_scale2.lambda1")
+    if sd:
+        raise KeyError(f"model/dino_encoder.py dino_state_dict_from_hf: unconverted keys {sorted(sd)}")
+    return out

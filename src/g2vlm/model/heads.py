@@ -1,0 +1,200 @@
+"""π³-style geometry heads (reference §1.6).
+
+The trunk's final-normed geometric hidden states, reshaped per frame to (B·N, h·w, D), feed three
+transformer decoders (width D, per-frame attention, RoPE2D base 100, LayerNorm eps 1e-6, GELU MLP,
+qkv bias, no LayerScale, no QK-norm):
+- point decoder -> Linear(point_dim -> 3·p²) + pixel shuffle -> (x, y, z'): depth = exp(z'),
+  local point = (x·depth, y·depth, depth);
+- camera decoder -> camera head (two residual 3×(Linear+ReLU) blocks, average pool over patches, two
+  Linear+ReLU, fc_rot 9-D -> SO(3), fc_t 3-D) -> camera_to_world (OpenCV);
+- global-point decoder (each block also cross-attends to frame 0's tokens) -> pixel-shuffle head,
+  raw xyz in frame 0's camera coordinates;
+- optional confidence decoder -> 1-channel pixel-shuffle head (a logit).
+All heads run in fp32 with autocast disabled (the trunk may run in bf16).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from g2vlm.geometry.rotation import rotation_from_9d
+from g2vlm.model.config import HeadsConfig
+from g2vlm.model.rope import RoPE2D
+
+
+def _autocast_off(device_type: str):
+    return torch.autocast(device_type=device_type, enabled=False)
+
+
+class RopeAttention(nn.Module):
+    """Multi-head attention with RoPE2D on queries and keys. Self-attention when `context` is None."""
+
+    def __init__(self, width: int, heads: int, cross: bool) -> None:
+        super().__init__()
+        self.heads = heads
+        if cross:
+            self.q = nn.Linear(width, width)
+            self.k = nn.Linear(width, width)
+            self.v = nn.Linear(width, width)
+        else:
+            self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, context: torch.Tensor | None = None):
+        b, length, width = x.shape
+        if context is None:
+            q, k, v = self.qkv(x).view(b, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        else:
+            q = self.q(x).view(b, length, self.heads, -1).transpose(1, 2)
+            k = self.k(context).view(b, context.shape[1], self.heads, -1).transpose(1, 2)
+            v = self.v(context).view(b, context.shape[1], self.heads, -1).transpose(1, 2)
+        q = RoPE2D.apply(q, cos.to(q.dtype), sin.to(q.dtype))
+        k = RoPE2D.apply(k, cos.to(k.dtype), sin.to(k.dtype))  # context shares the frame's patch grid
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, length, width))
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm transformer block; with `cross`, a cross-attention to the context sits between the
+    self-attention and the MLP."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, cross: bool) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, eps=1e-6)
+        self.attn = RopeAttention(width, heads, cross=False)
+        if cross:
+            self.norm_cross = nn.LayerNorm(width, eps=1e-6)
+            self.norm_context = nn.LayerNorm(width, eps=1e-6)
+            self.cross_attn = RopeAttention(width, heads, cross=True)
+        else:
+            self.cross_attn = None
+        self.norm2 = nn.LayerNorm(width, eps=1e-6)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+
+    def forward(self, x, cos, sin, context=None):
+        x = x + self.attn(self.norm1(x), cos, sin)
+        if self.cross_attn is not None:
+            x = x + self.cross_attn(self.norm_cross(x), cos, sin, context=self.norm_context(context))
+        return x + self.mlp(self.norm2(x))
+
+
+class Decoder(nn.Module):
+    """`depth` blocks then a linear output. x (B·N, P, D) -> (B·N, P, out_dim)."""
+
+    def __init__(self, width: int, config: HeadsConfig, out_dim: int, cross: bool = False) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(DecoderBlock(width, config.heads, config.mlp_ratio, cross) for _ in range(config.depth))
+        self.linear_out = nn.Linear(width, out_dim)
+
+    def forward(self, x, cos, sin, context=None):
+        for block in self.blocks:
+            x = block(x, cos, sin, context)
+        return self.linear_out(x)
+
+
+class PixelShuffleHead(nn.Module):
+    """One Linear(in -> channels·p²) per token, then pixel shuffle. (B·N, h·w, in) -> (B·N, h·p, w·p, channels)."""
+
+    def __init__(self, in_dim: int, channels: int, patch_size: int) -> None:
+        super().__init__()
+        self.channels, self.patch_size = channels, patch_size
+        self.proj = nn.Linear(in_dim, channels * patch_size * patch_size)
+
+    def forward(self, x: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
+        out = self.proj(x)  # (BN, h·w, C·p²)
+        out = out.transpose(1, 2).reshape(x.shape[0], -1, grid_h, grid_w)
+        out = F.pixel_shuffle(out, self.patch_size)  # (BN, C, h·p, w·p)
+        return out.permute(0, 2, 3, 1)
+
+
+class ResidualMLPBlock(nn.Module):
+    """x + relu(L3(relu(L2(relu(L1(x))))))."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(3))
+
+    def forward(self, x):
+        residual = x
+        for layer in self.layers:
+            residual = F.relu(layer(residual))
+        return x + residual
+
+
+class CameraHead(nn.Module):
+    """Per-frame tokens (B·N, h·w, dim) -> camera_to_world (B·N, 4, 4) (OpenCV axes)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(ResidualMLPBlock(dim) for _ in range(2))
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim), nn.ReLU())
+        self.fc_rot = nn.Linear(dim, 9)
+        self.fc_t = nn.Linear(dim, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        x = self.mlp(x.mean(dim=1))
+        rotation = rotation_from_9d(self.fc_rot(x))
+        translation = self.fc_t(x)
+        bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], device=x.device, dtype=rotation.dtype).expand(x.shape[0], 1, 4)
+        return torch.cat([torch.cat([rotation, translation[:, :, None]], dim=2), bottom], dim=1)
+
+
+class GeometryHeads(nn.Module):
+    """All geometry heads. forward(tokens (B, N, h·w, D), grid (h, w)) -> dict of fp32 tensors:
+    local_points (B,N,H,W,3), depth (B,N,H,W), camera_to_world (B,N,4,4), world_points (B,N,H,W,3),
+    global_points (B,N,H,W,3), confidence (B,N,H,W) or None."""
+
+    def __init__(self, width: int, config: HeadsConfig, patch_size: int) -> None:
+        super().__init__()
+        self.rope = RoPE2D(config.rope_base)
+        self.head_dim = width // config.heads
+        self.point_decoder = Decoder(width, config, config.point_dim)
+        self.point_head = PixelShuffleHead(config.point_dim, 3, patch_size)
+        self.camera_decoder = Decoder(width, config, config.camera_dim)
+        self.camera_head = CameraHead(config.camera_dim)
+        self.global_point_decoder = Decoder(width, config, config.point_dim, cross=True)
+        self.global_point_head = PixelShuffleHead(config.point_dim, 3, patch_size)
+        if config.confidence:
+            self.confidence_decoder = Decoder(width, config, config.point_dim)
+            self.confidence_head = PixelShuffleHead(config.point_dim, 1, patch_size)
+        else:
+            self.confidence_decoder = self.confidence_head = None
+
+    def forward(self, tokens: torch.Tensor, grid_h: int, grid_w: int) -> dict[str, torch.Tensor | None]:
+        with _autocast_off(tokens.device.type):
+            return self._forward(tokens.float(), grid_h, grid_w)
+
+    def _forward(self, tokens: torch.Tensor, grid_h: int, grid_w: int) -> dict[str, torch.Tensor | None]:
+        b, n, p, d = tokens.shape
+        x = tokens.reshape(b * n, p, d)
+        cos, sin = self.rope.cos_sin(grid_h, grid_w, self.head_dim, tokens.device)
+        frame0 = tokens[:, :1].expand(b, n, p, d).reshape(b * n, p, d)
+
+        raw = self.point_head(self.point_decoder(x, cos, sin), grid_h, grid_w)  # (BN, H, W, 3)
+        xy, log_depth = raw.split([2, 1], dim=-1)
+        depth = log_depth.exp()
+        local_points = torch.cat([xy * depth, depth], dim=-1)
+        camera_to_world = self.camera_head(self.camera_decoder(x, cos, sin))
+        world_points = torch.einsum("bij,bhwj->bhwi", camera_to_world[:, :3, :3], local_points)
+        world_points = world_points + camera_to_world[:, None, None, :3, 3]
+        global_points = self.global_point_head(self.global_point_decoder(x, cos, sin, frame0), grid_h, grid_w)
+        confidence = None
+        if self.confidence_decoder is not None:
+            confidence = self.confidence_head(self.confidence_decoder(x, cos, sin), grid_h, grid_w)[..., 0]
+
+        def frames(t):
+            return None if t is None else t.reshape(b, n, *t.shape[1:])
+
+        return {
+            "depth": frames(depth[..., 0]),
+            "local_points": frames(local_points),
+            "camera_to_world": frames(camera_to_world),
+            "world_points": frames(world_points),
+            "global_points": frames(global_points),
+            "confidence": frames(confidence),
+        }

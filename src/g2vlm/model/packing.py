@@ -1,0 +1,150 @@
+"""Packing mixed samples into one sequence for the joint path (built once per batch, in collate).
+
+A sample is a list of segments in reading order:
+    Text(ids)               text tokens (semantic expert), causal;
+    VitImage(image)         one image through the Qwen2-VL vision tower (semantic expert), one span;
+    Geometry(frames)        a sample's DINO frames (geometric expert), frame-major.
+
+Storage order: the semantic tokens of all samples first (sample by sample, in reading order), then
+the geometric tokens of all samples. Each expert's tokens are therefore one slice, and routing is
+slicing. Reading order lives in the position ids and the attention mask:
+    allowed(q, k) = same sample AND (k not after q OR q and k in the same bidirectional span)
+Spans: each ViT image (`vit_attention="bidirectional"`; `causal` = stock Qwen2-VL), and a sample's
+whole geometry segment (`geometry_attention="global"`) or each of its frames (`"frame"`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from g2vlm.model.config import ModelConfig
+from g2vlm.model.rope import geometry_positions, image_positions, text_positions
+from g2vlm.model.vision_tower import patchify
+
+
+@dataclass
+class Text:
+    ids: torch.Tensor  # (L,) long
+
+
+@dataclass
+class VitImage:
+    image: torch.Tensor  # (3, H, W) in [0, 1]
+
+
+@dataclass
+class Geometry:
+    frames: torch.Tensor  # (N, 3, H, W) in [0, 1]
+
+
+Segment = Text | VitImage | Geometry
+
+
+@dataclass
+class PackedBatch:
+    """One packed sequence of T tokens (T_s semantic first, then T_g geometric).
+
+    input_ids (T_text,) and text_index (T_text,): text token ids and their rows in the semantic part;
+    text_sample (T_text,): the sample of each text token (text tokens are in reading order per sample).
+    vit_patches (P_vit, 3·tp·p²), vit_grid_thw (n_images, 3), vit_index (T_vit,): Qwen-ViT inputs and
+    the semantic rows their merged tokens fill (images in reading order).
+    geometry_frames: per sample with geometry, its frames (N, 3, H, W); geometry_grids: (N, h, w) each.
+    position_ids (3, T) and attention_mask (T, T) bool (True = may attend), in storage order.
+    """
+
+    num_semantic: int
+    input_ids: torch.Tensor
+    text_index: torch.Tensor
+    text_sample: torch.Tensor
+    vit_patches: torch.Tensor | None
+    vit_grid_thw: torch.Tensor | None
+    vit_index: torch.Tensor
+    geometry_frames: list[torch.Tensor]
+    geometry_grids: list[tuple[int, int, int]]
+    position_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+    @property
+    def num_tokens(self) -> int:
+        return self.position_ids.shape[1]
+
+    def to(self, device: torch.device | str) -> PackedBatch:
+        def move(x):
+            return x.to(device) if isinstance(x, torch.Tensor) else x
+
+        return PackedBatch(
+            **{k: ([move(t) for t in v] if isinstance(v, list) else move(v)) for k, v in self.__dict__.items()}
+        )
+
+
+def pack(samples: list[list[Segment]], config: ModelConfig) -> PackedBatch:
+    """Build the packed sequence, its positions and its dense document mask (see module docstring)."""
+    semantic_meta, geometric_meta = [], []  # per token: (sample, reading order, span id)
+    semantic_positions, geometric_positions = [], []
+    input_ids, text_index, text_sample, vit_index = [], [], [], []
+    vit_patches, vit_grids, geometry_frames, geometry_grids = [], [], [], []
+    span = 0  # span ids; -1 = causal only
+    patch = config.dino.patch_size
+    for sample_id, sample in enumerate(samples):
+        position, order = 0, 0
+        for segment in sample:
+            if isinstance(segment, Text):
+                n = segment.ids.numel()
+                text_index.append(torch.arange(len(semantic_meta), len(semantic_meta) + n))
+                input_ids.append(segment.ids.reshape(-1).long())
+                text_sample.append(torch.full((n,), sample_id))
+                semantic_positions.append(text_positions(n, position))
+                semantic_meta += [(sample_id, order + i, -1) for i in range(n)]
+                position, order = position + n, order + n
+            elif isinstance(segment, VitImage):
+                if config.vit is None:
+                    raise ValueError("model/packing.py: a VitImage segment needs a model with a vision tower")
+                patches, (_, gh, gw) = patchify(segment.image, config.vit)
+                merge = config.vit.spatial_merge_size
+                h, w = gh // merge, gw // merge
+                vit_patches.append(patches)
+                vit_grids.append((1, gh, gw))
+                vit_index.append(torch.arange(len(semantic_meta), len(semantic_meta) + h * w))
+                semantic_positions.append(image_positions(h, w, position))
+                block = span if config.vit_attention == "bidirectional" else -1
+                semantic_meta += [(sample_id, order + i, block) for i in range(h * w)]
+                span += 1
+                position, order = position + max(h, w), order + h * w
+            elif isinstance(segment, Geometry):
+                n, _, height, width = segment.frames.shape
+                if height % patch or width % patch:
+                    raise ValueError(f"model/packing.py: geometry frames {height}x{width} are not a multiple of {patch}")
+                h, w = height // patch, width // patch
+                geometry_frames.append(segment.frames)
+                geometry_grids.append((n, h, w))
+                positions, position = geometry_positions(n, h, w, position, config.geometry_positions)
+                geometric_positions.append(positions)
+                per_frame = config.geometry_attention == "frame"
+                geometric_meta += [
+                    (sample_id, order + i, span + (i // (h * w) if per_frame else 0)) for i in range(n * h * w)
+                ]
+                span += n if per_frame else 1
+                order += n * h * w
+            else:
+                raise TypeError(f"model/packing.py: unknown segment type {type(segment).__name__}")
+    meta = torch.tensor(semantic_meta + geometric_meta, dtype=torch.long).reshape(-1, 3)
+    sample, order, block = meta.unbind(1)
+    same_sample = sample[:, None] == sample[None, :]
+    causal = order[None, :] <= order[:, None]
+    same_span = (block[:, None] == block[None, :]) & (block[:, None] >= 0)
+    empty = torch.zeros(0, dtype=torch.long)
+    return PackedBatch(
+        num_semantic=len(semantic_meta),
+        input_ids=torch.cat(input_ids) if input_ids else empty,
+        text_index=torch.cat(text_index) if text_index else empty,
+        text_sample=torch.cat(text_sample) if text_sample else empty,
+        vit_patches=torch.cat(vit_patches) if vit_patches else None,
+        vit_grid_thw=torch.tensor(vit_grids, dtype=torch.long) if vit_grids else None,
+        vit_index=torch.cat(vit_index) if vit_index else empty,
+        geometry_frames=geometry_frames,
+        geometry_grids=geometry_grids,
+        position_ids=torch.cat(semantic_positions + geometric_positions, dim=1),
+        attention_mask=same_sample & (causal | same_span),
+    )
