@@ -100,6 +100,7 @@ class ShardWriter:
         self.shards: list[dict[str, Any]] = []
         self._tar: tarfile.TarFile | None = None
         self._keys: set[str] = set()
+        self._index: dict[str, Any] | None = None
 
     @property
     def index_path(self) -> Path:
@@ -112,6 +113,8 @@ class ShardWriter:
         """Validate one clip and append it. Raises SampleError (the clip is not written) or ValueError (bad key)."""
         if key != sanitize_key(key):
             raise ValueError(f"datamodules/shard_writer.py: key {key!r} is not sanitised (use schema.sanitize_key / clip_key)")
+        if self._index is not None:
+            raise ValueError("datamodules/shard_writer.py: write() after close()")
         if key in self._keys:
             raise ValueError(f"datamodules/shard_writer.py: key {key!r} written twice")
         record = meta.to_json() if isinstance(meta, ClipMeta) else dict(meta)
@@ -148,7 +151,9 @@ class ShardWriter:
         self.shards.append({"name": path.name, "clips": 0, "frames": 0, "bytes": 0})
 
     def close(self) -> dict[str, Any]:
-        """Close the last shard and write the index JSON; returns the index."""
+        """Close the last shard and write the index JSON; returns the index. Closing twice is harmless."""
+        if self._index is not None:
+            return self._index
         if self._tar is not None:
             self._tar.close()
             self._tar = None
@@ -162,6 +167,7 @@ class ShardWriter:
             "total_bytes": sum(s["bytes"] for s in self.shards),
         }
         self.index_path.write_text(json.dumps(index, indent=1))
+        self._index = index
         return index
 
     def __enter__(self) -> ShardWriter:
