@@ -1,0 +1,41 @@
+"""Test tiers: unit (unmarked), `integration`, `slow`, `gpu`. `make test` runs all but slow and gpu.
+
+gpu-marked tests are skipped cleanly on machines without CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+def run_console_script(name: str, *args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run one of the venv's console scripts (`lightning`, `g2vlm`) in a subprocess, as a user would.
+
+    The repo root is put on PYTHONPATH so test fixtures (`tests.fixtures...`) resolve as class paths.
+    """
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([str(VENV_BIN / name), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def console_script():
+    return run_console_script
