@@ -197,3 +197,23 @@ def test_hf_dinov2_with_registers_in_timm_gives_the_same_patch_tokens(tmp_path, 
         tokens = model.dino(images)
     assert tokens.shape == expected.shape
     assert (tokens - expected).abs().max() <= 1e-5
+
+
+def test_import_weights_tool_builds_a_strict_starting_checkpoint(qwen_folder, tmp_path):
+    from g2vlm.tools import main
+
+    folder, reference = qwen_folder
+    dino = _hf_dino()
+    dino.save_pretrained(tmp_path / "dino")
+    out = tmp_path / "start.safetensors"
+    argv = ["import-weights", "--preset", "tiny", "--semantic-qk-norm", "off", "--qwen2vl", str(folder)]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + ["--dinov2", str(tmp_path / "dino"), "--out", str(out)])
+    assert exit_info.value.code == 0
+    model = load_model(out)
+    assert not model.config.semantic_qk_norm
+    torch.testing.assert_close(model.embed_tokens.weight, reference.model.language_model.embed_tokens.weight)
+    torch.testing.assert_close(
+        model.trunk.layers[1].semantic.mlp.down_proj.weight, reference.model.language_model.layers[1].mlp.down_proj.weight
+    )
+    torch.testing.assert_close(model.dino.vit.blocks[1].mlp.fc2.weight, dino.encoder.layer[1].mlp.fc2.weight)
