@@ -1,0 +1,137 @@
+"""Geometric and photometric augmentation of one clip, with exact intrinsics updates.
+
+Geometry (DUSt3R / pi3 style, reference g2vlm-official.md §4.4): one crop box per clip, with the target aspect
+ratio, scaled by a focal-crop factor (< 1 zooms in, i.e. a longer focal length), placed at random or centred on
+the principal point; then a resize to the target size (bilinear with antialiasing for images, nearest-exact
+for depth and masks, so depth values are never blended across edges). No flips: a mirrored image has no
+rigid camera.
+
+Intrinsics with pixel centres at integer coordinates: the crop box [left, left + width) x [top, top + height)
+resized by (sx, sy) = (W / width, H / height) maps a pixel coordinate u to (u - left + 0.5) * sx - 0.5, so
+
+    fx' = fx sx,   skew' = skew sx,   cx' = (cx - left + 0.5) sx - 0.5,
+    fy' = fy sy,                      cy' = (cy - top + 0.5) sy - 0.5.
+
+Photometry (kornia): colour jitter with one draw per clip (never shared across clips), optional greyscale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import kornia.augmentation
+import numpy as np
+import torch
+from kornia.geometry.transform import resize
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """An integer crop box in source pixels."""
+
+    left: int
+    top: int
+    width: int
+    height: int
+
+
+def crop_box(
+    source_hw: tuple[int, int],
+    target_hw: tuple[int, int],
+    scale: float = 1.0,
+    rng: np.random.Generator | None = None,
+    principal_point: tuple[float, float] | None = None,
+) -> CropBox:
+    """The largest box of the target's aspect ratio inside the source, times `scale` (<= 1), placed uniformly at
+    random if `rng` is given, else centred on `principal_point` (cx, cy) (the image centre if None), clamped."""
+    source_h, source_w = source_hw
+    target_h, target_w = target_hw
+    aspect = target_w / target_h
+    if source_w / source_h >= aspect:
+        height, width = source_h, source_h * aspect
+    else:
+        height, width = source_w / aspect, source_w
+    width = int(np.clip(round(width * scale), 1, source_w))
+    height = int(np.clip(round(height * scale), 1, source_h))
+    if rng is not None:
+        left = int(rng.integers(0, source_w - width + 1))
+        top = int(rng.integers(0, source_h - height + 1))
+    else:
+        cx, cy = principal_point if principal_point is not None else ((source_w - 1) / 2, (source_h - 1) / 2)
+        left = int(np.clip(round(cx + 0.5 - width / 2), 0, source_w - width))
+        top = int(np.clip(round(cy + 0.5 - height / 2), 0, source_h - height))
+    return CropBox(left, top, width, height)
+
+
+def crop_resize_intrinsics(K: torch.Tensor, box: CropBox, target_hw: tuple[int, int]) -> torch.Tensor:
+    """K (..., 3, 3) of the source -> K of the crop `box` resized to target_hw (H, W). Exact (see module doc)."""
+    scale_x = target_hw[1] / box.width
+    scale_y = target_hw[0] / box.height
+    updated = K.clone()
+    updated[..., 0, 0] = K[..., 0, 0] * scale_x
+    updated[..., 0, 1] = K[..., 0, 1] * scale_x
+    updated[..., 0, 2] = (K[..., 0, 2] - box.left + 0.5) * scale_x - 0.5
+    updated[..., 1, 1] = K[..., 1, 1] * scale_y
+    updated[..., 1, 2] = (K[..., 1, 2] - box.top + 0.5) * scale_y - 0.5
+    return updated
+
+
+def crop_resize(
+    images: torch.Tensor,
+    depth_m: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    K: torch.Tensor,
+    box: CropBox,
+    target_hw: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    """Crop every view to `box` and resize to target_hw.
+
+    images (N, 3, H0, W0) float in [0, 1] or uint8; depth_m (N, H0, W0) or None; mask (N, H0, W0) bool or None; K (N, 3, 3).
+    Returns images (N, 3, H, W) float, depth_m (N, H, W), mask (N, H, W), K (N, 3, 3).
+    """
+    rows = slice(box.top, box.top + box.height)
+    cols = slice(box.left, box.left + box.width)
+    same_size = (box.height, box.width) == tuple(target_hw)
+    images = images[..., rows, cols]
+    if images.dtype == torch.uint8:  # crop before converting: fewer pixels to convert
+        images = images.float().div_(255.0)
+    if not same_size:
+        downscale = box.height > target_hw[0] or box.width > target_hw[1]
+        images = resize(images, target_hw, interpolation="bilinear", align_corners=False, antialias=downscale)
+    if depth_m is not None:
+        depth_m = depth_m[..., rows, cols]
+        if not same_size:
+            depth_m = resize(depth_m[:, None], target_hw, interpolation="nearest-exact")[:, 0]
+    if mask is not None:
+        mask = mask[..., rows, cols]
+        if not same_size:
+            mask = resize(mask[:, None].to(torch.uint8), target_hw, interpolation="nearest-exact")[:, 0].bool()
+    return images.contiguous(), depth_m, mask, crop_resize_intrinsics(K, box, target_hw)
+
+
+class ClipColorJitter:
+    """Colour jitter (official: brightness, contrast, saturation 0.5, hue 0.1, p 0.9) and random greyscale
+    (p 0.05), each drawn once per clip and applied to all of its views. images (N, 3, H, W) in [0, 1]."""
+
+    def __init__(
+        self,
+        brightness: float = 0.5,
+        contrast: float = 0.5,
+        saturation: float = 0.5,
+        hue: float = 0.1,
+        probability: float = 0.9,
+        grayscale_probability: float = 0.05,
+    ):
+        self.jitter = kornia.augmentation.ColorJitter(
+            brightness, contrast, saturation, hue, same_on_batch=True, p=probability
+        )
+        self.grayscale = (
+            kornia.augmentation.RandomGrayscale(same_on_batch=True, p=grayscale_probability)
+            if grayscale_probability > 0 else None
+        )
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        images = self.jitter(images)
+        if self.grayscale is not None:
+            images = self.grayscale(images)
+        return images.clamp_(0.0, 1.0)

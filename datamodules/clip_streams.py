@@ -1,0 +1,306 @@
+"""Iterable datasets that turn clip shards into `MultiViewBatch`es (the loader batches inside the stream;
+use `DataLoader(batch_size=None)`).
+
+Distributed contract (reference lightning-anchors.md §5):
+- `rank` and `world_size` are given at construction (the DataModule captures them from the trainer at
+  setup); the worker slot comes from the DataLoader (`get_worker_info`). Environment variables are never read.
+- Training: each (rank, worker) slot owns a disjoint slice of every shard set (`urls[rank::world][worker::
+  workers]`) and draws shards from it with replacement (resampled), forever; `with_epoch` semantics cut the
+  stream at ceil(batches_per_epoch / workers) batches per worker, so every rank runs the same number of steps.
+  A shard set with fewer shards than slots is shared by all slots (streams may then overlap; logged).
+- Validation: shards split exactly (`urls[rank::world][worker::workers]`), one pass, every clip once.
+
+Budget batching: per training batch, draw N views in [views_min, views_max] and an aspect ratio; the batch holds
+floor(image_budget / N) clips of N views at one size. Samples that fail are skipped into a `SkipLog`; the counts
+ride on the next batch (`MultiViewBatch.skipped`).
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import IterableDataset, get_worker_info
+
+from g2vlm.datamodules.augmentation import ClipColorJitter, crop_box, crop_resize
+from g2vlm.datamodules.batch import MultiViewBatch
+from g2vlm.datamodules.clip_reader import ClipRecord, SkipLog, iter_clip_records
+from g2vlm.datamodules.schema import SampleError
+from g2vlm.datamodules.view_sampling import evenly_spaced_views, sample_training_views
+
+logger = logging.getLogger("g2vlm.datamodules")
+
+MAX_EMPTY_SHARD_DRAWS = 200  # resampled shards in a row without one valid clip: the data is broken, stop
+
+
+def expand_shard_pattern(pattern: str) -> list[str]:
+    """Brace patterns ('dir/x-{000000..000009}.tar', '::'-separated lists) and local globs ('dir/*.tar')."""
+    urls: list[str] = []
+    for url in wds.shardlists.expand_urls(pattern):
+        if any(char in url for char in "*?["):
+            matches = sorted(glob.glob(url))
+            if not matches:
+                raise FileNotFoundError(f"datamodules/clip_streams.py: shard pattern {url!r} matches no file")
+            urls.extend(matches)
+        else:
+            urls.append(url)
+    if not urls:
+        raise FileNotFoundError(f"datamodules/clip_streams.py: shard pattern {pattern!r} is empty")
+    return urls
+
+
+def worker_slot() -> tuple[int, int]:
+    """(worker id, number of workers) of the current DataLoader worker; (0, 1) in the main process."""
+    info = get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+def slot_shards(urls: Sequence[str], rank: int, world_size: int, worker: int, workers: int) -> list[str]:
+    """The shards of one (rank, worker) slot: rank-major split, then by worker."""
+    return list(urls)[rank::world_size][worker::workers]
+
+
+@dataclass(frozen=True)
+class BatchRecipe:
+    """How clips become batches. image_size (H, W) is the validation size and, with aspect_ratio_range, sets the
+    training pixel count; sizes are multiples of size_multiple (the patch size)."""
+
+    image_size: tuple[int, int] = (224, 224)
+    aspect_ratio_range: tuple[float, float] | None = None
+    size_multiple: int = 14
+    views_min: int = 2
+    views_max: int = 8
+    view_window: int | None = None
+    val_views: int = 8
+    image_budget: int = 32
+    crop_scale_range: tuple[float, float] = (0.8, 1.0)
+    random_crop: bool = True
+    color_jitter: bool = True
+    grayscale_probability: float = 0.05
+
+    def __post_init__(self):
+        if not 1 <= self.views_min <= self.views_max:
+            raise ValueError(f"datamodules: need 1 <= views_min <= views_max, got {self.views_min}, {self.views_max}")
+        if self.image_budget < self.views_max or self.image_budget < self.val_views:
+            raise ValueError(f"datamodules: image_budget {self.image_budget} is below views_max/val_views")
+        if not 0 < self.crop_scale_range[0] <= self.crop_scale_range[1] <= 1:
+            raise ValueError(f"datamodules: crop_scale_range {self.crop_scale_range} must lie in (0, 1]")
+
+    def training_size(self, aspect_ratio: float) -> tuple[int, int]:
+        """(H, W) with W / H close to aspect_ratio and about the pixel count of image_size."""
+        area = self.image_size[0] * self.image_size[1]
+        multiple = self.size_multiple
+        height = max(multiple, round(math.sqrt(area / aspect_ratio) / multiple) * multiple)
+        width = max(multiple, round(math.sqrt(area * aspect_ratio) / multiple) * multiple)
+        return height, width
+
+
+def prepare_clip(
+    record: ClipRecord,
+    frame_indices: list[int],
+    target_hw: tuple[int, int],
+    recipe: BatchRecipe,
+    rng: np.random.Generator | None,
+    jitter: ClipColorJitter | None,
+) -> dict:
+    """Decode the picked frames of one clip, crop/resize them (random when rng is given, else centred on the
+    principal point) with K updated, jitter colours, and build the validity mask. Raises SampleError."""
+    clip = record.decode(frame_indices)
+    meta = record.meta
+    images = torch.from_numpy(clip.images).permute(0, 3, 1, 2)
+    depth_m = torch.from_numpy(clip.depth_m) if clip.depth_m is not None else None
+    mask = torch.from_numpy(clip.mask) if clip.mask is not None else None
+    K = torch.from_numpy(clip.K)
+    principal_point = (float(K[0, 0, 2]), float(K[0, 1, 2]))
+    if rng is not None:
+        scale = float(rng.uniform(*recipe.crop_scale_range))
+        box = crop_box((meta.height, meta.width), target_hw, scale, rng if recipe.random_crop else None, principal_point)
+    else:
+        box = crop_box((meta.height, meta.width), target_hw, 1.0, None, principal_point)
+    images, depth_m, mask, K = crop_resize(images, depth_m, mask, K, box, target_hw)
+    if jitter is not None:
+        images = jitter(images)
+    if depth_m is None:
+        depth_m = torch.zeros(len(frame_indices), *target_hw)
+        valid = torch.zeros(len(frame_indices), *target_hw, dtype=torch.bool)
+    else:
+        valid = depth_m > 0
+        if meta.z_far is not None:
+            valid &= depth_m < meta.z_far
+        if mask is not None:
+            valid &= mask
+        depth_m = torch.where(valid, depth_m, torch.zeros_like(depth_m))
+    return {
+        "images": images, "depth_m": depth_m, "valid": valid, "K": K.float(),
+        "camera_to_world": torch.from_numpy(clip.camera_to_world).float(), "has_depth": meta.has_depth,
+        "dataset": meta.dataset, "key": record.key, "frame_ids": [meta.frame_ids[i] for i in frame_indices],
+    }
+
+
+def collate(items: list[dict]) -> MultiViewBatch:
+    return MultiViewBatch(
+        images=torch.stack([item["images"] for item in items]),
+        depth_m=torch.stack([item["depth_m"] for item in items]),
+        valid=torch.stack([item["valid"] for item in items]),
+        K=torch.stack([item["K"] for item in items]),
+        camera_to_world=torch.stack([item["camera_to_world"] for item in items]),
+        has_depth=torch.tensor([item["has_depth"] for item in items], dtype=torch.bool),
+        dataset_names=[item["dataset"] for item in items],
+        keys=[item["key"] for item in items],
+        frame_ids=[item["frame_ids"] for item in items],
+    )
+
+
+def _with_skips(batch: MultiViewBatch, skips: SkipLog) -> MultiViewBatch:
+    batch.skipped = skips.take()
+    return batch
+
+
+def resampled_records(urls: Sequence[str], rng: np.random.Generator, skips: SkipLog) -> Iterator[ClipRecord]:
+    """Valid clip records from shards drawn with replacement, forever."""
+    empty_draws = 0
+    while True:
+        url = urls[int(rng.integers(len(urls)))]
+        produced = False
+        for record in iter_clip_records([url], skips):
+            produced = True
+            yield record
+        empty_draws = 0 if produced else empty_draws + 1
+        if empty_draws >= MAX_EMPTY_SHARD_DRAWS:
+            raise RuntimeError(
+                f"datamodules/clip_streams.py: {empty_draws} shard draws in a row gave no valid clip "
+                f"(shards {list(urls)[:3]}...; skips so far {dict(skips.counts)})"
+            )
+
+
+def mixed(sources: list[Iterator[ClipRecord]], weights: np.ndarray, rng: np.random.Generator) -> Iterator[ClipRecord]:
+    """Draw the next record from source i with probability weights[i]."""
+    while True:
+        yield next(sources[int(rng.choice(len(sources), p=weights))])
+
+
+def shuffled(records: Iterator[ClipRecord], buffer_size: int, rng: np.random.Generator) -> Iterator[ClipRecord]:
+    """Shuffle with a buffer: fill it, then emit a random element and replace it with the next record."""
+    buffer: list[ClipRecord] = []
+    for record in records:
+        if len(buffer) < buffer_size:
+            buffer.append(record)
+            continue
+        slot = int(rng.integers(buffer_size))
+        yield buffer[slot]
+        buffer[slot] = record
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+class TrainClipBatches(IterableDataset):
+    """Resampled, mixed, shuffled, budget-batched, augmented training batches; a finite epoch per __iter__."""
+
+    def __init__(
+        self,
+        shard_sets: list[list[str]],
+        weights: Sequence[float] | None,
+        recipe: BatchRecipe,
+        batches_per_epoch: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle_buffer: int = 32,
+    ):
+        if not shard_sets or any(not urls for urls in shard_sets):
+            raise ValueError("datamodules/clip_streams.py: every training shard set needs at least one shard")
+        weights = np.ones(len(shard_sets)) if weights is None else np.asarray(weights, dtype=np.float64)
+        if weights.shape != (len(shard_sets),) or np.any(weights < 0) or weights.sum() <= 0:
+            raise ValueError(f"datamodules/clip_streams.py: weights {weights.tolist()} do not fit {len(shard_sets)} shard sets")
+        self.shard_sets = shard_sets
+        self.weights = weights / weights.sum()
+        self.recipe = recipe
+        self.batches_per_epoch = batches_per_epoch
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.shuffle_buffer = shuffle_buffer
+        self._epochs_started = 0  # per process copy: persistent workers count their own epochs
+
+    def batches_per_worker(self, workers: int) -> int:
+        return math.ceil(self.batches_per_epoch / workers)
+
+    def _slot_urls(self, urls: list[str], worker: int, workers: int) -> list[str]:
+        slots = self.world_size * workers
+        if len(urls) < slots:
+            if worker == 0 and self.rank == 0:
+                logger.warning("%d shards for %d rank x worker slots: training streams overlap (%s...)", len(urls), slots, urls[0])
+            return urls
+        return slot_shards(urls, self.rank, self.world_size, worker, workers)
+
+    def __iter__(self) -> Iterator[MultiViewBatch]:
+        worker, workers = worker_slot()
+        epoch = self._epochs_started
+        self._epochs_started += 1
+        rng = np.random.default_rng([self.seed, self.rank, worker, epoch])
+        if get_worker_info() is not None:  # kornia draws from torch's global generator: seed it per worker
+            torch.manual_seed(int(rng.integers(2**62)))
+        skips = SkipLog()
+        sources = [resampled_records(self._slot_urls(urls, worker, workers), rng, skips) for urls in self.shard_sets]
+        records = shuffled(mixed(sources, self.weights, rng), self.shuffle_buffer, rng)
+        batches = self._budget_batches(records, rng, skips)
+        yield from itertools.islice(batches, self.batches_per_worker(workers))  # with_epoch
+
+    def _budget_batches(self, records: Iterator[ClipRecord], rng: np.random.Generator, skips: SkipLog) -> Iterator[MultiViewBatch]:
+        recipe = self.recipe
+        jitter = ClipColorJitter(grayscale_probability=recipe.grayscale_probability) if recipe.color_jitter else None
+        while True:
+            num_views = int(rng.integers(recipe.views_min, recipe.views_max + 1))
+            if recipe.aspect_ratio_range is None:
+                target_hw = tuple(recipe.image_size)
+            else:
+                target_hw = recipe.training_size(float(np.exp(rng.uniform(*np.log(recipe.aspect_ratio_range)))))
+            items: list[dict] = []
+            while len(items) < recipe.image_budget // num_views:
+                record = next(records)
+                frames = sample_training_views(record.meta.num_frames, num_views, rng, recipe.view_window)
+                try:
+                    items.append(prepare_clip(record, frames, target_hw, recipe, rng, jitter))
+                except SampleError as error:
+                    skips.record(error, record.url)
+            yield _with_skips(collate(items), skips)
+
+
+class ValClipBatches(IterableDataset):
+    """One exact pass over the validation shards of this (rank, worker) slot: evenly spaced val_views views,
+    centred crop at image_size, no photometric change; the last batch may be smaller."""
+
+    def __init__(self, urls: list[str], recipe: BatchRecipe, rank: int = 0, world_size: int = 1):
+        self.urls = urls
+        self.recipe = recipe
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self) -> Iterator[MultiViewBatch]:
+        worker, workers = worker_slot()
+        recipe = self.recipe
+        skips = SkipLog()
+        batch_size = max(1, recipe.image_budget // recipe.val_views)
+        items: list[dict] = []
+        pending: MultiViewBatch | None = None  # held back one step so skips at the end ride on the last batch
+        for record in iter_clip_records(slot_shards(self.urls, self.rank, self.world_size, worker, workers), skips):
+            frames = evenly_spaced_views(record.meta.num_frames, recipe.val_views)
+            try:
+                items.append(prepare_clip(record, frames, tuple(recipe.image_size), recipe, None, None))
+            except SampleError as error:
+                skips.record(error, record.url)
+                continue
+            if len(items) == batch_size:
+                if pending is not None:
+                    yield _with_skips(pending, skips)
+                pending, items = collate(items), []
+        if items:
+            if pending is not None:
+                yield _with_skips(pending, skips)
+            pending = collate(items)
+        if pending is not None:
+            yield _with_skips(pending, skips)
