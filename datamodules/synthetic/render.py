@@ -178,7 +178,9 @@ def _albedo(scene: Scene, surface: np.ndarray, points: np.ndarray) -> np.ndarray
 
 
 def cast_rays(scene: Scene, origins: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest hit of each ray: (t, surface_id), shapes of directions[..., 0]. Origins must lie inside the room."""
+    """Nearest hit of each ray: (t, surface_id), shapes of directions[..., 0]. Origins (broadcast to directions)
+    must lie inside the room and outside every object."""
+    origins = np.broadcast_to(origins, directions.shape)
     room = scene.room_size
     with np.errstate(divide="ignore", invalid="ignore"):
         bounds = np.where(directions > 0, room, 0.0)
