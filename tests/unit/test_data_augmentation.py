@@ -1,0 +1,120 @@
+"""Crops, focal crops and resizes keep the geometry: unprojection with the updated K lands on the same world
+points; depth is sampled nearest (never blended); view sampling windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from g2vlm.datamodules.augmentation import ClipColorJitter, crop_box, crop_resize
+from g2vlm.datamodules.view_sampling import evenly_spaced_views, sample_training_views
+from g2vlm.geometry.camera import unproject_depth
+
+SOURCE_H, SOURCE_W = 48, 64
+PLANE_DEPTH_M = 2.5
+
+
+def source_view() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A camera facing a fronto-parallel plane (constant depth). The image encodes each pixel's own source
+    coordinates affinely (R = u, G = v, scaled), so the colour of any resampled pixel says where it came from."""
+    K = torch.tensor([[[52.0, 0.0, 33.7], [0.0, 55.0, 21.9], [0.0, 0.0, 1.0]]], dtype=torch.float64)
+    angle = 0.3
+    camera_to_world = torch.eye(4, dtype=torch.float64)[None].clone()
+    camera_to_world[0, :3, :3] = torch.tensor(
+        [[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]], dtype=torch.float64
+    )
+    camera_to_world[0, :3, 3] = torch.tensor([0.4, -0.2, 1.0], dtype=torch.float64)
+    v, u = torch.meshgrid(torch.arange(SOURCE_H, dtype=torch.float64), torch.arange(SOURCE_W, dtype=torch.float64), indexing="ij")
+    images = torch.stack([0.1 + 0.8 * u / SOURCE_W, 0.1 + 0.8 * v / SOURCE_H, torch.full_like(u, 0.5)])[None]
+    depth = torch.full((1, SOURCE_H, SOURCE_W), PLANE_DEPTH_M, dtype=torch.float64)
+    return images, depth, K, camera_to_world
+
+
+def decode_source_coordinates(images: torch.Tensor) -> torch.Tensor:
+    """(1, 3, H, W) -> (1, H, W, 2) source (u, v) encoded by `source_view`."""
+    u = (images[:, 0] - 0.1) / 0.8 * SOURCE_W
+    v = (images[:, 1] - 0.1) / 0.8 * SOURCE_H
+    return torch.stack([u, v], dim=-1)
+
+
+def pixel_to_world(uv: torch.Tensor, depth: float, K: torch.Tensor, camera_to_world: torch.Tensor) -> torch.Tensor:
+    rays = torch.cat([uv, torch.ones_like(uv[..., :1])], dim=-1) @ torch.linalg.inv(K[0]).T
+    points = rays * depth
+    return points @ camera_to_world[0, :3, :3].T + camera_to_world[0, :3, 3]
+
+
+@pytest.mark.parametrize(
+    ("target_hw", "scale", "placement"),
+    [
+        ((32, 32), 1.0, "principal_point"),  # aspect change + downscale, crop centred on the principal point
+        ((24, 40), 0.6, "random"),  # focal crop + random placement
+        ((56, 72), 0.7, "random"),  # upscale
+        ((30, 30), 0.85, "random"),
+        ((48, 64), 1.0, "principal_point"),  # identity size
+    ],
+)
+def test_unprojection_with_updated_K_lands_on_the_same_world_points(target_hw, scale, placement):
+    images, depth, K, camera_to_world = source_view()
+    rng = np.random.default_rng(hash(target_hw) % 1000)
+    for _ in range(3):
+        box = crop_box((SOURCE_H, SOURCE_W), target_hw, scale, rng if placement == "random" else None,
+                       principal_point=(float(K[0, 0, 2]), float(K[0, 1, 2])))
+        out_images, out_depth, _, out_K = crop_resize(images, depth, None, K, box, target_hw)
+        assert out_images.shape == (1, 3, *target_hw) and out_depth.shape == (1, *target_hw)
+        world_after = unproject_depth(out_depth, out_K, camera_to_world)[0]  # (H, W, 3)
+        source_uv = decode_source_coordinates(out_images)[0]
+        world_before = pixel_to_world(source_uv, PLANE_DEPTH_M, K, camera_to_world)
+        margin = 3  # resampling filters are truncated at the crop border
+        error = (world_after - world_before)[margin:-margin, margin:-margin].norm(dim=-1)
+        assert error.max() < 1e-4
+
+
+def test_depth_is_resampled_nearest_not_blended():
+    images, _, K, _ = source_view()
+    v, u = torch.meshgrid(torch.arange(SOURCE_H, dtype=torch.float64), torch.arange(SOURCE_W, dtype=torch.float64), indexing="ij")
+    depth_codes = (1.0 + u + 100.0 * v)[None]  # each source pixel has its own value
+    rng = np.random.default_rng(0)
+    for target_hw, scale in [((20, 36), 0.9), ((60, 60), 0.55), ((33, 47), 1.0)]:
+        box = crop_box((SOURCE_H, SOURCE_W), target_hw, scale, rng)
+        _, out_depth, _, out_K = crop_resize(images, depth_codes, None, K, box, target_hw)
+        codes = out_depth[0] - 1.0
+        assert torch.all(codes == torch.round(codes))  # values are source values, never averages
+        picked_u, picked_v = codes % 100, torch.div(codes, 100, rounding_mode="floor")
+        # the picked source pixel is the one nearest to where the updated K says the output pixel comes from
+        out_v, out_u = torch.meshgrid(torch.arange(target_hw[0], dtype=torch.float64), torch.arange(target_hw[1], dtype=torch.float64), indexing="ij")
+        rays = torch.stack([out_u, out_v, torch.ones_like(out_u)], -1) @ torch.linalg.inv(out_K[0]).T
+        mapped = rays @ K[0].T
+        assert (picked_u - mapped[..., 0]).abs().max() <= 0.5 + 1e-9
+        assert (picked_v - mapped[..., 1]).abs().max() <= 0.5 + 1e-9
+
+
+def test_crop_box_keeps_target_aspect_and_stays_inside():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        box = crop_box((48, 64), (28, 42), float(rng.uniform(0.5, 1.0)), rng)
+        assert 0 <= box.left and box.left + box.width <= 64 and 0 <= box.top and box.top + box.height <= 48
+        assert abs(box.width / box.height - 42 / 28) < 0.1
+    full = crop_box((48, 64), (48, 48), 1.0)
+    assert (full.width, full.height, full.left, full.top) == (48, 48, 8, 0)
+
+
+def test_colour_jitter_is_one_draw_per_clip():
+    torch.manual_seed(0)
+    jitter = ClipColorJitter(probability=1.0, grayscale_probability=0.0)
+    clip = torch.rand(1, 3, 8, 8).repeat(4, 1, 1, 1)  # four identical views
+    out = jitter(clip)
+    assert not torch.allclose(out, clip)
+    for view in out[1:]:
+        torch.testing.assert_close(view, out[0])
+
+
+def test_training_views_stay_in_the_window_and_are_distinct():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        views = sample_training_views(num_frames=30, num_views=5, rng=rng, window=4)
+        assert len(set(views)) == 5 and max(views) - min(views) <= 8
+    assert sorted(sample_training_views(3, 5, rng, None)[:5]).count(0) >= 1  # short clips repeat frames
+    orders = {tuple(sample_training_views(6, 6, rng, None)) for _ in range(20)}
+    assert len(orders) > 1  # shuffled
+    assert evenly_spaced_views(9, 3) == [0, 4, 8]
