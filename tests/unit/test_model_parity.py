@@ -6,13 +6,24 @@
 
 import pytest
 import torch
-from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from transformers import (
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersModel,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+)
 
 from g2vlm.model.config import DinoConfig, model_config
 from g2vlm.model.g2vlm import G2VLM
 from g2vlm.model.packing import Text, VitImage, pack
 from g2vlm.model.vision_tower import patchify
-from g2vlm.model.weights import WeightLoadingError, load_dino, load_model, load_qwen2vl, save_model
+from g2vlm.model.weights import (
+    WeightLoadingError,
+    load_dino,
+    load_model,
+    load_qwen2vl,
+    save_model,
+)
 
 IMAGE_TOKEN, VISION_START, VISION_END = 120, 122, 123
 
@@ -21,29 +32,29 @@ def _hf_qwen_config(tie: bool = False) -> Qwen2VLConfig:
     """transformers' config with the dimensions of our `tiny` preset."""
     c = model_config("tiny")
     return Qwen2VLConfig(
-        text_config=dict(
-            vocab_size=c.vocab_size,
-            hidden_size=c.width,
-            intermediate_size=c.mlp_size,
-            num_hidden_layers=c.layers,
-            num_attention_heads=c.heads,
-            num_key_value_heads=c.kv_heads,
-            rms_norm_eps=c.rms_eps,
-            rope_parameters=dict(rope_type="default", rope_theta=c.rope_theta, mrope_section=list(c.mrope_section)),
-            tie_word_embeddings=tie,
-            bos_token_id=None,
-            eos_token_id=None,
-        ),
-        vision_config=dict(
-            depth=c.vit.depth,
-            embed_dim=c.vit.width,
-            hidden_size=c.width,
-            num_heads=c.vit.heads,
-            mlp_ratio=c.vit.mlp_ratio,
-            patch_size=c.vit.patch_size,
-            temporal_patch_size=c.vit.temporal_patch_size,
-            spatial_merge_size=c.vit.spatial_merge_size,
-        ),
+        text_config={
+            "vocab_size": c.vocab_size,
+            "hidden_size": c.width,
+            "intermediate_size": c.mlp_size,
+            "num_hidden_layers": c.layers,
+            "num_attention_heads": c.heads,
+            "num_key_value_heads": c.kv_heads,
+            "rms_norm_eps": c.rms_eps,
+            "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta, "mrope_section": list(c.mrope_section)},
+            "tie_word_embeddings": tie,
+            "bos_token_id": None,
+            "eos_token_id": None,
+        },
+        vision_config={
+            "depth": c.vit.depth,
+            "embed_dim": c.vit.width,
+            "hidden_size": c.width,
+            "num_heads": c.vit.heads,
+            "mlp_ratio": c.vit.mlp_ratio,
+            "patch_size": c.vit.patch_size,
+            "temporal_patch_size": c.vit.temporal_patch_size,
+            "spatial_merge_size": c.vit.spatial_merge_size,
+        },
         image_token_id=IMAGE_TOKEN,
         video_token_id=121,
         vision_start_token_id=VISION_START,
@@ -112,7 +123,9 @@ def test_image_and_text_logits_match_transformers(qwen_folder):
 
 
 def test_patchify_matches_qwen_image_processor():
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import (
+        Qwen2VLImageProcessor,
+    )
 
     config = model_config("tiny").vit
     image = torch.rand(3, 16, 24, generator=torch.Generator().manual_seed(5))

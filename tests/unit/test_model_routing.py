@@ -1,6 +1,7 @@
 """Joint path: routing equals a naive two-expert reference; packed samples do not leak into each other;
 the document mask follows the rules; freezing cuts gradients and activations."""
 
+import pytest
 import torch
 
 from g2vlm.model.config import model_config
@@ -67,7 +68,7 @@ def test_routing_equals_naive_reference():
     x = torch.cat([semantic, geometric])
     is_geometric = torch.arange(batch.num_tokens) >= batch.num_semantic
     cos, sin = model._rope(batch.position_ids)
-    reference = _naive_trunk(model, x, is_geometric, cos, sin, batch.attention_mask)
+    reference = _naive_trunk(model, x, is_geometric, cos, sin, batch.dense_mask())
     torch.testing.assert_close(out.semantic_hidden, reference[: batch.num_semantic], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.geometric_hidden, reference[batch.num_semantic :], atol=1e-5, rtol=1e-5)
 
@@ -93,7 +94,7 @@ def test_perturbing_one_sample_leaves_the_others_bit_identical():
 def test_mask_rules():
     config = model_config("tiny")
     samples = [[Text(torch.arange(2)), Geometry(torch.rand(2, 3, 8, 8)), Text(torch.arange(2))], [Text(torch.arange(3))]]
-    mask = pack(samples, config).attention_mask
+    mask = pack(samples, config).dense_mask()
     # storage: semantic [s0 t0 t1 t2 t3 | s1 u0 u1 u2] then geometric [s0 frame0 (4) frame1 (4)]
     t = [0, 1, 2, 3]
     u = [4, 5, 6]
@@ -103,7 +104,7 @@ def test_mask_rules():
     assert mask[f0[0], f1[3]] and mask[f1[0], f0[3]]  # global geometry: both directions
     assert mask[f0[2], t[1]] and not mask[f0[0], t[2]]  # geometry sees earlier text, not later text
     assert mask[t[2], f1[3]]  # later text sees all geometry
-    frame_mask = pack(samples, config.replace(geometry_attention="frame")).attention_mask
+    frame_mask = pack(samples, config.replace(geometry_attention="frame")).dense_mask()
     assert frame_mask[f1[0], f0[3]] and not frame_mask[f0[0], f1[3]]  # per frame: later frames only see earlier
     assert frame_mask[f0[0], f0[3]]  # inside a frame: bidirectional
 
@@ -171,3 +172,50 @@ def test_frozen_dino_keeps_no_activations_and_gets_no_grad():
     walk(out.depth.grad_fn, set())
     leaves = [n.variable for n in nodes if hasattr(n, "variable")]
     assert any(id(v) in dino_params for v in leaves)
+
+
+def _flex_vs_sdpa(device: str, backward: bool):
+    sdpa = _model().to(device)
+    flex = _model(attention_backend="flex").to(device)
+    flex.load_state_dict(sdpa.state_dict())
+    batch = pack(_samples(), sdpa.config)
+    out_sdpa = sdpa(batch, run_heads=True)
+    out_flex = flex(batch, run_heads=True)
+    torch.testing.assert_close(out_flex.logits, out_sdpa.logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out_flex.geometric_hidden, out_sdpa.geometric_hidden, atol=1e-4, rtol=1e-4)
+    if backward:
+        for model, out in ((sdpa, out_sdpa), (flex, out_flex)):
+            (out.logits.square().mean() + out.geometry[0].depth.mean()).backward()
+        grad_sdpa = sdpa.trunk.layers[0].geometric.q_proj.weight.grad
+        grad_flex = flex.trunk.layers[0].geometric.q_proj.weight.grad
+        torch.testing.assert_close(grad_flex, grad_sdpa, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_flex_backend_equals_sdpa_on_cpu():
+    """Flex attention's eager (unfused) path on CPU against the dense-mask SDPA reference."""
+    with torch.no_grad():
+        _flex_vs_sdpa("cpu", backward=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_flex_backend_equals_sdpa_on_gpu():
+    """Compiled flex attention with a BlockMask against dense-mask SDPA, forward and backward."""
+    _flex_vs_sdpa("cuda", backward=True)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = _model()
+    model.train()
+    model.freeze("dino", frozen=False)
+    images = torch.rand(1, 2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    grads = []
+    for enabled in (False, True):
+        model.set_gradient_checkpointing(enabled)
+        model.zero_grad(set_to_none=True)
+        model.forward_geometry(images).depth.mean().backward()
+        grads.append([p.grad.clone() for p in model.trunk.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) > 0
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)

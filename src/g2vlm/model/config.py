@@ -90,6 +90,7 @@ class ModelConfig:
     geometry_positions: Literal["shared", "sequential"] = "shared"
     geometry_attention: Literal["global", "frame"] = "global"
     vit_attention: Literal["bidirectional", "causal"] = "bidirectional"  # causal = stock Qwen2-VL
+    attention_backend: Literal["sdpa", "flex"] = "sdpa"  # joint path: dense-mask SDPA (reference) | flex (GPU)
     # geometric side
     dino: DinoConfig = field(default_factory=DinoConfig)
     geometry_heads: HeadsConfig = field(default_factory=HeadsConfig)
@@ -106,6 +107,8 @@ class ModelConfig:
             raise ValueError(f"model/config.py: geometry_positions must be shared|sequential, got {self.geometry_positions!r}")
         if self.geometry_attention not in ("global", "frame"):
             raise ValueError(f"model/config.py: geometry_attention must be global|frame, got {self.geometry_attention!r}")
+        if self.attention_backend not in ("sdpa", "flex"):
+            raise ValueError(f"model/config.py: attention_backend must be sdpa|flex, got {self.attention_backend!r}")
         if self.vit_attention not in ("bidirectional", "causal"):
             raise ValueError(f"model/config.py: vit_attention must be bidirectional|causal, got {self.vit_attention!r}")
         if self.width % self.geometry_heads.heads or (self.width // self.geometry_heads.heads) % 4:

@@ -11,8 +11,9 @@ on a slice. Attention order is given by the mask and the position ids, not by th
 
 Two paths:
 - `forward_geometry`: geometric tokens only, a dense (B, L, D) batch, unmasked SDPA (flash on GPU);
-- `forward_packed`: one packed sequence (T, D) of several samples, SDPA with a dense boolean mask
-  (True = may attend) built once per batch.
+- `forward_packed`: one packed sequence (T, D) of several samples, with a document mask built once
+  per batch: SDPA with a dense boolean mask (True = may attend; the reference, CPU) or flex attention
+  with a BlockMask (compiled on GPU).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
 from torch.utils.checkpoint import checkpoint
 
 from g2vlm.model.config import ModelConfig
@@ -106,11 +108,29 @@ def _expand_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x[:, :, None].expand(b, h, groups, length, d).reshape(b, h * groups, length, d)
 
 
+_compiled_flex_attention = None
+
+
+def _flex(q, k, v, block_mask: BlockMask) -> torch.Tensor:
+    """flex attention, compiled once per process on CUDA (eager elsewhere: the unfused reference)."""
+    global _compiled_flex_attention
+    if q.device.type != "cuda":
+        return flex_attention(q, k, v, block_mask=block_mask)
+    if _compiled_flex_attention is None:
+        _compiled_flex_attention = torch.compile(flex_attention, dynamic=True)
+    return _compiled_flex_attention(q, k, v, block_mask=block_mask)
+
+
 def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    mask: torch.Tensor | BlockMask | None,
 ) -> torch.Tensor:
-    """Rotary + grouped-query SDPA. q (B, L, H, hd), k/v (B, L, Hkv, hd), cos/sin (B, L, hd),
-    mask None (dense, unmasked) or bool (L, L) True = may attend. -> (B, L, H·hd)."""
+    """Rotary + grouped-query attention. q (B, L, H, hd), k/v (B, L, Hkv, hd), cos/sin (B, L, hd);
+    mask None (unmasked SDPA), bool (L, L) True = may attend (SDPA) or a BlockMask (flex). -> (B, L, H·hd)."""
     cos, sin = cos[:, None].to(q.dtype), sin[:, None].to(q.dtype)
     q = apply_rotary(q.transpose(1, 2), cos, sin)
     k = apply_rotary(k.transpose(1, 2), cos, sin)
@@ -119,6 +139,8 @@ def attention(
     k, v = _expand_kv(k, groups), _expand_kv(v, groups)
     if mask is None:
         out = F.scaled_dot_product_attention(q, k, v)
+    elif isinstance(mask, BlockMask):
+        out = _flex(q, k, v, mask)
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return out.transpose(1, 2).flatten(2)
@@ -143,10 +165,10 @@ class ExpertRouterLayer(nn.Module):
         return expert.finish(x, attention(q, k, v, cos, sin, mask=None))
 
     def forward_packed(
-        self, x: torch.Tensor, split: int, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor
+        self, x: torch.Tensor, split: int, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | BlockMask
     ) -> torch.Tensor:
         """A packed sequence: x (T, D) with the semantic tokens in x[:split] and the geometric tokens in
-        x[split:]; cos/sin (T, hd); mask bool (T, T) True = may attend. -> (T, D)."""
+        x[split:]; cos/sin (T, hd); mask bool (T, T) True = may attend, or a BlockMask. -> (T, D)."""
         parts = [(self.semantic, x[:split]), (self.geometric, x[split:])]
         if split > 0 and self.semantic is None:
             raise ValueError("model/expert_router.py: semantic tokens given to a model built without the semantic expert")
@@ -184,7 +206,7 @@ class ExpertRouterStack(nn.Module):
         return self.geometric_norm(x)
 
     def forward_packed(
-        self, x: torch.Tensor, split: int, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor
+        self, x: torch.Tensor, split: int, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | BlockMask
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (T, D) packed (semantic first) -> final-normed (semantic (split, D), geometric (T - split, D))."""
         for layer in self.layers:

@@ -170,9 +170,8 @@ class G2VLM(nn.Module):
             parts.append(self.encode_frames(frames).flatten(0, 1))
         x = torch.cat(parts, dim=0)
         cos, sin = self._rope(batch.position_ids)
-        semantic_hidden, geometric_hidden = self.trunk.forward_packed(
-            x, batch.num_semantic, cos, sin, batch.attention_mask
-        )
+        mask = batch.block_mask() if c.attention_backend == "flex" else batch.dense_mask()  # once per batch
+        semantic_hidden, geometric_hidden = self.trunk.forward_packed(x, batch.num_semantic, cos, sin, mask)
         logits = None
         if batch.input_ids.numel():
             logits = self.lm_head(semantic_hidden.index_select(0, batch.text_index))

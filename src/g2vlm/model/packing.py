@@ -11,6 +11,9 @@ slicing. Reading order lives in the position ids and the attention mask:
     allowed(q, k) = same sample AND (k not after q OR q and k in the same bidirectional span)
 Spans: each ViT image (`vit_attention="bidirectional"`; `causal` = stock Qwen2-VL), and a sample's
 whole geometry segment (`geometry_attention="global"`) or each of its frames (`"frame"`).
+
+The batch stores the rule's inputs per token (sample, reading order, span); the model turns them into
+a dense boolean mask (SDPA, the reference backend) or a flex-attention BlockMask (GPU), once per batch.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ class PackedBatch:
     vit_patches (P_vit, 3·tp·p²), vit_grid_thw (n_images, 3), vit_index (T_vit,): Qwen-ViT inputs and
     the semantic rows their merged tokens fill (images in reading order).
     geometry_frames: per sample with geometry, its frames (N, 3, H, W); geometry_grids: (N, h, w) each.
-    position_ids (3, T) and attention_mask (T, T) bool (True = may attend), in storage order.
+    position_ids (3, T); token_sample, token_order, token_span (T,): per token its sample, reading
+    order inside the sample and bidirectional span id (-1: causal only); all in storage order.
     """
 
     num_semantic: int
@@ -64,7 +68,9 @@ class PackedBatch:
     geometry_frames: list[torch.Tensor]
     geometry_grids: list[tuple[int, int, int]]
     position_ids: torch.Tensor
-    attention_mask: torch.Tensor
+    token_sample: torch.Tensor
+    token_order: torch.Tensor
+    token_span: torch.Tensor
 
     @property
     def num_tokens(self) -> int:
@@ -77,6 +83,26 @@ class PackedBatch:
         return PackedBatch(
             **{k: ([move(t) for t in v] if isinstance(v, list) else move(v)) for k, v in self.__dict__.items()}
         )
+
+    def dense_mask(self) -> torch.Tensor:
+        """(T, T) bool, True = query row may attend to key column."""
+        sample, order, span = self.token_sample, self.token_order, self.token_span
+        same_sample = sample[:, None] == sample[None, :]
+        causal = order[None, :] <= order[:, None]
+        same_span = (span[:, None] == span[None, :]) & (span[:, None] >= 0)
+        return same_sample & (causal | same_span)
+
+    def block_mask(self):
+        """The same rule as a flex-attention BlockMask (block size 128), on the batch's device."""
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        sample, order, span = self.token_sample, self.token_order, self.token_span
+
+        def mask_mod(b, h, q, k):
+            return (sample[q] == sample[k]) & ((order[k] <= order[q]) | ((span[q] == span[k]) & (span[q] >= 0)))
+
+        length = self.num_tokens
+        return create_block_mask(mask_mod, None, None, length, length, device=sample.device)
 
 
 def pack(samples: list[list[Segment]], config: ModelConfig) -> PackedBatch:
@@ -130,10 +156,6 @@ def pack(samples: list[list[Segment]], config: ModelConfig) -> PackedBatch:
             else:
                 raise TypeError(f"model/packing.py: unknown segment type {type(segment).__name__}")
     meta = torch.tensor(semantic_meta + geometric_meta, dtype=torch.long).reshape(-1, 3)
-    sample, order, block = meta.unbind(1)
-    same_sample = sample[:, None] == sample[None, :]
-    causal = order[None, :] <= order[:, None]
-    same_span = (block[:, None] == block[None, :]) & (block[:, None] >= 0)
     empty = torch.zeros(0, dtype=torch.long)
     return PackedBatch(
         num_semantic=len(semantic_meta),
@@ -146,5 +168,7 @@ def pack(samples: list[list[Segment]], config: ModelConfig) -> PackedBatch:
         geometry_frames=geometry_frames,
         geometry_grids=geometry_grids,
         position_ids=torch.cat(semantic_positions + geometric_positions, dim=1),
-        attention_mask=same_sample & (causal | same_span),
+        token_sample=meta[:, 0].contiguous(),
+        token_order=meta[:, 1].contiguous(),
+        token_span=meta[:, 2].contiguous(),
     )

@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
-from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
+from transformers.models.qwen2_vl.modeling_qwen2_vl import (
+    Qwen2VisionTransformerPretrainedModel,
+)
 
 from g2vlm.model.config import VisionTowerConfig
 
