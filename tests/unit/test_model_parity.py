@@ -94,6 +94,22 @@ def test_text_only_logits_match_transformers(qwen_folder):
     assert (logits - expected).abs().max() <= 1e-4
 
 
+def test_answer_loss_matches_transformers_labels(qwen_folder):
+    """Text(supervised=True) segments give the same next-token CE as transformers' shifted labels."""
+    folder, reference = qwen_folder
+    model = _ours(folder)
+    g = torch.Generator().manual_seed(7)
+    prompt, answer = torch.randint(0, 120, (9,), generator=g), torch.randint(0, 120, (4,), generator=g)
+    ids = torch.cat([prompt, answer])
+    labels = torch.cat([torch.full_like(prompt, -100), answer])
+    with torch.no_grad():
+        expected = reference(input_ids=ids[None], labels=labels[None]).loss
+        batch = pack([[Text(prompt), Text(answer, supervised=True)]], model.config)
+        loss = torch.nn.functional.cross_entropy(model(batch).logits, batch.text_labels, ignore_index=-100)
+    assert (batch.text_labels != -100).sum() == len(answer)
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_image_and_text_logits_match_transformers(qwen_folder):
     folder, reference = qwen_folder
     model = _ours(folder)

@@ -29,7 +29,11 @@ from g2vlm.model.vision_tower import patchify
 
 @dataclass
 class Text:
+    """Text tokens. supervised: each of these tokens is a next-token target (the answer), scored on
+    the logits of the token before it when that token is text (see PackedBatch.text_labels)."""
+
     ids: torch.Tensor  # (L,) long
+    supervised: bool = False
 
 
 @dataclass
@@ -50,7 +54,9 @@ class PackedBatch:
     """One packed sequence of T tokens (T_s semantic first, then T_g geometric).
 
     input_ids (T_text,) and text_index (T_text,): text token ids and their rows in the semantic part;
-    text_sample (T_text,): the sample of each text token (text tokens are in reading order per sample).
+    text_sample (T_text,): the sample of each text token (text tokens are in reading order per sample);
+    text_labels (T_text,): the next token's id where that next token is supervised, else -100, so
+    `cross_entropy(logits, text_labels, ignore_index=-100)` is the answer loss.
     vit_patches (P_vit, 3·tp·p²), vit_grid_thw (n_images, 3), vit_index (T_vit,): Qwen-ViT inputs and
     the semantic rows their merged tokens fill (images in reading order).
     geometry_frames: per sample with geometry, its frames (N, 3, H, W); geometry_grids: (N, h, w) each.
@@ -62,6 +68,7 @@ class PackedBatch:
     input_ids: torch.Tensor
     text_index: torch.Tensor
     text_sample: torch.Tensor
+    text_labels: torch.Tensor
     vit_patches: torch.Tensor | None
     vit_grid_thw: torch.Tensor | None
     vit_index: torch.Tensor
@@ -111,20 +118,31 @@ def pack(samples: list[list[Segment]], config: ModelConfig) -> PackedBatch:
     semantic_positions, geometric_positions = [], []
     input_ids, text_index, text_sample, vit_index = [], [], [], []
     vit_patches, vit_grids, geometry_frames, geometry_grids = [], [], [], []
+    text_labels: list[int] = []
     span = 0  # span ids; -1 = causal only
     patch = config.dino.patch_size
     for sample_id, sample in enumerate(samples):
         position, order = 0, 0
+        previous_is_text = False  # is the token just before the current one (reading order) text?
         for segment in sample:
             if isinstance(segment, Text):
-                n = segment.ids.numel()
+                ids = segment.ids.reshape(-1).long()
+                n = ids.numel()
+                if segment.supervised and n:
+                    if previous_is_text:
+                        text_labels[-1] = int(ids[0])
+                    text_labels += ids[1:].tolist() + [-100]
+                else:
+                    text_labels += [-100] * n
+                previous_is_text = previous_is_text or n > 0
                 text_index.append(torch.arange(len(semantic_meta), len(semantic_meta) + n))
-                input_ids.append(segment.ids.reshape(-1).long())
+                input_ids.append(ids)
                 text_sample.append(torch.full((n,), sample_id))
                 semantic_positions.append(text_positions(n, position))
                 semantic_meta += [(sample_id, order + i, -1) for i in range(n)]
                 position, order = position + n, order + n
             elif isinstance(segment, VitImage):
+                previous_is_text = False
                 if config.vit is None:
                     raise ValueError("model/packing.py: a VitImage segment needs a model with a vision tower")
                 patches, (_, gh, gw) = patchify(segment.image, config.vit)
@@ -139,6 +157,7 @@ def pack(samples: list[list[Segment]], config: ModelConfig) -> PackedBatch:
                 span += 1
                 position, order = position + max(h, w), order + h * w
             elif isinstance(segment, Geometry):
+                previous_is_text = False
                 n, _, height, width = segment.frames.shape
                 if height % patch or width % patch:
                     raise ValueError(f"model/packing.py: geometry frames {height}x{width} are not a multiple of {patch}")
@@ -162,6 +181,7 @@ def pack(samples: list[list[Segment]], config: ModelConfig) -> PackedBatch:
         input_ids=torch.cat(input_ids) if input_ids else empty,
         text_index=torch.cat(text_index) if text_index else empty,
         text_sample=torch.cat(text_sample) if text_sample else empty,
+        text_labels=torch.tensor(text_labels, dtype=torch.long),
         vit_patches=torch.cat(vit_patches) if vit_patches else None,
         vit_grid_thw=torch.tensor(vit_grids, dtype=torch.long) if vit_grids else None,
         vit_index=torch.cat(vit_index) if vit_index else empty,
