@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import webdataset as wds
-
 from g2vlm.datamodules.decoding import (
     decode_depth_npy,
     decode_depth_png,
@@ -77,7 +76,7 @@ def split_member_name(name: str) -> tuple[str, str]:
     """WebDataset grouping: the key is the path up to the first dot of the base name; the suffix (lower-cased)
     is the rest. 'dir/clip.007.depth.png' -> ('dir/clip', '007.depth.png')."""
     directory, base = os.path.split(name)
-    stem, dot, suffix = base.partition(".")
+    stem, _, suffix = base.partition(".")
     return (os.path.join(directory, stem) if directory else stem), suffix.lower()
 
 

@@ -27,13 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import webdataset as wds
-from torch.utils.data import IterableDataset, get_worker_info
-
 from g2vlm.datamodules.augmentation import ClipColorJitter, crop_box, crop_resize
 from g2vlm.datamodules.batch import MultiViewBatch
 from g2vlm.datamodules.clip_reader import ClipRecord, SkipLog, iter_clip_records
 from g2vlm.datamodules.schema import SampleError
 from g2vlm.datamodules.view_sampling import evenly_spaced_views, sample_training_views
+from torch.utils.data import IterableDataset, get_worker_info
 
 logger = logging.getLogger("g2vlm.datamodules")
 

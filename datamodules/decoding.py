@@ -15,11 +15,12 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from g2vlm.datamodules.schema import REASON_BAD_DEPTH, REASON_DECODE, SampleError
 from PIL import Image
 
-from g2vlm.datamodules.schema import REASON_BAD_DEPTH, REASON_DECODE, SampleError
-
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+# What PIL and numpy raise on corrupt or truncated data (UnidentifiedImageError is an OSError).
+_CORRUPT_DATA_ERRORS = (OSError, ValueError, SyntaxError, EOFError, TypeError, Image.DecompressionBombError)
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
@@ -66,7 +67,7 @@ def decode_jpeg(data: bytes, member: str = "jpg") -> np.ndarray:
             if image.mode != "RGB":
                 image = image.convert("RGB")
             return np.asarray(image)
-    except Exception as error:  # PIL raises several unrelated types for corrupt data
+    except _CORRUPT_DATA_ERRORS as error:
         raise SampleError(REASON_DECODE, f"{member}: not a decodable RGB image ({type(error).__name__}: {error})") from None
 
 
@@ -84,7 +85,7 @@ def decode_depth_png(data: bytes, member: str = "depth.png") -> np.ndarray:
                 return values.astype(np.uint16)
     except SampleError:
         raise
-    except Exception as error:
+    except _CORRUPT_DATA_ERRORS as error:
         raise SampleError(REASON_DECODE, f"{member}: not a decodable PNG ({type(error).__name__}: {error})") from None
     raise SampleError(REASON_BAD_DEPTH, f"{member}: depth PNG has mode {mode!r}, expected 16-bit grayscale (I;16)")
 
@@ -93,7 +94,7 @@ def decode_depth_npy(data: bytes, member: str = "depth.npy") -> np.ndarray:
     """.npy bytes -> (H, W) float32. Only float16/float32 (H, W) arrays are accepted; no pickle."""
     try:
         values = np.load(io.BytesIO(data), allow_pickle=False)
-    except Exception as error:
+    except _CORRUPT_DATA_ERRORS as error:
         raise SampleError(REASON_DECODE, f"{member}: not a readable .npy array ({type(error).__name__}: {error})") from None
     if values.dtype not in (np.float16, np.float32) or values.ndim != 2:
         raise SampleError(REASON_BAD_DEPTH, f"{member}: expected an (H, W) float16/float32 array, got {values.shape} {values.dtype}")
@@ -105,7 +106,7 @@ def decode_mask_png(data: bytes, member: str = "mask.png") -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert("L")) > 0
-    except Exception as error:
+    except _CORRUPT_DATA_ERRORS as error:
         raise SampleError(REASON_DECODE, f"{member}: not a decodable mask PNG ({type(error).__name__}: {error})") from None
 
 
@@ -125,5 +126,5 @@ def image_size(data: bytes, member: str) -> tuple[int, int, str]:
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.width, image.height, image.mode
-    except Exception as error:
+    except _CORRUPT_DATA_ERRORS as error:
         raise SampleError(REASON_DECODE, f"{member}: not a readable image ({type(error).__name__}: {error})") from None

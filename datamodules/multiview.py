@@ -24,10 +24,14 @@ from __future__ import annotations
 import collections
 
 import lightning as L
-from torch.utils.data import DataLoader
-
 from g2vlm.datamodules.batch import MultiViewBatch
-from g2vlm.datamodules.clip_streams import BatchRecipe, TrainClipBatches, ValClipBatches, expand_shard_pattern
+from g2vlm.datamodules.clip_streams import (
+    BatchRecipe,
+    TrainClipBatches,
+    ValClipBatches,
+    expand_shard_pattern,
+)
+from torch.utils.data import DataLoader
 
 
 class MultiViewDataModule(L.LightningDataModule):

@@ -147,7 +147,7 @@ class ShardWriter:
         if self._tar is not None:
             self._tar.close()
         path = self.shard_path(len(self.shards))
-        self._tar = tarfile.open(path, "w")
+        self._tar = tarfile.open(path, "w")  # noqa: SIM115 (open across write() calls; closed in close())
         self.shards.append({"name": path.name, "clips": 0, "frames": 0, "bytes": 0})
 
     def close(self) -> dict[str, Any]:
@@ -170,7 +170,7 @@ class ShardWriter:
         self._index = index
         return index
 
-    def __enter__(self) -> ShardWriter:
+    def __enter__(self) -> ShardWriter:  # noqa: PYI034 (python 3.10 has no typing.Self)
         return self
 
     def __exit__(self, *exc_info) -> None:

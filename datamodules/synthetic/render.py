@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from g2vlm.datamodules.synthetic.scene import Scene, SceneObject
 
 FLOOR, CEILING, WALL_X0, WALL_X1, WALL_Y0, WALL_Y1 = range(6)
@@ -135,7 +134,6 @@ def _hash_noise(cells: np.ndarray) -> np.ndarray:
 def _albedo(scene: Scene, surface: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Procedural albedo (N, 3) for hit points (N, 3) on surfaces (N,): tiles, stripes, checkers, grain."""
     albedo = np.zeros_like(points)
-    lx, ly, _ = scene.room_size
     floor = surface == FLOOR
     if floor.any():
         p = points[floor]

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from g2vlm.datamodules.decoding import encode_depth_png, encode_jpeg
 from g2vlm.datamodules.schema import ClipMeta, clip_key
 from g2vlm.datamodules.shard_writer import ShardWriter

@@ -12,7 +12,6 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-
 from g2vlm.datamodules.batch import MultiViewBatch
 from g2vlm.datamodules.multiview import MultiViewDataModule
 from g2vlm.datamodules.synthetic.shards import render_clip, write_synthetic_shards
@@ -30,12 +29,12 @@ def shards(tmp_path_factory) -> Path:
 
 
 def datamodule(shards: Path, rank: int, **overrides) -> MultiViewDataModule:
-    args = dict(
-        train_shards=[str(shards / "synthetic-train-{000000..000008}.tar")],
-        val_shards=[str(shards / "synthetic-train-*.tar")],
-        image_size=(32, 32), size_multiple=8, views_min=2, views_max=3, image_budget=6,
-        train_batches_per_epoch=5, num_workers=2, color_jitter=False, seed=3,
-    )
+    args = {
+        "train_shards": [str(shards / "synthetic-train-{000000..000008}.tar")],
+        "val_shards": [str(shards / "synthetic-train-*.tar")],
+        "image_size": (32, 32), "size_multiple": 8, "views_min": 2, "views_max": 3, "image_budget": 6,
+        "train_batches_per_epoch": 5, "num_workers": 2, "color_jitter": False, "seed": 3,
+    }
     args.update(overrides)
     dm = MultiViewDataModule(**args)
     dm.trainer = SimpleNamespace(global_rank=rank, world_size=2)  # what a DDP trainer on that rank reports

@@ -9,7 +9,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
 from g2vlm.datamodules.clip_streams import BatchRecipe, TrainClipBatches, ValClipBatches
 from g2vlm.datamodules.decoding import encode_depth_npy
 from g2vlm.datamodules.synthetic.shards import render_clip

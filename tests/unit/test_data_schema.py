@@ -8,8 +8,6 @@ import tarfile
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from g2vlm.datamodules.clip_reader import SkipLog, read_clips, split_member_name
 from g2vlm.datamodules.decoding import (
     decode_depth_npy,
@@ -20,8 +18,15 @@ from g2vlm.datamodules.decoding import (
     encode_depth_png,
     encode_jpeg,
 )
-from g2vlm.datamodules.schema import ClipMeta, SampleError, clip_key, sanitize_key, validate_meta
+from g2vlm.datamodules.schema import (
+    ClipMeta,
+    SampleError,
+    clip_key,
+    sanitize_key,
+    validate_meta,
+)
 from g2vlm.datamodules.shard_writer import ShardWriter, read_index
+from PIL import Image
 
 
 def make_meta(shape: tuple[int, int, int] = (2, 12, 16), **overrides) -> dict:
