@@ -216,7 +216,7 @@ def _hf_dino(seed: int = 0) -> Dinov2WithRegistersModel:
 def test_hf_dinov2_with_registers_in_timm_gives_the_same_patch_tokens(tmp_path, size):
     reference = _hf_dino()
     reference.save_pretrained(tmp_path)
-    model = G2VLM(model_config("tiny", semantic=False, vit=None, dino=DinoConfig(width=32, depth=2, heads=4, patch_size=4, registers=4, img_size=32)))
+    model = _tiny_dino_model()
     load_dino(model, tmp_path)
     images = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
@@ -246,3 +246,46 @@ def test_import_weights_tool_builds_a_strict_starting_checkpoint(qwen_folder, tm
         model.trunk.layers[1].semantic.mlp.down_proj.weight, reference.model.language_model.layers[1].mlp.down_proj.weight
     )
     torch.testing.assert_close(model.dino.vit.blocks[1].mlp.fc2.weight, dino.encoder.layer[1].mlp.fc2.weight)
+
+
+def _tiny_dino_model() -> G2VLM:
+    dino = DinoConfig(width=32, depth=2, heads=4, patch_size=4, registers=4, img_size=32)
+    return G2VLM(model_config("tiny", semantic=False, vit=None, dino=dino))
+
+
+def test_dino_loads_from_timm_and_original_dinov2_layouts(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    source = _tiny_dino_model()
+    with torch.no_grad():
+        for p in source.dino.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    images = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        expected = source.dino(images)
+    timm_state = {k: v.contiguous() for k, v in source.dino.vit.state_dict().items()}
+    save_file(timm_state, str(tmp_path / "timm.safetensors"))
+    # the original facebookresearch layout: CLS position inside pos_embed, `register_tokens`, `mask_token`
+    original = dict(timm_state)
+    cls_position = torch.randn(1, 1, 32) * 0.2
+    original["cls_token"] = timm_state["cls_token"] - cls_position
+    original["pos_embed"] = torch.cat([cls_position, timm_state["pos_embed"]], dim=1)
+    original["register_tokens"] = original.pop("reg_token")
+    original["mask_token"] = torch.zeros(1, 32)
+    torch.save(original, tmp_path / "original.pth")
+    for name in ("timm.safetensors", "original.pth"):
+        model = _tiny_dino_model()
+        load_dino(model, tmp_path / name)
+        with torch.no_grad():
+            assert (model.dino(images) - expected).abs().max() <= 1e-6, name
+
+
+def test_dino_with_missing_keys_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in _tiny_dino_model().dino.vit.state_dict().items()}
+    state.pop("blocks.1.mlp.fc2.weight")
+    save_file(state, str(tmp_path / "broken.safetensors"))
+    with pytest.raises(WeightLoadingError, match=r"blocks\.1\.mlp\.fc2\.weight"):
+        load_dino(_tiny_dino_model(), tmp_path / "broken.safetensors")
