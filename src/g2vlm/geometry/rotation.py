@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from g2vlm.geometry.precision import upcast
+from g2vlm.geometry.vector import safe_norm
 
 
 class _SpecialProcrustes(torch.autograd.Function):
@@ -79,11 +80,5 @@ def rotation_angle(R_a: torch.Tensor, R_b: torch.Tensor) -> torch.Tensor:
         ],
         dim=-1,
     )
-    return torch.atan2(_safe_norm(axis), trace - 1.0)
+    return torch.atan2(safe_norm(axis), trace - 1.0)
 
-
-def _safe_norm(v: torch.Tensor) -> torch.Tensor:
-    """L2 norm over the last dim with gradient 0 (not NaN) at v = 0."""
-    squared = (v * v).sum(-1)
-    is_zero = squared == 0
-    return torch.where(is_zero, torch.zeros_like(squared), torch.where(is_zero, 1.0, squared).sqrt())
