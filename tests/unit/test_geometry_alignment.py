@@ -26,7 +26,7 @@ def test_weighted_median_minimises_weighted_absolute_deviation():
     weights = torch.rand(4, 31, dtype=torch.float64, generator=g)
     median = weighted_median(values, weights)
     for row in range(4):
-        deviations = (weights[row] * (values[row][:, None] - values[row][None, :]).abs()).sum(0)
+        deviations = (weights[row][:, None] * (values[row][:, None] - values[row][None, :]).abs()).sum(0)
         chosen = (weights[row] * (median[row] - values[row]).abs()).sum()
         assert abs(chosen - deviations.min()) < 1e-12
     # unit weights, odd count: the ordinary median
