@@ -11,6 +11,10 @@ qkv bias, no LayerScale, no QK-norm):
   raw xyz in frame 0's camera coordinates;
 - optional confidence decoder -> 1-channel pixel-shuffle head (a logit).
 All heads run in fp32 with autocast disabled (the trunk may run in bf16).
+
+Parameter names follow π³'s layout (blocks.i.norm1/attn.qkv/..., cross blocks norm2/norm_y/cross_attn.projq/
+norm3, mlp.fc1/fc2, camera res_conv.i.res_conv1..3 / more_mlps / fc_rot / fc_t, pixel-shuffle proj), so
+that official weights map onto them by module prefix.
 """
 
 from __future__ import annotations
@@ -35,9 +39,9 @@ class RopeAttention(nn.Module):
         super().__init__()
         self.heads = heads
         if cross:
-            self.q = nn.Linear(width, width)
-            self.k = nn.Linear(width, width)
-            self.v = nn.Linear(width, width)
+            self.projq = nn.Linear(width, width)
+            self.projk = nn.Linear(width, width)
+            self.projv = nn.Linear(width, width)
         else:
             self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
@@ -47,38 +51,59 @@ class RopeAttention(nn.Module):
         if context is None:
             q, k, v = self.qkv(x).view(b, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         else:
-            q = self.q(x).view(b, length, self.heads, -1).transpose(1, 2)
-            k = self.k(context).view(b, context.shape[1], self.heads, -1).transpose(1, 2)
-            v = self.v(context).view(b, context.shape[1], self.heads, -1).transpose(1, 2)
+            q = self.projq(x).view(b, length, self.heads, -1).transpose(1, 2)
+            k = self.projk(context).view(b, context.shape[1], self.heads, -1).transpose(1, 2)
+            v = self.projv(context).view(b, context.shape[1], self.heads, -1).transpose(1, 2)
         q = RoPE2D.apply(q, cos.to(q.dtype), sin.to(q.dtype))
         k = RoPE2D.apply(k, cos.to(k.dtype), sin.to(k.dtype))  # context shares the frame's patch grid
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, length, width))
 
 
-class DecoderBlock(nn.Module):
-    """Pre-norm transformer block; with `cross`, a cross-attention to the context sits between the
-    self-attention and the MLP."""
+class Mlp(nn.Module):
+    """fc2(gelu(fc1(x)))."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, cross: bool) -> None:
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm block: self-attention, MLP."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(width, eps=1e-6)
         self.attn = RopeAttention(width, heads, cross=False)
-        if cross:
-            self.norm_cross = nn.LayerNorm(width, eps=1e-6)
-            self.norm_context = nn.LayerNorm(width, eps=1e-6)
-            self.cross_attn = RopeAttention(width, heads, cross=True)
-        else:
-            self.cross_attn = None
         self.norm2 = nn.LayerNorm(width, eps=1e-6)
-        hidden = int(width * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+        self.mlp = Mlp(width, int(width * mlp_ratio))
 
     def forward(self, x, cos, sin, context=None):
         x = x + self.attn(self.norm1(x), cos, sin)
-        if self.cross_attn is not None:
-            x = x + self.cross_attn(self.norm_cross(x), cos, sin, context=self.norm_context(context))
         return x + self.mlp(self.norm2(x))
+
+
+class ContextDecoderBlock(nn.Module):
+    """Pre-norm block: self-attention, cross-attention to a (separately normed) context, MLP."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, eps=1e-6)
+        self.attn = RopeAttention(width, heads, cross=False)
+        self.norm2 = nn.LayerNorm(width, eps=1e-6)
+        self.norm_y = nn.LayerNorm(width, eps=1e-6)
+        self.cross_attn = RopeAttention(width, heads, cross=True)
+        self.norm3 = nn.LayerNorm(width, eps=1e-6)
+        self.mlp = Mlp(width, int(width * mlp_ratio))
+
+    def forward(self, x, cos, sin, context):
+        x = x + self.attn(self.norm1(x), cos, sin)
+        x = x + self.cross_attn(self.norm2(x), cos, sin, context=self.norm_y(context))
+        return x + self.mlp(self.norm3(x))
 
 
 class Decoder(nn.Module):
@@ -86,7 +111,8 @@ class Decoder(nn.Module):
 
     def __init__(self, width: int, config: HeadsConfig, out_dim: int, cross: bool = False) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(DecoderBlock(width, config.heads, config.mlp_ratio, cross) for _ in range(config.depth))
+        block = ContextDecoderBlock if cross else DecoderBlock
+        self.blocks = nn.ModuleList(block(width, config.heads, config.mlp_ratio) for _ in range(config.depth))
         self.linear_out = nn.Linear(width, out_dim)
 
     def forward(self, x, cos, sin, context=None):
@@ -111,17 +137,18 @@ class PixelShuffleHead(nn.Module):
 
 
 class ResidualMLPBlock(nn.Module):
-    """x + relu(L3(relu(L2(relu(L1(x))))))."""
+    """x + relu(res_conv3(relu(res_conv2(relu(res_conv1(x))))))."""
 
     def __init__(self, width: int) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(3))
+        self.res_conv1 = nn.Linear(width, width)
+        self.res_conv2 = nn.Linear(width, width)
+        self.res_conv3 = nn.Linear(width, width)
 
     def forward(self, x):
-        residual = x
-        for layer in self.layers:
-            residual = F.relu(layer(residual))
-        return x + residual
+        residual = F.relu(self.res_conv1(x))
+        residual = F.relu(self.res_conv2(residual))
+        return x + F.relu(self.res_conv3(residual))
 
 
 class CameraHead(nn.Module):
@@ -129,15 +156,15 @@ class CameraHead(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(ResidualMLPBlock(dim) for _ in range(2))
-        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim), nn.ReLU())
+        self.res_conv = nn.ModuleList(ResidualMLPBlock(dim) for _ in range(2))
+        self.more_mlps = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim), nn.ReLU())
         self.fc_rot = nn.Linear(dim, 9)
         self.fc_t = nn.Linear(dim, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
+        for block in self.res_conv:
             x = block(x)
-        x = self.mlp(x.mean(dim=1))
+        x = self.more_mlps(x.mean(dim=1))
         rotation = rotation_from_9d(self.fc_rot(x))
         translation = self.fc_t(x)
         bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], device=x.device, dtype=rotation.dtype).expand(x.shape[0], 1, 4)
