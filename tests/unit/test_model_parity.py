@@ -214,18 +214,24 @@ def _hf_dino(seed: int = 0) -> Dinov2WithRegistersModel:
 
 @pytest.mark.parametrize("size", [(32, 32), (24, 40)])
 def test_hf_dinov2_with_registers_in_timm_gives_the_same_patch_tokens(tmp_path, size):
+    from safetensors.torch import save_file
+
     reference = _hf_dino()
-    reference.save_pretrained(tmp_path)
-    model = _tiny_dino_model()
-    load_dino(model, tmp_path)
+    reference.save_pretrained(tmp_path)  # the on-disk layout (attention.attention.query, ...)
+    in_memory = tmp_path / "in_memory.safetensors"  # transformers 5's module names (attention.q_proj, ...)
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(in_memory))
     images = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
         std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
         expected = reference(pixel_values=(images - mean) / std).last_hidden_state[:, 1 + 4 :]
-        tokens = model.dino(images)
-    assert tokens.shape == expected.shape
-    assert (tokens - expected).abs().max() <= 1e-5
+    for source in (tmp_path, in_memory):
+        model = _tiny_dino_model()
+        load_dino(model, source)
+        with torch.no_grad():
+            tokens = model.dino(images)
+        assert tokens.shape == expected.shape
+        assert (tokens - expected).abs().max() <= 1e-5, source
 
 
 def test_import_weights_tool_builds_a_strict_starting_checkpoint(qwen_folder, tmp_path):

@@ -60,7 +60,8 @@ class DinoEncoder(nn.Module):
 
 
 def dino_state_dict_from_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Hugging Face `Dinov2WithRegistersModel` keys -> timm `VisionTransformer` keys.
+    """Hugging Face `Dinov2WithRegistersModel` keys (saved-file layout or transformers 5's in-memory
+    layout) -> timm `VisionTransformer` keys.
 
     The HF position embedding includes the CLS slot; timm's DINOv2-reg models do not add position
     embeddings to prefix tokens (`no_embed_class`), so the CLS slot is folded into the CLS token, as
@@ -80,11 +81,14 @@ def dino_state_dict_from_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     layers = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder.layer.")})
     for i in layers:
         src, dst = f"encoder.layer.{i}.", f"blocks.{i}."
+        # on-disk layout (attention.attention.query / attention.output.dense) or transformers 5's
+        # in-memory layout (attention.q_proj / attention.o_proj)
+        legacy = src + "attention.attention.query.weight" in sd
+        qkv_names = ("attention.query", "attention.key", "attention.value") if legacy else ("q_proj", "k_proj", "v_proj")
+        out_name = "output.dense" if legacy else "o_proj"
         for kind in ("weight", "bias"):
-            out[dst + f"attn.qkv.{kind}"] = torch.cat(
-                [sd.pop(src + f"attention.attention.{name}.{kind}") for name in ("query", "key", "value")]
-            )
-            out[dst + f"attn.proj.{kind}"] = sd.pop(src + f"attention.output.dense.{kind}")
+            out[dst + f"attn.qkv.{kind}"] = torch.cat([sd.pop(src + f"attention.{name}.{kind}") for name in qkv_names])
+            out[dst + f"attn.proj.{kind}"] = sd.pop(src + f"attention.{out_name}.{kind}")
             out[dst + f"norm1.{kind}"] = sd.pop(src + f"norm1.{kind}")
             out[dst + f"norm2.{kind}"] = sd.pop(src + f"norm2.{kind}")
             out[dst + f"mlp.fc1.{kind}"] = sd.pop(src + f"mlp.fc1.{kind}")

@@ -63,7 +63,7 @@ def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _load_strict(
+def load_strict(
     module: torch.nn.Module,
     state: dict[str, torch.Tensor],
     expected: list[str],
@@ -181,7 +181,7 @@ def load_qwen2vl(model: G2VLM, folder: str | Path) -> list[str]:
     allow = ["trunk.layers.*.semantic.q_norm.weight", "trunk.layers.*.semantic.k_norm.weight"]
     if unmapped:
         raise WeightLoadingError(f"{folder} (Qwen2-VL)", [], sorted(unmapped), "these source keys have no place in G2VLM")
-    return _load_strict(model, mapped, expected, allow, f"{folder} (Qwen2-VL)")
+    return load_strict(model, mapped, expected, allow, f"{folder} (Qwen2-VL)")
 
 
 # ------------------------------------------------------------------------------------------ DINOv2
@@ -197,7 +197,7 @@ def load_dino(model: G2VLM, source: str | Path) -> list[str]:
     vit = model.dino.vit
     # timm's own filter: original DINOv2 layout -> timm, and position-embedding resampling to our grid
     state = checkpoint_filter_fn(state, vit)
-    return _load_strict(vit, state, list(vit.state_dict()), [], f"{source} (DINOv2)")
+    return load_strict(vit, state, list(vit.state_dict()), [], f"{source} (DINOv2)")
 
 
 # ------------------------------------------------------------------------------------------ ours
@@ -228,5 +228,5 @@ def load_model(path: str | Path, allow_missing: tuple[str, ...] = ()) -> G2VLM:
     if "g2vlm_config" not in metadata:
         raise ValueError(f"model/weights.py: {path} has no g2vlm_config metadata (not written by save_model)")
     model = G2VLM(config_from_dict(json.loads(metadata["g2vlm_config"])))
-    _load_strict(model, read_tensors(path), list(model.state_dict()), list(allow_missing), str(path))
+    load_strict(model, read_tensors(path), list(model.state_dict()), list(allow_missing), str(path))
     return model
