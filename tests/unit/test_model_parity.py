@@ -295,3 +295,18 @@ def test_dino_with_missing_keys_is_refused(tmp_path):
     save_file(state, str(tmp_path / "broken.safetensors"))
     with pytest.raises(WeightLoadingError, match=r"blocks\.1\.mlp\.fc2\.weight"):
         load_dino(_tiny_dino_model(), tmp_path / "broken.safetensors")
+
+
+def test_qwen2vl_in_memory_layout_loads_the_same(qwen_folder, tmp_path):
+    """transformers 5 module names (model.language_model.*, model.visual.*) map like the on-disk names."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    folder, reference = qwen_folder
+    shutil.copy(folder / "config.json", tmp_path / "config.json")
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    assert any(k.startswith("model.language_model.") for k in reference.state_dict())
+    on_disk, in_memory = _ours(folder), _ours(tmp_path)
+    for (name, a), (_, b) in zip(on_disk.state_dict().items(), in_memory.state_dict().items()):
+        assert torch.equal(a, b), name
