@@ -6,6 +6,13 @@ the principal point; then a resize to the target size (bilinear with antialiasin
 for depth and masks, so depth values are never blended across edges). No flips: a mirrored image has no
 rigid camera.
 
+Image resampling is exact for the geometry (an affine intensity ramp comes out unshifted): downscales by 2x or
+more first average k x k blocks (k = floor of the factor; the box is trimmed to multiples of k), then bilinear
+with half-pixel centres. PIL-style antialiased filters (torch's `antialias=True`, PIL's LANCZOS) truncate their
+windows asymmetrically and shift content by up to ~0.07 px; kornia's `resize` antialiases with a float Gaussian
+blur at ~10x the cost. uint8 images stay uint8 through crop and bilinear (torch's fast path) and are converted
+to float once, at the output size.
+
 Intrinsics with pixel centres at integer coordinates: the crop box [left, left + width) x [top, top + height)
 resized by (sx, sy) = (W / width, H / height) maps a pixel coordinate u to (u - left + 0.5) * sx - 0.5, so
 
@@ -22,7 +29,7 @@ from dataclasses import dataclass
 import kornia.augmentation
 import numpy as np
 import torch
-from kornia.geometry.transform import resize
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,20 @@ def crop_resize_intrinsics(K: torch.Tensor, box: CropBox, target_hw: tuple[int, 
     return updated
 
 
+def reduction_factor(box: CropBox, target_hw: tuple[int, int]) -> int:
+    """Integer box-filter factor applied before the bilinear resize: floor of the downscale factor when it is
+    at least 2, else 1."""
+    factor = min(box.height / target_hw[0], box.width / target_hw[1])
+    return int(factor) if factor >= 2 else 1
+
+
+def reduction_box(box: CropBox, target_hw: tuple[int, int]) -> CropBox:
+    """`box` trimmed at its right and bottom to multiples of the reduction factor, so pooling drops no pixel
+    (the factor is unchanged: the trimmed box still holds factor x target pixels)."""
+    factor = reduction_factor(box, target_hw)
+    return CropBox(box.left, box.top, box.width - box.width % factor, box.height - box.height % factor)
+
+
 def crop_resize(
     images: torch.Tensor,
     depth_m: torch.Tensor | None,
@@ -84,28 +105,32 @@ def crop_resize(
     box: CropBox,
     target_hw: tuple[int, int],
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
-    """Crop every view to `box` and resize to target_hw.
+    """Crop every view to `box` (trimmed by `reduction_box`) and resize to target_hw; K follows exactly.
 
     images (N, 3, H0, W0) float in [0, 1] or uint8; depth_m (N, H0, W0) or None; mask (N, H0, W0) bool or None; K (N, 3, 3).
     Returns images (N, 3, H, W) float, depth_m (N, H, W), mask (N, H, W), K (N, 3, 3).
     """
+    box = reduction_box(box, target_hw)
+    reduction = reduction_factor(box, target_hw)
     rows = slice(box.top, box.top + box.height)
     cols = slice(box.left, box.left + box.width)
     same_size = (box.height, box.width) == tuple(target_hw)
+    uint8_input = images.dtype == torch.uint8
     images = images[..., rows, cols]
-    if images.dtype == torch.uint8:  # crop before converting: fewer pixels to convert
-        images = images.float().div_(255.0)
+    if reduction > 1:  # the antialiasing step: an exact box filter by an integer factor
+        images = F.avg_pool2d(images if images.is_floating_point() else images.float(), reduction)
     if not same_size:
-        downscale = box.height > target_hw[0] or box.width > target_hw[1]
-        images = resize(images, target_hw, interpolation="bilinear", align_corners=False, antialias=downscale)
+        images = F.interpolate(images, target_hw, mode="bilinear", align_corners=False)
+    if uint8_input:  # uint8 stays uint8 as long as possible (torch's fast path), converted at the output size
+        images = images.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
     if depth_m is not None:
         depth_m = depth_m[..., rows, cols]
         if not same_size:
-            depth_m = resize(depth_m[:, None], target_hw, interpolation="nearest-exact")[:, 0]
+            depth_m = F.interpolate(depth_m[:, None], target_hw, mode="nearest-exact")[:, 0]
     if mask is not None:
         mask = mask[..., rows, cols]
         if not same_size:
-            mask = resize(mask[:, None].to(torch.uint8), target_hw, interpolation="nearest-exact")[:, 0].bool()
+            mask = F.interpolate(mask[:, None].to(torch.uint8), target_hw, mode="nearest-exact")[:, 0].bool()
     return images.contiguous(), depth_m, mask, crop_resize_intrinsics(K, box, target_hw)
 
 

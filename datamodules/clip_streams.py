@@ -131,11 +131,12 @@ def prepare_clip(
         valid = torch.zeros(len(frame_indices), *target_hw, dtype=torch.bool)
     else:
         valid = depth_m > 0
-        if meta.z_far is not None:
-            valid &= depth_m < meta.z_far
-        if mask is not None:
-            valid &= mask
-        depth_m = torch.where(valid, depth_m, torch.zeros_like(depth_m))
+        if meta.z_far is not None or mask is not None:
+            if meta.z_far is not None:
+                valid &= depth_m < meta.z_far
+            if mask is not None:
+                valid &= mask
+            depth_m = depth_m.masked_fill(~valid, 0.0)
     return {
         "images": images, "depth_m": depth_m, "valid": valid, "K": K.float(),
         "camera_to_world": torch.from_numpy(clip.camera_to_world).float(), "has_depth": meta.has_depth,
@@ -143,13 +144,24 @@ def prepare_clip(
     }
 
 
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """torch.stack; inside a DataLoader worker straight into shared memory (as torch's default_collate does),
+    so handing the batch to the main process copies nothing more."""
+    if get_worker_info() is None:
+        return torch.stack(tensors)
+    first = tensors[0]
+    storage = first.untyped_storage()._new_shared(len(tensors) * first.numel() * first.element_size(), device=first.device)
+    out = first.new(storage).resize_(len(tensors), *first.shape)
+    return torch.stack(tensors, out=out)
+
+
 def collate(items: list[dict]) -> MultiViewBatch:
     return MultiViewBatch(
-        images=torch.stack([item["images"] for item in items]),
-        depth_m=torch.stack([item["depth_m"] for item in items]),
-        valid=torch.stack([item["valid"] for item in items]),
-        K=torch.stack([item["K"] for item in items]),
-        camera_to_world=torch.stack([item["camera_to_world"] for item in items]),
+        images=_stack([item["images"] for item in items]),
+        depth_m=_stack([item["depth_m"] for item in items]),
+        valid=_stack([item["valid"] for item in items]),
+        K=_stack([item["K"] for item in items]),
+        camera_to_world=_stack([item["camera_to_world"] for item in items]),
         has_depth=torch.tensor([item["has_depth"] for item in items], dtype=torch.bool),
         dataset_names=[item["dataset"] for item in items],
         keys=[item["key"] for item in items],

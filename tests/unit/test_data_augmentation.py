@@ -52,6 +52,8 @@ def pixel_to_world(uv: torch.Tensor, depth: float, K: torch.Tensor, camera_to_wo
         ((56, 72), 0.7, "random"),  # upscale
         ((30, 30), 0.85, "random"),
         ((48, 64), 1.0, "principal_point"),  # identity size
+        ((16, 20), 1.0, "random"),  # 3x reduction: box filter, then bilinear
+        ((20, 24), 0.95, "principal_point"),  # 2x reduction on a trimmed box
     ],
 )
 def test_unprojection_with_updated_K_lands_on_the_same_world_points(target_hw, scale, placement):
@@ -68,6 +70,20 @@ def test_unprojection_with_updated_K_lands_on_the_same_world_points(target_hw, s
         margin = 3  # resampling filters are truncated at the crop border
         error = (world_after - world_before)[margin:-margin, margin:-margin].norm(dim=-1)
         assert error.max() < 1e-4
+
+
+def test_uint8_images_resample_like_float_images():
+    rng = np.random.default_rng(2)
+    images_uint8 = torch.from_numpy(rng.integers(0, 256, (2, SOURCE_H, SOURCE_W, 3), dtype=np.uint8)).permute(0, 3, 1, 2)
+    K = source_view()[2].float().expand(2, 3, 3)
+    for target_hw, scale in [((40, 40), 0.9), ((16, 24), 1.0), ((64, 80), 0.5)]:
+        box = crop_box((SOURCE_H, SOURCE_W), target_hw, scale, rng)
+        from_uint8, _, _, K_uint8 = crop_resize(images_uint8, None, None, K, box, target_hw)
+        from_float, _, _, K_float = crop_resize(images_uint8.float() / 255, None, None, K, box, target_hw)
+        assert from_uint8.dtype == torch.float32 and from_uint8.is_contiguous()
+        torch.testing.assert_close(K_uint8, K_float)
+        # the same resampling; torch's uint8 kernel uses fixed-point weights and rounds: within one uint8 level
+        assert (from_uint8 - from_float).abs().max() <= 1 / 255 + 1e-6
 
 
 def test_depth_is_resampled_nearest_not_blended():

@@ -1,0 +1,123 @@
+"""Multi-view loader throughput (`make bench-data`): clips/s and frames/s per loader worker, beside the raw decode
+rate of the same files measured in the same run.
+
+For each size (224x224 and 392x518, H x W) it renders synthetic shards at that size (8 views per clip), then:
+- raw decode: every JPEG + 16-bit depth PNG of the shards decoded in this process (bytes already in memory);
+- pipeline: `TrainClipBatches` through a DataLoader with W workers (tar reading, view sampling, decoding,
+  focal crop + resize with the K update, validity masks, collation, transfer to the main process), with and
+  without per-clip colour jitter. The output size equals the stored size, all 8 views per clip.
+
+    python -m g2vlm.benchmarks.data_throughput [--workers 1 2] [--clips 24] [--batches 24] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from g2vlm.datamodules.clip_streams import BatchRecipe, TrainClipBatches
+from g2vlm.datamodules.decoding import decode_depth_png, decode_jpeg
+from g2vlm.datamodules.synthetic.shards import write_synthetic_shards
+
+SIZES = ((224, 224), (392, 518))
+VIEWS = 8
+TARGET_RATIO = 0.7  # pipeline with 1 worker vs raw decode
+
+
+def raw_decode_rate(shards: list[str], repeats: int) -> dict:
+    """Frames/s decoding JPEG + depth PNG only, from bytes held in memory."""
+    members = []
+    for path in shards:
+        with tarfile.open(path) as tar:
+            members += [(info.name, tar.extractfile(info).read()) for info in tar if info.isfile()]
+    jpegs = [data for name, data in members if name.endswith(".jpg")]
+    depths = [data for name, data in members if name.endswith(".depth.png")]
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for data in jpegs:
+            decode_jpeg(data)
+        for data in depths:
+            decode_depth_png(data)
+    seconds = time.perf_counter() - start
+    frames = repeats * len(jpegs)
+    return {"frames_per_s": frames / seconds, "clips_per_s": frames / VIEWS / seconds, "frames": frames}
+
+
+def pipeline_rate(shards: list[str], size: tuple[int, int], workers: int, batches: int, color_jitter: bool) -> dict:
+    """Clips/s and frames/s out of a DataLoader with `workers` workers (first batch excluded: worker start)."""
+    recipe = BatchRecipe(
+        image_size=size, size_multiple=1, views_min=VIEWS, views_max=VIEWS, val_views=VIEWS, image_budget=2 * VIEWS,
+        color_jitter=color_jitter,
+    )
+    dataset = TrainClipBatches([shards], None, recipe, batches_per_epoch=(batches + 1) * workers, seed=0)
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=4)
+    iterator = iter(loader)
+    next(iterator)
+    clips = 0
+    start = time.perf_counter()
+    for _ in range(batches * workers):
+        clips += next(iterator).batch_size
+    seconds = time.perf_counter() - start
+    del iterator
+    return {"clips_per_s": clips / seconds, "frames_per_s": clips * VIEWS / seconds,
+            "frames_per_s_per_worker": clips * VIEWS / seconds / workers, "workers": workers}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="loader worker counts (default 1 2)")
+    parser.add_argument("--clips", type=int, default=24, help="synthetic clips per size (default 24)")
+    parser.add_argument("--batches", type=int, default=24, help="timed batches (2 clips each) per worker (default 24)")
+    parser.add_argument("--data-dir", help="keep the rendered shards here (default: a temporary folder)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # as inside a DataLoader worker: the raw decode is one process too
+
+    results = []
+    with tempfile.TemporaryDirectory() as temporary:
+        root = Path(args.data_dir or temporary)
+        for height, width in SIZES:
+            out = root / f"bench-{height}x{width}"
+            if not (out / "synthetic-bench-index.json").exists():
+                write_synthetic_shards(out, scenes=args.clips, views=VIEWS, height=height, width=width, seed=0,
+                                       split="bench", workers=2, clips_per_shard=max(1, args.clips // 4))
+            shards = sorted(str(path) for path in out.glob("synthetic-bench-*.tar"))
+            raw = raw_decode_rate(shards, repeats=2)
+            row = {"size": f"{height}x{width}", "raw_decode": raw, "pipeline": {}}
+            for workers in args.workers:
+                for jitter in (False, True):
+                    name = f"{workers}w" + ("+jitter" if jitter else "")
+                    row["pipeline"][name] = pipeline_rate(shards, (height, width), workers, args.batches, jitter)
+            results.append(row)
+
+    print(f"multi-view loader throughput ({VIEWS} views per clip, frames/s; raw = JPEG + 16-bit PNG decode only)")
+    header = f"{'size HxW':<10} {'raw decode':>11} " + " ".join(f"{name:>22}" for name in results[0]["pipeline"])
+    print(header)
+    for row in results:
+        raw = row["raw_decode"]["frames_per_s"]
+        cells = [
+            f"{p['frames_per_s_per_worker']:7.1f}/w ({p['frames_per_s_per_worker'] / raw:4.2f}x raw)"
+            for p in row["pipeline"].values()
+        ]
+        print(f"{row['size']:<10} {raw:11.1f} " + " ".join(f"{cell:>22}" for cell in cells))
+    for row in results:
+        one = row["pipeline"].get("1w")
+        if one is not None:
+            ratio = one["frames_per_s"] / row["raw_decode"]["frames_per_s"]
+            verdict = "meets" if ratio >= TARGET_RATIO else "misses"
+            print(f"{row['size']}: pipeline (1 worker, no jitter) at {ratio:.2f}x raw decode, "
+                  f"{verdict} the {TARGET_RATIO}x target; {one['clips_per_s']:.1f} clips/s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
