@@ -20,11 +20,10 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
-
 from g2vlm.datamodules.clip_streams import BatchRecipe, TrainClipBatches
 from g2vlm.datamodules.decoding import decode_depth_png, decode_jpeg
 from g2vlm.datamodules.synthetic.shards import write_synthetic_shards
+from torch.utils.data import DataLoader
 
 SIZES = ((224, 224), (392, 518))
 VIEWS = 8
