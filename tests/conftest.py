@@ -39,3 +39,22 @@ def run_console_script(name: str, *args: str, cwd: Path, timeout: float = 600) -
 @pytest.fixture
 def console_script():
     return run_console_script
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic_shards(tmp_path_factory) -> Path:
+    """Synthetic shards in the layout experiments/geometry/tiny.yaml names, written by the real
+    `g2vlm shard synthetic` console script: <root>/data/synthetic-tiny/synthetic-{train,val}-000000.tar."""
+    root = tmp_path_factory.mktemp("tiny-shards")
+    for extra in (["--scenes", "8"], ["--scenes", "4", "--split", "val", "--seed", "1"]):
+        result = run_console_script("g2vlm", "shard", "synthetic", "--out", "data/synthetic-tiny", "--views", "4",
+                                    "--size", "32x32", "--no-progress", *extra, cwd=root)
+        assert result.returncode == 0, result.stderr
+    return root
+
+
+@pytest.fixture
+def tiny_workdir(tmp_path, tiny_synthetic_shards) -> Path:
+    """A fresh working directory whose data/ holds the tiny synthetic shards."""
+    (tmp_path / "data").symlink_to(tiny_synthetic_shards / "data")
+    return tmp_path

@@ -1,0 +1,81 @@
+"""`PreemptionCheckpoint`: on SIGTERM / SIGUSR1, every rank saves at the same step, then the job stops
+(and, inside a SLURM job, requeues itself).
+
+Why not Lightning's own handling: on SIGTERM Lightning exits without saving, and its SLURM auto-requeue
+saves from inside the signal handler, in the middle of a step (Lightning-AI/pytorch-lightning#21406).
+Here the signal handler only sets a flag. At the next training-batch boundary the flags are summed across
+ranks, so all ranks agree on the step; all ranks then save `last-preempted.ckpt` into the ModelCheckpoint
+folder (a name that `--ckpt_path last` considers, newest file wins), rank 0 runs `scontrol requeue
+$SLURM_JOB_ID` when inside a SLURM job, and the trainer stops. The relaunched job resumes with
+`--ckpt_path last` (the sbatch templates pass it).
+
+SLURM: submit with `--signal=USR1@<seconds>` (no `B:` prefix, which would signal only the batch shell)
+and `--requeue`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import lightning as L
+import torch
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "last-preempted.ckpt"
+
+
+class PreemptionCheckpoint(L.Callback):
+    """Args:
+        signals: signal names that request a save-and-stop.
+        requeue: run `scontrol requeue $SLURM_JOB_ID` (rank 0) after the save when SLURM_JOB_ID is set.
+    """
+
+    def __init__(self, signals: list[str] | None = None, requeue: bool = True) -> None:
+        self.signal_names = list(signals if signals is not None else ["SIGTERM", "SIGUSR1"])
+        self.signals = [signal.Signals[name] for name in self.signal_names]
+        self.requeue = requeue
+        self.requested = False
+        self.saved_path: Path | None = None
+        self._previous_handlers: dict[signal.Signals, object] = {}
+
+    def _request(self, signum: int, frame) -> None:
+        self.requested = True  # only a flag: saving happens at the next step boundary, on every rank
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning registers its own handlers just before training starts; ours replace them for these signals.
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in self.signals:
+            self._previous_handlers[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._request)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        local = torch.tensor([1.0 if self.requested else 0.0], device=pl_module.device)
+        if trainer.strategy.reduce(local, reduce_op="sum").item() == 0:
+            return
+        dirpath = Path(trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else trainer.default_root_dir)
+        self.saved_path = dirpath / CHECKPOINT_NAME
+        log.warning("preemption requested: saving %s at global step %d", self.saved_path, trainer.global_step)
+        trainer.save_checkpoint(self.saved_path)
+        trainer.strategy.barrier("preemption-saved")
+        job_id = os.environ.get("SLURM_JOB_ID")
+        if self.requeue and job_id and trainer.is_global_zero:
+            result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+            if result.returncode != 0:
+                log.error("scontrol requeue %s failed (%d): %s", job_id, result.returncode, result.stderr.strip())
+            else:
+                log.warning("requeued SLURM job %s", job_id)
+        trainer.should_stop = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()

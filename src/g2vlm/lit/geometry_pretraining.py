@@ -1,0 +1,134 @@
+"""`GeometryPretraining`: stage 1 of the recipe — the geometric expert learns depth, points and cameras.
+
+    lightning fit --config experiments/geometry/demo.yaml
+
+The model is built in `configure_model` (so FSDP can shard it at init; the hook is idempotent). The geometry
+loss runs in fp32 outside autocast. Every loss term is logged unweighted under `train/loss/<term>`, the
+gradient norm of every part under `train/grad_norm/<part>` (before clipping). Norm clipping works under every
+strategy, FSDP included. Callbacks may guard the training loss through `guard_training_loss` (see
+`g2vlm.callbacks.loss_outlier_clipping`).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.strategies import FSDPStrategy
+
+from g2vlm.datamodules.batch import MultiViewBatch
+from g2vlm.lit.optimization import adamw_parameter_groups, warmup_cosine_schedule
+from g2vlm.losses.geometry_loss import GeometryLoss
+from g2vlm.model.config import model_config
+from g2vlm.model.g2vlm import FREEZE_GROUPS, G2VLM
+from g2vlm.model.outputs import GeometryOutput
+
+
+class GeometryPretraining(L.LightningModule):
+    """Geometry pretraining of a G2VLM preset.
+
+    Args:
+        preset: model preset (`tiny`, `small`, `g2vlm-2b`).
+        freeze: the groups that are frozen (dino, vit, semantic, geometric, heads); every other group trains.
+            Official stage 1 freezes DINO, the ViT and the semantic expert. Groups the preset lacks are ignored.
+        loss: the geometry loss with its weights (official defaults).
+        learning_rate: peak AdamW learning rate.
+        part_learning_rates: optional peak rate per part (dino, dino_projector, geometric_expert, heads, ...).
+        weight_decay: decoupled weight decay on matrices (official 0).
+        betas, eps: AdamW moments (official (0.9, 0.95), 1e-15).
+        warmup_steps: linear warmup steps.
+        min_learning_rate: floor of the cosine schedule (official 1e-7).
+        gradient_checkpointing: activation checkpointing per trunk layer.
+    """
+
+    def __init__(
+        self,
+        preset: str = "small",
+        freeze: list[str] | None = None,
+        loss: GeometryLoss | None = None,
+        learning_rate: float = 2e-4,
+        part_learning_rates: dict[str, float] | None = None,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-15,
+        warmup_steps: int = 5000,
+        min_learning_rate: float = 1e-7,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["loss"])
+        self.model_config = model_config(preset)
+        self.freeze_groups = list(freeze if freeze is not None else ["dino", "vit", "semantic"])
+        self.loss = loss if loss is not None else GeometryLoss()
+        self.model: G2VLM | None = None
+
+    # ------------------------------------------------------------------------------------ model
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        self.model = G2VLM(self.model_config)
+        # `freeze` is authoritative: listed groups frozen, all others trainable (absent groups are no-ops)
+        self.model.freeze(*FREEZE_GROUPS, frozen=False)
+        self.model.freeze(*self.freeze_groups)
+        self.model.set_gradient_checkpointing(self.hparams.gradient_checkpointing)
+
+    def forward(self, images: torch.Tensor) -> GeometryOutput:
+        return self.model.forward_geometry(images)
+
+    # ------------------------------------------------------------------------------------- steps
+    def _loss(self, batch: MultiViewBatch, output: GeometryOutput):
+        return self.loss(
+            output.local_points, output.camera_to_world, batch.depth_m, batch.valid, batch.K,
+            batch.camera_to_world, batch.has_depth, batch.dataset_names, pred_global_points=output.global_points)
+
+    def training_step(self, batch: MultiViewBatch, batch_idx: int) -> torch.Tensor:
+        losses = self._loss(batch, self(batch.images))
+        terms = losses.terms()
+        for name, value in terms.items():
+            self.log(f"train/loss/{name}", value.detach(), batch_size=batch.batch_size, prog_bar=name == "total")
+        self.log("train/views", float(batch.num_views), batch_size=batch.batch_size)
+        loss = losses.total
+        for callback in self.trainer.callbacks:
+            guard = getattr(callback, "guard_training_loss", None)
+            if guard is not None:
+                loss = guard(self.trainer, self, loss, terms)
+        return loss
+
+    def validation_step(self, batch: MultiViewBatch, batch_idx: int) -> None:
+        losses = self._loss(batch, self(batch.images))
+        for name, value in losses.terms().items():
+            self.log(f"val/loss/{name}", value, batch_size=batch.batch_size, sync_dist=True)
+
+    # ----------------------------------------------------------------------- optimisation
+    def configure_optimizers(self):
+        h = self.hparams
+        groups = adamw_parameter_groups(self.model.parameter_groups(), h.learning_rate, h.weight_decay,
+                                        h.part_learning_rates)
+        optimizer = torch.optim.AdamW(groups, lr=h.learning_rate, betas=tuple(h.betas), eps=h.eps)
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = warmup_cosine_schedule(optimizer, min(h.warmup_steps, total_steps), total_steps,
+                                           h.min_learning_rate / h.learning_rate)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Log the gradient norm of every part and in total (before clipping)."""
+        squared_total = None
+        for part, parameters in self.model.parameter_groups().items():
+            grads = [p.grad for p in parameters if p.grad is not None]
+            if not grads:
+                continue
+            squared = torch.stack([g.detach().float().pow(2).sum() for g in grads]).sum()
+            squared_total = squared if squared_total is None else squared_total + squared
+            self.log(f"train/grad_norm/{part}", squared.sqrt())
+        if squared_total is not None:
+            self.log("train/grad_norm/total", squared_total.sqrt())
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Norm clipping under every strategy. Lightning's FSDP precision plugin refuses norm clipping, so
+        under FSDP the root module's `clip_grad_norm_` computes the norm across shards (a collective: every
+        rank calls it)."""
+        if not gradient_clip_val:
+            return
+        if isinstance(self.trainer.strategy, FSDPStrategy) and gradient_clip_algorithm in (None, "norm"):
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)

@@ -1,0 +1,54 @@
+"""AdamW parameter groups and the cosine-with-warmup schedule shared by the training stages.
+
+Official recipe (reference g2vlm-official.md §3.2): AdamW (0.9, 0.95), eps 1e-15, weight decay 0, linear
+warmup then cosine down to a floor learning rate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def adamw_parameter_groups(
+    parts: dict[str, list[nn.Parameter]],
+    learning_rate: float,
+    weight_decay: float,
+    part_learning_rates: dict[str, float] | None = None,
+) -> list[dict]:
+    """Param groups per part and decay class. parts: part name -> trainable parameters.
+
+    Matrices (ndim ≥ 2) get `weight_decay`; biases, norms and LayerScale vectors get none. A part named in
+    `part_learning_rates` uses that rate. Each group carries its part name under "name" (for LR logging).
+    Unknown part names in `part_learning_rates` raise a ValueError listing the parts.
+    """
+    part_learning_rates = dict(part_learning_rates or {})
+    unknown = set(part_learning_rates) - set(parts)
+    if unknown:
+        raise ValueError(f"part_learning_rates: unknown parts {sorted(unknown)}; the model has {sorted(parts)}")
+    groups = []
+    for part, parameters in parts.items():
+        rate = part_learning_rates.get(part, learning_rate)
+        decayed = [p for p in parameters if p.ndim >= 2]
+        not_decayed = [p for p in parameters if p.ndim < 2]
+        if decayed:
+            groups.append({"name": part, "params": decayed, "lr": rate, "weight_decay": weight_decay})
+        if not_decayed:
+            groups.append({"name": f"{part}_no_decay", "params": not_decayed, "lr": rate, "weight_decay": 0.0})
+    return groups
+
+
+def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_factor: float) -> float:
+    """LR multiplier: linear 0 → 1 over `warmup_steps`, then cosine 1 → `min_factor` at `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
+                           min_factor: float) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine_factor(step, warmup_steps, total_steps, min_factor))
