@@ -130,10 +130,12 @@ def _sample_objects(rng: np.random.Generator, room: np.ndarray, count: int) -> l
     return objects
 
 
-def _is_free(point: np.ndarray, room: np.ndarray, objects: list[SceneObject]) -> bool:
-    if np.any(point < WALL_MARGIN_M) or np.any(point > room - WALL_MARGIN_M):
+def _all_free(points: np.ndarray, room: np.ndarray, centres_xy: np.ndarray, clearances: np.ndarray) -> bool:
+    """Whether every point (V, 3) keeps the wall margin and stays outside every object's clearance circle."""
+    if np.any(points < WALL_MARGIN_M) or np.any(points > room - WALL_MARGIN_M):
         return False
-    return all(np.hypot(*(point[:2] - o.center[:2])) > o.footprint_radius + OBJECT_MARGIN_M for o in objects)
+    distances = np.linalg.norm(points[:, None, :2] - centres_xy[None], axis=-1)  # (V, M)
+    return bool(np.all(distances > clearances))
 
 
 def _sample_trajectory(
@@ -148,7 +150,9 @@ def _sample_trajectory(
     bend = (start + end) / 2 + rng.normal(0.0, 0.3, 3) * [1.0, 1.0, 0.2]
     t = np.linspace(0.0, 1.0, views)[:, None]
     eyes = (1 - t) ** 2 * start + 2 * (1 - t) * t * bend + t**2 * end
-    if not all(_is_free(eye, room, objects) for eye in eyes):
+    centres_xy = np.array([o.center[:2] for o in objects])
+    clearances = np.array([o.footprint_radius + OBJECT_MARGIN_M for o in objects])
+    if not _all_free(eyes, room, centres_xy, clearances):
         return None
     anchors = [o.center for o in objects] + [rng.uniform([0, 0, 0.3], room - [0, 0, 0.3])]
     target_start = anchors[rng.integers(len(anchors))] + rng.normal(0.0, 0.2, 3)
