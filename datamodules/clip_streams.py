@@ -212,7 +212,11 @@ def shuffled(records: Iterator[ClipRecord], buffer_size: int, rng: np.random.Gen
 
 
 class TrainClipBatches(IterableDataset):
-    """Resampled, mixed, shuffled, budget-batched, augmented training batches; a finite epoch per __iter__."""
+    """Resampled, mixed, shuffled, budget-batched, augmented training batches; a finite epoch per __iter__.
+
+    Randomness is seeded by (seed, restart, rank, worker, epoch): a resumed run (restart + 1) continues with
+    fresh draws, statistically equivalent to an uninterrupted run (WebDataset streams have no exact position).
+    """
 
     def __init__(
         self,
@@ -224,6 +228,7 @@ class TrainClipBatches(IterableDataset):
         world_size: int = 1,
         seed: int = 0,
         shuffle_buffer: int = 32,
+        restart: int = 0,
     ):
         if not shard_sets or any(not urls for urls in shard_sets):
             raise ValueError("datamodules/clip_streams.py: every training shard set needs at least one shard")
@@ -234,7 +239,7 @@ class TrainClipBatches(IterableDataset):
         self.weights = weights / weights.sum()
         self.recipe = recipe
         self.batches_per_epoch = batches_per_epoch
-        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.rank, self.world_size, self.seed, self.restart = rank, world_size, seed, restart
         self.shuffle_buffer = shuffle_buffer
         self._epochs_started = 0  # per process copy: persistent workers count their own epochs
 
@@ -253,7 +258,7 @@ class TrainClipBatches(IterableDataset):
         worker, workers = worker_slot()
         epoch = self._epochs_started
         self._epochs_started += 1
-        rng = np.random.default_rng([self.seed, self.rank, worker, epoch])
+        rng = np.random.default_rng([self.seed, self.restart, self.rank, worker, epoch])
         if get_worker_info() is not None:  # kornia draws from torch's global generator: seed it per worker
             torch.manual_seed(int(rng.integers(2**62)))
         skips = SkipLog()

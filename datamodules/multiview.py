@@ -15,8 +15,10 @@ YAML (LightningCLI):
 
 Rank and world size are captured from the trainer in `setup` (never from environment variables); worker ids come
 from the DataLoader. Training epochs are `train_batches_per_epoch` batches on every rank (resampled shards,
-`with_epoch` semantics); validation visits each clip once. Samples skipped for bad data are counted per reason in
-`skipped_counts` (this rank's totals, summed from the batches in `on_before_batch_transfer`).
+`with_epoch` semantics); validation visits each clip once. A resumed run draws fresh training streams (the
+restart count is saved in the checkpoint and mixed into the seed): statistically equivalent, not a replay.
+Samples skipped for bad data are counted per reason in `skipped_counts` (this rank's totals, summed from the
+batches in `on_before_batch_transfer`; log them from the LightningModule, e.g. at epoch end).
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class MultiViewDataModule(L.LightningDataModule):
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
         self.rank, self.world_size = 0, 1
+        self.restart = 0  # how many times this run was resumed from a checkpoint (see load_state_dict)
         self.skipped_counts: collections.Counter[str] = collections.Counter()
 
     def setup(self, stage: str | None = None) -> None:
@@ -114,7 +117,7 @@ class MultiViewDataModule(L.LightningDataModule):
             raise ValueError("datamodules/multiview.py: MultiViewDataModule needs train_shards to train")
         return TrainClipBatches(
             [expand_shard_pattern(pattern) for pattern in self.train_shards], self.train_weights, self.recipe,
-            self.train_batches_per_epoch, self.rank, self.world_size, self.seed, self.shuffle_buffer,
+            self.train_batches_per_epoch, self.rank, self.world_size, self.seed, self.shuffle_buffer, self.restart,
         )
 
     def val_dataset(self) -> ValClipBatches:
@@ -128,6 +131,15 @@ class MultiViewDataModule(L.LightningDataModule):
         if not self.val_shards:
             return []
         return self._loader(self.val_dataset())
+
+    def state_dict(self) -> dict:
+        """Saved in checkpoints: the restart count and this rank's skip totals."""
+        return {"restart": self.restart, "skipped_counts": dict(self.skipped_counts)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """On resume, draw new training streams (restart + 1) instead of replaying the first epoch's."""
+        self.restart = int(state_dict.get("restart", 0)) + 1
+        self.skipped_counts = collections.Counter(state_dict.get("skipped_counts", {}))
 
     def on_before_batch_transfer(self, batch: MultiViewBatch, dataloader_idx: int) -> MultiViewBatch:
         self.skipped_counts.update(batch.skipped)
