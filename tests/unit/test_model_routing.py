@@ -210,12 +210,25 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model.train()
     model.freeze("dino", frozen=False)
     images = torch.rand(1, 2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    grads = []
+    grads, saved = [], []
     for enabled in (False, True):
         model.set_gradient_checkpointing(enabled)
         model.zero_grad(set_to_none=True)
+        count = [0]
+
+        def pack_hook(t, count=count):
+            count[0] += 1
+            return t
+
         model.forward_geometry(images).depth.mean().backward()
-        grads.append([p.grad.clone() for p in model.trunk.parameters() if p.grad is not None])
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+        x = torch.randn(1, 8, model.config.width, requires_grad=True)
+        cos, sin = torch.ones(1, 8, model.config.head_dim), torch.zeros(1, 8, model.config.head_dim)
+        with torch.autograd.graph.saved_tensors_hooks(pack_hook, lambda t: t):
+            model.trunk.forward_geometry(x, cos, sin)
+        saved.append(count[0])
+    # a checkpointed layer keeps only its inputs; the final norm (not checkpointed) keeps its own
+    assert 3 * saved[1] < saved[0], saved
     assert len(grads[0]) == len(grads[1]) > 0
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)

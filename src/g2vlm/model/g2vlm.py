@@ -48,6 +48,7 @@ class G2VLM(nn.Module):
             self.vision_tower = VisionTower(config.vit, config.width) if config.vit is not None else None
         else:
             self.embed_tokens = self.lm_head = self.vision_tower = None
+        self.set_gradient_checkpointing(config.gradient_checkpointing)
         if config.dino.frozen:
             self.freeze("dino")
         if config.vit is not None and config.vit.frozen and self.vision_tower is not None:
@@ -113,8 +114,10 @@ class G2VLM(nn.Module):
         return out
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
-        """Per-layer activation checkpointing of the trunk (non-reentrant)."""
+        """Per-layer activation checkpointing (non-reentrant) of the trunk and of the DINO encoder's
+        blocks (which matters only when the encoder trains; a frozen one keeps no activations)."""
         self.trunk.gradient_checkpointing = enabled
+        self.dino.vit.set_grad_checkpointing(enabled)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters per part (for per-part learning rates and gradient-norm logging)."""
