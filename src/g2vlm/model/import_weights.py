@@ -49,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     if args.qwen2vl:
         allowed = load_qwen2vl(model, args.qwen2vl)
         print(f"Qwen2-VL: loaded from {args.qwen2vl}; kept at initialisation (allow-list): {len(allowed)} key(s)")
+        if allowed:
+            print("note: the semantic QK-norm weights start at 1, which is not the identity; the semantic expert will "
+                  "not reproduce stock Qwen2-VL until trained (--semantic-qk-norm off keeps stock behaviour)")
     if args.dinov2:
         load_dino(model, args.dinov2)
         print(f"DINOv2: loaded from {args.dinov2}")
