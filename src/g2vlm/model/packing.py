@@ -112,9 +112,16 @@ class PackedBatch:
         return create_block_mask(mask_mod, None, None, length, length, device=sample.device)
 
 
+def _meta(sample_id: int, order: int, n: int, spans: torch.Tensor) -> torch.Tensor:
+    """(3, n): the sample id, reading orders order..order+n-1 and span ids of n consecutive tokens."""
+    return torch.stack([torch.full((n,), sample_id), torch.arange(order, order + n), spans.long()])
+
+
 def pack(samples: list[list[Segment]], config: ModelConfig) -> PackedBatch:
-    """Build the packed sequence, its positions and its dense document mask (see module docstring)."""
-    semantic_meta, geometric_meta = [], []  # per token: (sample, reading order, span id)
+    """Build the packed sequence, its positions, labels and mask inputs (see module docstring)."""
+    semantic_meta: list[torch.Tensor] = []  # per segment: (3, n) rows sample, reading order, span id
+    geometric_meta: list[torch.Tensor] = []
+    num_semantic = 0
     semantic_positions, geometric_positions = [], []
     input_ids, text_index, text_sample, vit_index = [], [], [], []
     vit_patches, vit_grids, geometry_frames, geometry_grids = [], [], [], []
@@ -135,11 +142,12 @@ def pack(samples: list[list[Segment]], config: ModelConfig) -> PackedBatch:
                 else:
                     text_labels += [-100] * n
                 previous_is_text = previous_is_text or n > 0
-                text_index.append(torch.arange(len(semantic_meta), len(semantic_meta) + n))
+                text_index.append(torch.arange(num_semantic, num_semantic + n))
                 input_ids.append(ids)
                 text_sample.append(torch.full((n,), sample_id))
                 semantic_positions.append(text_positions(n, position))
-                semantic_meta += [(sample_id, order + i, -1) for i in range(n)]
+                semantic_meta.append(_meta(sample_id, order, n, torch.full((n,), -1)))
+                num_semantic += n
                 position, order = position + n, order + n
             elif isinstance(segment, VitImage):
                 previous_is_text = False
@@ -150,10 +158,11 @@ def pack(samples: list[list[Segment]], config: ModelConfig) -> PackedBatch:
                 h, w = gh // merge, gw // merge
                 vit_patches.append(patches)
                 vit_grids.append((1, gh, gw))
-                vit_index.append(torch.arange(len(semantic_meta), len(semantic_meta) + h * w))
+                vit_index.append(torch.arange(num_semantic, num_semantic + h * w))
                 semantic_positions.append(image_positions(h, w, position))
                 block = span if config.vit_attention == "bidirectional" else -1
-                semantic_meta += [(sample_id, order + i, block) for i in range(h * w)]
+                semantic_meta.append(_meta(sample_id, order, h * w, torch.full((h * w,), block)))
+                num_semantic += h * w
                 span += 1
                 position, order = position + max(h, w), order + h * w
             elif isinstance(segment, Geometry):
@@ -167,17 +176,19 @@ def pack(samples: list[list[Segment]], config: ModelConfig) -> PackedBatch:
                 positions, position = geometry_positions(n, h, w, position, config.geometry_positions)
                 geometric_positions.append(positions)
                 per_frame = config.geometry_attention == "frame"
-                geometric_meta += [
-                    (sample_id, order + i, span + (i // (h * w) if per_frame else 0)) for i in range(n * h * w)
-                ]
+                frame_of_token = torch.arange(n * h * w) // (h * w)
+                spans = span + (frame_of_token if per_frame else torch.zeros_like(frame_of_token))
+                geometric_meta.append(_meta(sample_id, order, n * h * w, spans))
                 span += n if per_frame else 1
                 order += n * h * w
             else:
                 raise TypeError(f"model/packing.py: unknown segment type {type(segment).__name__}")
-    meta = torch.tensor(semantic_meta + geometric_meta, dtype=torch.long).reshape(-1, 3)
+    if not semantic_meta and not geometric_meta:
+        raise ValueError("model/packing.py: nothing to pack (the samples have no tokens)")
+    meta = torch.cat(semantic_meta + geometric_meta, dim=1)
     empty = torch.zeros(0, dtype=torch.long)
     return PackedBatch(
-        num_semantic=len(semantic_meta),
+        num_semantic=num_semantic,
         input_ids=torch.cat(input_ids) if input_ids else empty,
         text_index=torch.cat(text_index) if text_index else empty,
         text_sample=torch.cat(text_sample) if text_sample else empty,
@@ -188,7 +199,7 @@ def pack(samples: list[list[Segment]], config: ModelConfig) -> PackedBatch:
         geometry_frames=geometry_frames,
         geometry_grids=geometry_grids,
         position_ids=torch.cat(semantic_positions + geometric_positions, dim=1),
-        token_sample=meta[:, 0].contiguous(),
-        token_order=meta[:, 1].contiguous(),
-        token_span=meta[:, 2].contiguous(),
+        token_sample=meta[0],
+        token_order=meta[1],
+        token_span=meta[2],
     )
