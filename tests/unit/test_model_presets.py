@@ -5,6 +5,7 @@ import torch
 
 from g2vlm.model.config import PRESETS, model_config
 from g2vlm.model.g2vlm import G2VLM
+from g2vlm.model.packing import Geometry, Text, VitImage, pack
 
 
 def test_g2vlm_2b_parameter_counts_match_reference():
@@ -44,3 +45,32 @@ def test_unknown_preset_and_bad_fields_are_named():
         model_config("tiny", kv_heads=3)
     with pytest.raises(ValueError, match="geometry_positions"):
         model_config("tiny", geometry_positions="random")
+
+
+def test_meta_init_then_reset_parameters_restores_the_special_initialisations():
+    """FSDP-style materialisation (to_empty + each module's reset_parameters) keeps the zero projector,
+    RMSNorm weights of 1 and LayerScale 0.01."""
+    with torch.device("meta"):
+        model = G2VLM(model_config("tiny"))
+    model.to_empty(device="cpu")
+    for module in model.modules():
+        if callable(getattr(module, "reset_parameters", None)):
+            module.reset_parameters()
+    assert torch.equal(model.dino_projector.weight, torch.zeros_like(model.dino_projector.weight))
+    assert torch.equal(model.dino_projector.bias, torch.zeros_like(model.dino_projector.bias))
+    layer = model.trunk.layers[0]
+    assert torch.equal(layer.geometric.attention_scale, torch.full_like(layer.geometric.attention_scale, 0.01))
+    assert torch.equal(layer.geometric.mlp_scale, torch.full_like(layer.geometric.mlp_scale, 0.01))
+    assert torch.equal(layer.semantic.input_norm.weight, torch.ones_like(layer.semantic.input_norm.weight))
+    assert torch.equal(model.trunk.geometric_norm.weight, torch.ones_like(model.trunk.geometric_norm.weight))
+    out = model.forward_geometry(torch.rand(1, 2, 3, 16, 16))
+    assert out.depth.isfinite().all()
+    # with the weights of a normally built model, the materialised one computes the same (buffers included)
+    torch.manual_seed(0)
+    reference = G2VLM(model_config("tiny")).eval()
+    model.load_state_dict(reference.state_dict())
+    model.eval()
+    samples = [[Text(torch.arange(4)), VitImage(torch.rand(3, 16, 16)), Geometry(torch.rand(2, 3, 16, 16)), Text(torch.arange(3))]]
+    batch = pack(samples, model.config)
+    with torch.no_grad():
+        assert torch.equal(model(batch).logits, reference(batch).logits)

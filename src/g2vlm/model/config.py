@@ -18,11 +18,11 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class DinoConfig:
-    """The geometric image encoder: a timm DINOv2-with-registers ViT (random init; weights are loaded
-    separately, never downloaded). `timm_name` picks the family; the explicit dims override it, so a
-    tiny random ViT of the same family can be built for tests and the CPU demo."""
+    """The geometric image encoder: a timm ViT with DINOv2-with-registers settings (random init; weights
+    are loaded separately, never downloaded). The defaults are ViT-L/14 with 4 registers
+    (`facebook/dinov2-with-registers-large`, timm `vit_large_patch14_reg4_dinov2`); smaller dims give a
+    tiny random ViT of the same family for tests and the CPU demo."""
 
-    timm_name: str = "vit_large_patch14_reg4_dinov2"
     width: int = 1024
     depth: int = 24
     heads: int = 16

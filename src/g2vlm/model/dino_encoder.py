@@ -7,8 +7,9 @@ dropped), after the encoder's final LayerNorm, as the official `Dinov2WithRegist
 
 from __future__ import annotations
 
-import timm
 import torch
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from g2vlm.model.config import DinoConfig
@@ -17,20 +18,39 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def build_dino(config: DinoConfig) -> nn.Module:
-    """A random-init timm DINOv2-reg ViT (`pretrained=False`: nothing is downloaded)."""
-    return timm.create_model(
-        config.timm_name,
-        pretrained=False,
-        num_classes=0,
-        dynamic_img_size=True,
+class DinoViT(VisionTransformer):
+    """timm's VisionTransformer with the DINOv2-with-registers settings (LayerScale 1e-5, register
+    tokens, no position embedding on prefix tokens), plus `reset_parameters` for its own tokens so the
+    model can be built on the meta device and materialised (to_empty + reset_parameters)."""
+
+    def reset_parameters(self) -> None:
+        trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        nn.init.normal_(self.reg_token, std=1e-6)
+
+
+def build_dino(config: DinoConfig) -> DinoViT:
+    """A random-init DINOv2-reg ViT of the configured size (weights are loaded separately, never downloaded)."""
+    return DinoViT(
         img_size=config.img_size,
         patch_size=config.patch_size,
         embed_dim=config.width,
         depth=config.depth,
         num_heads=config.heads,
+        init_values=1e-5,
         reg_tokens=config.registers,
+        no_embed_class=True,
+        dynamic_img_size=True,
+        num_classes=0,
     )
+
+
+class DinoProjector(nn.Linear):
+    """Linear(DINO width -> trunk width), zero-initialised (weight and bias), as the official `dino2llm`."""
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
 
 
 class DinoEncoder(nn.Module):
@@ -43,8 +63,6 @@ class DinoEncoder(nn.Module):
         super().__init__()
         self.vit = build_dino(config)
         self.patch_size = config.patch_size
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.frozen = False
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -53,7 +71,9 @@ class DinoEncoder(nn.Module):
             raise ValueError(
                 f"model/dino_encoder.py: image size {height}x{width} is not a multiple of the patch size {self.patch_size}"
             )
-        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        x = (images - mean) / std
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             tokens = self.vit.forward_features(x)
         return tokens[:, self.vit.num_prefix_tokens :]

@@ -36,6 +36,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
 
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
         x32 = x.float()
@@ -76,12 +79,19 @@ class Expert(nn.Module):
         self.o_proj = nn.Linear(config.heads * head_dim, width, bias=False)
         self.post_attention_norm = RMSNorm(width, config.rms_eps)
         self.mlp = SwiGLU(width, config.mlp_size)
+        self.layer_scale_init = config.layer_scale_init
         if layer_scale:
             self.attention_scale = nn.Parameter(torch.full((width,), config.layer_scale_init))
             self.mlp_scale = nn.Parameter(torch.full((width,), config.layer_scale_init))
         else:
             self.attention_scale = self.mlp_scale = None
         self.frozen = False
+
+    def reset_parameters(self) -> None:
+        """Re-initialise this module's own parameters (the LayerScales), e.g. after meta-device init."""
+        for scale in (self.attention_scale, self.mlp_scale):
+            if scale is not None:
+                nn.init.constant_(scale, self.layer_scale_init)
 
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (*b, L, D) -> q (*b, L, heads, hd), k and v (*b, L, kv_heads, hd); QK-normed, not rotated."""

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from g2vlm.model.config import ModelConfig
-from g2vlm.model.dino_encoder import DinoEncoder
+from g2vlm.model.dino_encoder import DinoEncoder, DinoProjector
 from g2vlm.model.expert_router import ExpertRouterStack
 from g2vlm.model.heads import GeometryHeads
 from g2vlm.model.outputs import GeometryOutput, ModelOutput
@@ -37,9 +37,7 @@ class G2VLM(nn.Module):
         super().__init__()
         self.config = config
         self.dino = DinoEncoder(config.dino)
-        self.dino_projector = nn.Linear(config.dino.width, config.width)
-        nn.init.zeros_(self.dino_projector.weight)  # official: zero-initialised (weight and bias)
-        nn.init.zeros_(self.dino_projector.bias)
+        self.dino_projector = DinoProjector(config.dino.width, config.width)
         self.trunk = ExpertRouterStack(config)
         self.heads = GeometryHeads(config.width, config.geometry_heads, config.dino.patch_size)
         if config.semantic:

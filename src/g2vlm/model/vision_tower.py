@@ -12,6 +12,7 @@ from torch import nn
 from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
 from transformers.models.qwen2_vl.modeling_qwen2_vl import (
     Qwen2VisionTransformerPretrainedModel,
+    Qwen2VLVisionRotaryEmbedding,
 )
 
 from g2vlm.model.config import VisionTowerConfig
@@ -51,13 +52,26 @@ def patchify(image: torch.Tensor, config: VisionTowerConfig) -> tuple[torch.Tens
     return x.reshape(gh * gw, channels * tp * p * p), (1, gh, gw)
 
 
+class VisionRotaryEmbedding(Qwen2VLVisionRotaryEmbedding):
+    """transformers' vision rotary embedding plus `reset_parameters`, which recomputes its (non-persistent)
+    frequency buffers after meta-device materialisation (to_empty leaves them uninitialised)."""
+
+    def reset_parameters(self) -> None:
+        inv_freq, _ = self.compute_axial_rope_parameters(self.config)
+        with torch.no_grad():
+            self.inv_freq.copy_(inv_freq)
+            self.original_inv_freq.copy_(inv_freq)
+
+
 class VisionTower(nn.Module):
     """Qwen2-VL vision tower. forward(patches (sum of patches, 3·tp·p²), grid_thw (n, 3)) -> (sum of merged tokens, D)."""
 
     def __init__(self, config: VisionTowerConfig, out_width: int) -> None:
         super().__init__()
         self.config = config
-        self.model = Qwen2VisionTransformerPretrainedModel(hf_vision_config(config, out_width))
+        hf_config = hf_vision_config(config, out_width)
+        self.model = Qwen2VisionTransformerPretrainedModel(hf_config)
+        self.model.rotary_pos_emb = VisionRotaryEmbedding(hf_config)
         self.frozen = False
 
     def forward(self, patches: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
