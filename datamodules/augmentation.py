@@ -10,8 +10,8 @@ Image resampling is exact for the geometry (an affine intensity ramp comes out u
 more first average k x k blocks (k = floor of the factor; the box is trimmed to multiples of k), then bilinear
 with half-pixel centres. PIL-style antialiased filters (torch's `antialias=True`, PIL's LANCZOS) truncate their
 windows asymmetrically and shift content by up to ~0.07 px; kornia's `resize` antialiases with a float Gaussian
-blur at ~10x the cost. uint8 images stay uint8 through crop and bilinear (torch's fast path) and are converted
-to float once, at the output size.
+blur at ~10x the cost. uint8 images stay uint8 (torch's fast bilinear path; the loaders ship uint8, a quarter
+of the bytes of float32, and the DataModule converts to float on the device).
 
 Intrinsics with pixel centres at integer coordinates: the crop box [left, left + width) x [top, top + height)
 resized by (sx, sy) = (W / width, H / height) maps a pixel coordinate u to (u - left + 0.5) * sx - 0.5, so
@@ -107,8 +107,9 @@ def crop_resize(
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
     """Crop every view to `box` (trimmed by `reduction_box`) and resize to target_hw; K follows exactly.
 
-    images (N, 3, H0, W0) float in [0, 1] or uint8; depth_m (N, H0, W0) or None; mask (N, H0, W0) bool or None; K (N, 3, 3).
-    Returns images (N, 3, H, W) float, depth_m (N, H, W), mask (N, H, W), K (N, 3, 3).
+    images (N, 3, H0, W0) uint8 or float; depth_m (N, H0, W0) or None; mask (N, H0, W0) bool or None; K (N, 3, 3).
+    Returns images (N, 3, H, W) in the input dtype (uint8 results are rounded; possibly channels-last strides),
+    depth_m (N, H, W), mask (N, H, W), K (N, 3, 3).
     """
     box = reduction_box(box, target_hw)
     reduction = reduction_factor(box, target_hw)
@@ -119,10 +120,10 @@ def crop_resize(
     images = images[..., rows, cols]
     if reduction > 1:  # the antialiasing step: an exact box filter by an integer factor
         images = F.avg_pool2d(images if images.is_floating_point() else images.float(), reduction)
-    if not same_size:
+    if not same_size:  # uint8 without reduction takes torch's fast uint8 path
         images = F.interpolate(images, target_hw, mode="bilinear", align_corners=False)
-    if uint8_input:  # uint8 stays uint8 as long as possible (torch's fast path), converted at the output size
-        images = images.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+    if uint8_input and images.is_floating_point():
+        images = images.round_().to(torch.uint8)
     if depth_m is not None:
         depth_m = depth_m[..., rows, cols]
         if not same_size:
@@ -131,12 +132,15 @@ def crop_resize(
         mask = mask[..., rows, cols]
         if not same_size:
             mask = F.interpolate(mask[:, None].to(torch.uint8), target_hw, mode="nearest-exact")[:, 0].bool()
-    return images.contiguous(), depth_m, mask, crop_resize_intrinsics(K, box, target_hw)
+    return images, depth_m, mask, crop_resize_intrinsics(K, box, target_hw)
 
 
 class ClipColorJitter:
     """Colour jitter (official: brightness, contrast, saturation 0.5, hue 0.1, p 0.9) and random greyscale
-    (p 0.05), each drawn once per clip and applied to all of its views. images (N, 3, H, W) in [0, 1]."""
+    (p 0.05), each drawn once per clip and applied to all of its views.
+
+    `__call__`: images (N, 3, H, W) float in [0, 1], one clip. `apply_per_clip`: (B, N, 3, H, W), a draw per clip.
+    Runs wherever the tensors are (the DataModule applies it on the training device)."""
 
     def __init__(
         self,
@@ -160,3 +164,6 @@ class ClipColorJitter:
         if self.grayscale is not None:
             images = self.grayscale(images)
         return images.clamp_(0.0, 1.0)
+
+    def apply_per_clip(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self(clip) for clip in images])

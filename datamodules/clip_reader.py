@@ -165,7 +165,7 @@ class ClipRecord:
                     units = decode_depth_png(self.members[member], name)
                 else:
                     units = decode_depth_npy(self.members[member], name)
-                depth_m[slot] = depth_to_metres(self._check_size(units, member), self.meta.depth_scale, name)
+                depth_to_metres(self._check_size(units, member), self.meta.depth_scale, name, out=depth_m[slot])
             if mask is not None:
                 member = frame_member(index, "mask.png")
                 mask[slot] = self._check_size(decode_mask_png(self.members[member], f"{self.key}.{member}"), member)

@@ -11,8 +11,9 @@ Distributed contract (reference lightning-anchors.md §5):
 - Validation: shards split exactly (`urls[rank::world][worker::workers]`), one pass, every clip once.
 
 Budget batching: per training batch, draw N views in [views_min, views_max] and an aspect ratio; the batch holds
-floor(image_budget / N) clips of N views at one size. Samples that fail are skipped into a `SkipLog`; the counts
-ride on the next batch (`MultiViewBatch.skipped`).
+floor(image_budget / N) clips of N views at one size. Images leave the workers as uint8 (photometric
+augmentation and the float conversion happen on the device, see `MultiViewDataModule`). Samples that fail are
+skipped into a `SkipLog`; the counts ride on the next batch (`MultiViewBatch.skipped`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import webdataset as wds
-from g2vlm.datamodules.augmentation import ClipColorJitter, crop_box, crop_resize
+from g2vlm.datamodules.augmentation import crop_box, crop_resize
 from g2vlm.datamodules.batch import MultiViewBatch
 from g2vlm.datamodules.clip_reader import ClipRecord, SkipLog, iter_clip_records
 from g2vlm.datamodules.schema import SampleError
@@ -81,8 +82,6 @@ class BatchRecipe:
     image_budget: int = 32
     crop_scale_range: tuple[float, float] = (0.8, 1.0)
     random_crop: bool = True
-    color_jitter: bool = True
-    grayscale_probability: float = 0.05
 
     def __post_init__(self):
         if not 1 <= self.views_min <= self.views_max:
@@ -107,10 +106,9 @@ def prepare_clip(
     target_hw: tuple[int, int],
     recipe: BatchRecipe,
     rng: np.random.Generator | None,
-    jitter: ClipColorJitter | None,
 ) -> dict:
     """Decode the picked frames of one clip, crop/resize them (random when rng is given, else centred on the
-    principal point) with K updated, jitter colours, and build the validity mask. Raises SampleError."""
+    principal point) with K updated, and build the validity mask. Images stay uint8. Raises SampleError."""
     clip = record.decode(frame_indices)
     meta = record.meta
     images = torch.from_numpy(clip.images).permute(0, 3, 1, 2)
@@ -124,8 +122,6 @@ def prepare_clip(
     else:
         box = crop_box((meta.height, meta.width), target_hw, 1.0, None, principal_point)
     images, depth_m, mask, K = crop_resize(images, depth_m, mask, K, box, target_hw)
-    if jitter is not None:
-        images = jitter(images)
     if depth_m is None:
         depth_m = torch.zeros(len(frame_indices), *target_hw)
         valid = torch.zeros(len(frame_indices), *target_hw, dtype=torch.bool)
@@ -259,8 +255,6 @@ class TrainClipBatches(IterableDataset):
         epoch = self._epochs_started
         self._epochs_started += 1
         rng = np.random.default_rng([self.seed, self.restart, self.rank, worker, epoch])
-        if get_worker_info() is not None:  # kornia draws from torch's global generator: seed it per worker
-            torch.manual_seed(int(rng.integers(2**62)))
         skips = SkipLog()
         sources = [resampled_records(self._slot_urls(urls, worker, workers), rng, skips) for urls in self.shard_sets]
         records = shuffled(mixed(sources, self.weights, rng), self.shuffle_buffer, rng)
@@ -269,7 +263,6 @@ class TrainClipBatches(IterableDataset):
 
     def _budget_batches(self, records: Iterator[ClipRecord], rng: np.random.Generator, skips: SkipLog) -> Iterator[MultiViewBatch]:
         recipe = self.recipe
-        jitter = ClipColorJitter(grayscale_probability=recipe.grayscale_probability) if recipe.color_jitter else None
         while True:
             num_views = int(rng.integers(recipe.views_min, recipe.views_max + 1))
             if recipe.aspect_ratio_range is None:
@@ -281,7 +274,7 @@ class TrainClipBatches(IterableDataset):
                 record = next(records)
                 frames = sample_training_views(record.meta.num_frames, num_views, rng, recipe.view_window)
                 try:
-                    items.append(prepare_clip(record, frames, target_hw, recipe, rng, jitter))
+                    items.append(prepare_clip(record, frames, target_hw, recipe, rng))
                 except SampleError as error:
                     skips.record(error, record.url)
             yield _with_skips(collate(items), skips)
@@ -306,7 +299,7 @@ class ValClipBatches(IterableDataset):
         for record in iter_clip_records(slot_shards(self.urls, self.rank, self.world_size, worker, workers), skips):
             frames = evenly_spaced_views(record.meta.num_frames, recipe.val_views)
             try:
-                items.append(prepare_clip(record, frames, tuple(recipe.image_size), recipe, None, None))
+                items.append(prepare_clip(record, frames, tuple(recipe.image_size), recipe, None))
             except SampleError as error:
                 skips.record(error, record.url)
                 continue

@@ -110,9 +110,12 @@ def decode_mask_png(data: bytes, member: str = "mask.png") -> np.ndarray:
         raise SampleError(REASON_DECODE, f"{member}: not a decodable mask PNG ({type(error).__name__}: {error})") from None
 
 
-def depth_to_metres(depth_units: np.ndarray, depth_scale: float, member: str = "depth") -> np.ndarray:
-    """Stored depth (uint16 units or float) -> float32 metres. Raises `bad_depth` for NaN/inf/negative values."""
-    metres = depth_units.astype(np.float32) * np.float32(depth_scale)
+def depth_to_metres(
+    depth_units: np.ndarray, depth_scale: float, member: str = "depth", out: np.ndarray | None = None
+) -> np.ndarray:
+    """Stored depth (uint16 units or float) -> float32 metres (written into `out` when given, in one pass).
+    Raises `bad_depth` for NaN/inf/negative values."""
+    metres = np.multiply(depth_units, np.float32(depth_scale), out=out, dtype=np.float32)
     if depth_units.dtype != np.uint16:
         if not np.all(np.isfinite(metres)):
             raise SampleError(REASON_BAD_DEPTH, f"{member}: depth has NaN or infinite values")

@@ -17,6 +17,9 @@ Rank and world size are captured from the trainer in `setup` (never from environ
 from the DataLoader. Training epochs are `train_batches_per_epoch` batches on every rank (resampled shards,
 `with_epoch` semantics); validation visits each clip once. A resumed run draws fresh training streams (the
 restart count is saved in the checkpoint and mixed into the seed): statistically equivalent, not a replay.
+Images travel as uint8 and become float32 in [0, 1] on the device (`on_after_batch_transfer`), where the
+per-clip colour jitter runs too; a LightningModule that overrides `on_after_batch_transfer` itself must call
+`batch.with_float_images()` (Lightning then uses the module's hook instead of this one).
 Samples skipped for bad data are counted per reason in `skipped_counts` (this rank's totals, summed from the
 batches in `on_before_batch_transfer`; log them from the LightningModule, e.g. at epoch end).
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 import collections
 
 import lightning as L
+from g2vlm.datamodules.augmentation import ClipColorJitter
 from g2vlm.datamodules.batch import MultiViewBatch
 from g2vlm.datamodules.clip_streams import (
     BatchRecipe,
@@ -55,7 +59,8 @@ class MultiViewDataModule(L.LightningDataModule):
         shuffle_buffer: clips held in the training shuffle buffer per worker.
         crop_scale_range: focal-crop factor range (1 = largest crop of the target aspect).
         random_crop: place training crops at random (else centred on the principal point).
-        color_jitter: per-clip colour jitter (brightness/contrast/saturation 0.5, hue 0.1, p 0.9).
+        color_jitter: per-clip colour jitter of training batches (brightness/contrast/saturation 0.5, hue 0.1,
+            p 0.9), applied on the device in `on_after_batch_transfer`.
         grayscale_probability: per-clip greyscale probability (with color_jitter).
         seed: seed of view sampling, crops and shard resampling (combined with rank, worker and epoch).
     """
@@ -91,9 +96,9 @@ class MultiViewDataModule(L.LightningDataModule):
             image_size=tuple(image_size), aspect_ratio_range=None if aspect_ratio_range is None else tuple(aspect_ratio_range),
             size_multiple=size_multiple, views_min=views_min, views_max=views_max, view_window=view_window,
             val_views=views_max if val_views is None else val_views, image_budget=image_budget,
-            crop_scale_range=tuple(crop_scale_range), random_crop=random_crop, color_jitter=color_jitter,
-            grayscale_probability=grayscale_probability,
+            crop_scale_range=tuple(crop_scale_range), random_crop=random_crop,
         )
+        self.jitter = ClipColorJitter(grayscale_probability=grayscale_probability) if color_jitter else None
         self.train_batches_per_epoch = train_batches_per_epoch
         self.num_workers = num_workers
         self.shuffle_buffer = shuffle_buffer
@@ -143,4 +148,12 @@ class MultiViewDataModule(L.LightningDataModule):
 
     def on_before_batch_transfer(self, batch: MultiViewBatch, dataloader_idx: int) -> MultiViewBatch:
         self.skipped_counts.update(batch.skipped)
+        return batch
+
+    def on_after_batch_transfer(self, batch: MultiViewBatch, dataloader_idx: int) -> MultiViewBatch:
+        """On the device: uint8 images -> float32 in [0, 1], then per-clip colour jitter on training batches
+        (kornia, one draw per clip, drawn from torch's generator: `seed_everything` makes it reproducible)."""
+        batch = batch.with_float_images()
+        if self.jitter is not None and self.trainer is not None and self.trainer.training:
+            batch.images = self.jitter.apply_per_clip(batch.images)
         return batch

@@ -80,10 +80,10 @@ def test_uint8_images_resample_like_float_images():
         box = crop_box((SOURCE_H, SOURCE_W), target_hw, scale, rng)
         from_uint8, _, _, K_uint8 = crop_resize(images_uint8, None, None, K, box, target_hw)
         from_float, _, _, K_float = crop_resize(images_uint8.float() / 255, None, None, K, box, target_hw)
-        assert from_uint8.dtype == torch.float32 and from_uint8.is_contiguous()
+        assert from_uint8.dtype == torch.uint8 and from_float.dtype == torch.float32
         torch.testing.assert_close(K_uint8, K_float)
         # the same resampling; torch's uint8 kernel uses fixed-point weights and rounds: within one uint8 level
-        assert (from_uint8 - from_float).abs().max() <= 1 / 255 + 1e-6
+        assert (from_uint8.float() / 255 - from_float).abs().max() <= 1 / 255 + 1e-6
 
 
 def test_depth_is_resampled_nearest_not_blended():
@@ -118,11 +118,13 @@ def test_crop_box_keeps_target_aspect_and_stays_inside():
 def test_colour_jitter_is_one_draw_per_clip():
     torch.manual_seed(0)
     jitter = ClipColorJitter(probability=1.0, grayscale_probability=0.0)
-    clip = torch.rand(1, 3, 8, 8).repeat(4, 1, 1, 1)  # four identical views
-    out = jitter(clip)
-    assert not torch.allclose(out, clip)
-    for view in out[1:]:
-        torch.testing.assert_close(view, out[0])
+    clips = torch.rand(1, 1, 3, 8, 8).repeat(3, 4, 1, 1, 1)  # three clips of four identical views
+    out = jitter.apply_per_clip(clips)
+    assert out.shape == clips.shape and not torch.allclose(out, clips)
+    for clip in out:
+        for view in clip[1:]:
+            torch.testing.assert_close(view, clip[0])  # shared by the views of a clip
+    assert not torch.allclose(out[0], out[1])  # never shared across clips
 
 
 def test_training_views_stay_in_the_window_and_are_distinct():

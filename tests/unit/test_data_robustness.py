@@ -90,8 +90,7 @@ EXPECTED_SKIPS = {"missing_frame": 1, "bad_depth": 2, "bad_pose": 2, "schema": 1
 
 
 def recipe() -> BatchRecipe:
-    return BatchRecipe(image_size=(16, 16), size_multiple=8, views_min=2, views_max=3, val_views=2, image_budget=4,
-                       color_jitter=False)
+    return BatchRecipe(image_size=(16, 16), size_multiple=8, views_min=2, views_max=3, val_views=2, image_budget=4)
 
 
 def test_validation_pass_skips_and_counts_every_bad_case(bad_shard):
