@@ -1,0 +1,85 @@
+"""Clip streams: validity from masks and z_far, clips without depth, mixing weights, budget sizes."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from g2vlm.datamodules.clip_streams import BatchRecipe, TrainClipBatches, ValClipBatches
+from g2vlm.datamodules.decoding import encode_depth_png, encode_jpeg, encode_mask_png
+from g2vlm.datamodules.schema import ClipMeta, clip_key
+from g2vlm.datamodules.shard_writer import ShardWriter
+
+FRAMES, HEIGHT, WIDTH = 3, 16, 16
+
+
+def write_clips(out, prefix: str, dataset: str, count: int, has_depth: bool = True, with_mask: bool = False,
+                z_far: float | None = None) -> str:
+    rng = np.random.default_rng(len(prefix))
+    K = np.array([[20.0, 0.0, 7.5], [0.0, 20.0, 7.5], [0.0, 0.0, 1.0]])
+    with ShardWriter(out, prefix) as writer:
+        for index in range(count):
+            meta = ClipMeta(
+                dataset=dataset, scene=f"s{index}", frame_ids=list(range(FRAMES)), width=WIDTH, height=HEIGHT,
+                K=np.tile(K, (FRAMES, 1, 1)), camera_to_world=np.tile(np.eye(4), (FRAMES, 1, 1)), depth_scale=0.001,
+                depth_is_metric=True, has_depth=has_depth, z_far=z_far,
+            )
+            frames = []
+            for _ in range(FRAMES):
+                frame = {"jpg": encode_jpeg(rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8))}
+                if has_depth:
+                    depth_mm = np.tile(np.arange(WIDTH, dtype=np.uint16) * 500, (HEIGHT, 1))  # 0 m .. 7.5 m by column
+                    frame["depth.png"] = encode_depth_png(depth_mm)
+                if with_mask:
+                    mask = np.ones((HEIGHT, WIDTH), bool)
+                    mask[:4] = False  # top rows masked out
+                    frame["mask.png"] = encode_mask_png(mask)
+                frames.append(frame)
+            writer.write(clip_key(dataset, f"s{index}", 0), meta, frames)
+    return str(out / f"{prefix}-000000.tar")
+
+
+def recipe(**changes) -> BatchRecipe:
+    args = {"image_size": (HEIGHT, WIDTH), "size_multiple": 4, "views_min": 2, "views_max": 3, "val_views": 3,
+            "image_budget": 6, "crop_scale_range": (1.0, 1.0)}
+    args.update(changes)
+    return BatchRecipe(**args)
+
+
+def test_valid_combines_depth_mask_and_z_far(tmp_path):
+    shard = write_clips(tmp_path, "masked", "toy", 2, with_mask=True, z_far=5.0)
+    (batch,) = list(ValClipBatches([shard], recipe()))
+    column_depth = torch.arange(WIDTH, dtype=torch.float32) * 0.5
+    expected_valid = (column_depth > 0) & (column_depth < 5.0)
+    expected = expected_valid.expand(HEIGHT, WIDTH).clone()
+    expected[:4] = False
+    assert torch.equal(batch.valid[0, 0], expected)
+    assert torch.all(batch.depth_m[~batch.valid] == 0)
+    torch.testing.assert_close(batch.depth_m[0, 0][expected], column_depth.expand(HEIGHT, WIDTH)[expected])
+
+
+def test_clips_without_depth_have_no_valid_pixels(tmp_path):
+    shard = write_clips(tmp_path, "rgb", "rgbonly", 2, has_depth=False)
+    (batch,) = list(ValClipBatches([shard], recipe()))
+    assert not batch.has_depth.any() and not batch.valid.any() and torch.all(batch.depth_m == 0)
+
+
+def test_mixing_weights_set_the_dataset_proportions(tmp_path):
+    first = write_clips(tmp_path, "a", "alpha", 4)
+    second = write_clips(tmp_path, "b", "beta", 4)
+    stream = TrainClipBatches([[first], [second]], [0.8, 0.2], recipe(views_min=2, views_max=2), batches_per_epoch=100,
+                              shuffle_buffer=1)
+    names = Counter(name for batch in stream for name in batch.dataset_names)
+    share = names["alpha"] / sum(names.values())
+    assert 0.72 < share < 0.88  # 300 draws at p = 0.8: about 5 standard deviations wide
+
+
+@pytest.mark.parametrize("aspect", [0.5, 1.0, 1.7])
+def test_training_size_keeps_the_pixel_budget(aspect):
+    height, width = BatchRecipe(image_size=(224, 224), size_multiple=14).training_size(aspect)
+    assert height % 14 == 0 and width % 14 == 0
+    assert abs(width / height - aspect) / aspect < 0.15
+    assert abs(height * width - 224 * 224) / (224 * 224) < 0.15
