@@ -7,7 +7,6 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-
 from g2vlm.datamodules.clip_streams import BatchRecipe, TrainClipBatches, ValClipBatches
 from g2vlm.datamodules.decoding import encode_depth_png, encode_jpeg, encode_mask_png
 from g2vlm.datamodules.schema import ClipMeta, clip_key
