@@ -39,7 +39,7 @@ doctor: $(STAMP) ## print versions; check imports, the torch/torchvision pair an
 	$(BIN)/g2vlm doctor
 
 demo: $(STAMP) ## synthetic scenes -> train the small model on CPU -> depth/pose table (no downloads)
-	@echo "make demo: not built yet (the geometry-pretraining issue builds it)" >&2; exit 2
+	$(BIN)/g2vlm demo
 
 bench-depth: $(STAMP) ## monocular/video depth benchmark with the literature's protocol
 	@echo "make bench-depth: not built yet (the benchmarks issue builds it)" >&2; exit 2

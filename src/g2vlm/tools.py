@@ -13,6 +13,7 @@ import sys
 
 TOOL_MODULES: tuple[str, ...] = (
     "g2vlm.doctor",
+    "g2vlm.demo",
     "g2vlm.datamodules.shard_cli",
     "g2vlm.model.import_weights",
 )

@@ -18,6 +18,8 @@ from lightning.pytorch.strategies import FSDPStrategy
 from g2vlm.datamodules.batch import MultiViewBatch
 from g2vlm.lit.optimization import adamw_parameter_groups, warmup_cosine_schedule
 from g2vlm.losses.geometry_loss import GeometryLoss
+from g2vlm.metrics.depth import DepthMetrics
+from g2vlm.metrics.relative_pose import RelativePoseMetrics
 from g2vlm.model.config import model_config
 from g2vlm.model.g2vlm import FREEZE_GROUPS, G2VLM
 from g2vlm.model.outputs import GeometryOutput
@@ -60,6 +62,8 @@ class GeometryPretraining(L.LightningModule):
         self.freeze_groups = list(freeze if freeze is not None else ["dino", "vit", "semantic"])
         self.loss = loss if loss is not None else GeometryLoss()
         self.model: G2VLM | None = None
+        self.val_depth = DepthMetrics(alignment="scale")
+        self.val_pose = RelativePoseMetrics(thresholds=(30,))
 
     # ------------------------------------------------------------------------------------ model
     def configure_model(self) -> None:
@@ -94,9 +98,25 @@ class GeometryPretraining(L.LightningModule):
         return loss
 
     def validation_step(self, batch: MultiViewBatch, batch_idx: int) -> None:
-        losses = self._loss(batch, self(batch.images))
+        output = self(batch.images)
+        losses = self._loss(batch, output)
         for name, value in losses.terms().items():
             self.log(f"val/loss/{name}", value, batch_size=batch.batch_size, sync_dist=True)
+        with_depth = batch.has_depth
+        if with_depth.any():  # per-image IRLS-L1 scale alignment, pixel-weighted (the monocular protocol)
+            self.val_depth.update(output.depth[with_depth].flatten(0, 1), batch.depth_m[with_depth].flatten(0, 1),
+                                  batch.valid[with_depth].flatten(0, 1))
+        if batch.num_views > 1:
+            self.val_pose.update(output.camera_to_world, batch.camera_to_world)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_depth.update_called:
+            depth = self.val_depth.compute()
+            self.log_dict({f"val/depth/{name}": depth[name] for name in ("abs_rel", "delta_1")})
+        if self.val_pose.update_called:
+            self.log("val/pose/AUC@30", self.val_pose.compute()["AUC@30"].float())
+        self.val_depth.reset()
+        self.val_pose.reset()
 
     # ----------------------------------------------------------------------- optimisation
     def configure_optimizers(self):
