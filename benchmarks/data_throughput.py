@@ -20,8 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
-from g2vlm.datamodules.clip_streams import BatchRecipe, TrainClipBatches
+from g2vlm.datamodules.clip_reader import SkipLog, iter_clip_records
+from g2vlm.datamodules.clip_streams import (
+    BatchRecipe,
+    TrainClipBatches,
+    collate,
+    prepare_clip,
+)
 from g2vlm.datamodules.decoding import decode_depth_png, decode_jpeg
 from g2vlm.datamodules.synthetic.shards import write_synthetic_shards
 from torch.utils.data import DataLoader
@@ -69,6 +76,32 @@ def pipeline_rate(shards: list[str], size: tuple[int, int], workers: int, batche
             "frames_per_s_per_worker": clips * VIEWS / seconds / workers, "workers": workers}
 
 
+def stage_costs(shards: list[str], size: tuple[int, int]) -> dict:
+    """CPU milliseconds per frame of each pipeline stage, measured in this process (where the time goes)."""
+    recipe = BatchRecipe(image_size=size, size_multiple=1, views_min=VIEWS, views_max=VIEWS, val_views=VIEWS,
+                         image_budget=2 * VIEWS)
+    rng = np.random.default_rng(0)
+    clock = time.process_time
+    start = clock()
+    records = list(iter_clip_records(shards, SkipLog()))
+    read = clock() - start
+    frames = len(records) * VIEWS
+    start = clock()
+    for record in records:
+        record.decode()
+    decode = clock() - start
+    start = clock()
+    items = [prepare_clip(record, list(range(VIEWS)), size, recipe, rng) for record in records]
+    prepare = clock() - start
+    start = clock()
+    for first in range(0, len(items) - 1, 2):
+        collate(items[first:first + 2])
+    batch = clock() - start
+    per_frame = 1e3 / frames
+    return {"read_and_validate_ms": read * per_frame, "decode_ms": decode * per_frame,
+            "crop_resize_masks_ms": (prepare - decode) * per_frame, "collate_ms": batch * per_frame}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="loader worker counts (default 1 2)")
@@ -89,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                                        split="bench", workers=2, clips_per_shard=max(1, args.clips // 4))
             shards = sorted(str(path) for path in out.glob("synthetic-bench-*.tar"))
             raw = raw_decode_rate(shards, repeats=2)
-            row = {"size": f"{height}x{width}", "raw_decode": raw, "pipeline": {}}
+            row = {"size": f"{height}x{width}", "raw_decode": raw, "pipeline": {},
+                   "stage_cpu_ms_per_frame": stage_costs(shards, (height, width))}
             for workers in args.workers:
                 row["pipeline"][f"{workers} worker(s)"] = pipeline_rate(shards, (height, width), workers, args.batches)
             results.append(row)
@@ -104,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             for p in row["pipeline"].values()
         ]
         print(f"{row['size']:<10} {raw:11.1f} " + " ".join(f"{cell:>22}" for cell in cells))
+    print("CPU ms per frame by stage (in-process): " + ", ".join(results[0]["stage_cpu_ms_per_frame"]))
+    for row in results:
+        print(f"{row['size']:<10} " + "  ".join(f"{value:6.2f}" for value in row["stage_cpu_ms_per_frame"].values()))
     for row in results:
         one = row["pipeline"].get("1 worker(s)")
         if one is not None:
