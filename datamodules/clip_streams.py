@@ -291,6 +291,12 @@ class ValClipBatches(IterableDataset):
 
     def __iter__(self) -> Iterator[MultiViewBatch]:
         worker, workers = worker_slot()
+        if len(self.urls) % (self.world_size * workers) and self.rank == 0 and worker == 0:
+            logger.warning(
+                "%d validation shards over %d ranks x %d workers: ranks may run different numbers of validation "
+                "batches (FSDP needs equal counts; write a multiple of world_size x workers shards)",
+                len(self.urls), self.world_size, workers,
+            )
         recipe = self.recipe
         skips = SkipLog()
         batch_size = max(1, recipe.image_budget // recipe.val_views)
