@@ -41,15 +41,20 @@ def add_synthetic(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_synthetic(args: argparse.Namespace) -> int:
+    import time
+
     from g2vlm.datamodules.synthetic.shards import write_synthetic_shards
 
     height, width = args.size
+    start = time.perf_counter()
     index = write_synthetic_shards(
         args.out, scenes=args.scenes, views=args.views, height=height, width=width, seed=args.seed,
         split=args.split, workers=args.workers, clips_per_shard=args.clips_per_shard, progress=not args.no_progress,
     )
+    seconds = time.perf_counter() - start
     print(f"wrote {index['total_clips']} clips, {index['total_frames']} frames in {len(index['shards'])} shards "
-          f"({index['total_bytes'] / 2**20:.1f} MiB) to {args.out}")
+          f"({index['total_bytes'] / 2**20:.1f} MiB) to {args.out} in {seconds:.1f} s "
+          f"({index['total_frames'] / seconds:.0f} views/s)")
     return 0
 
 
