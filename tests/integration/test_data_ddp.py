@@ -9,7 +9,6 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-
 from g2vlm.datamodules.batch import MultiViewBatch
 from g2vlm.datamodules.synthetic.shards import write_synthetic_shards
 
