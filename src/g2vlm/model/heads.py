@@ -19,6 +19,8 @@ that official weights map onto them by module prefix.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,6 +31,8 @@ from g2vlm.model.rope import RoPE2D
 
 
 def _autocast_off(device_type: str):
+    if device_type == "meta":  # FLOP counting on the meta device: autocast does not exist there
+        return contextlib.nullcontext()
     return torch.autocast(device_type=device_type, enabled=False)
 
 
