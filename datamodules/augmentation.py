@@ -120,8 +120,11 @@ def crop_resize(
     images = images[..., rows, cols]
     if reduction > 1:  # the antialiasing step: an exact box filter by an integer factor
         images = F.avg_pool2d(images if images.is_floating_point() else images.float(), reduction)
-    if not same_size:  # uint8 without reduction takes torch's fast uint8 path
-        images = F.interpolate(images, target_hw, mode="bilinear", align_corners=False)
+    if not same_size:
+        # When no axis shrinks, antialias=True is the same bilinear tent (support 1) and takes torch's fast
+        # separable uint8 kernel; when an axis shrinks (by < 2 here) plain bilinear keeps the result exact.
+        upscale = images.shape[-2] <= target_hw[0] and images.shape[-1] <= target_hw[1]
+        images = F.interpolate(images, target_hw, mode="bilinear", align_corners=False, antialias=upscale)
     if uint8_input and images.is_floating_point():
         images = images.round_().to(torch.uint8)
     if depth_m is not None:

@@ -23,7 +23,8 @@ import torch
 class MultiViewBatch:
     """B clips of N views each, all H x W (one N and one size per batch).
 
-    images (B, N, 3, H, W) uint8 from the loader, float32 in [0, 1] after `with_float_images()`; depth_m (B, N, H, W) float32 metres, 0 where invalid;
+    images (B, N, 3, H, W) uint8 from the loader (stored channels-last, i.e. not contiguous), float32 in [0, 1]
+    and contiguous after `with_float_images()`; depth_m (B, N, H, W) float32 metres, 0 where invalid;
     valid (B, N, H, W) bool; K (B, N, 3, 3) float32 pixels; camera_to_world (B, N, 4, 4) float32 OpenCV;
     has_depth (B,) bool; dataset_names, keys: B strings; frame_ids: B lists of N source frame ids;
     skipped: samples skipped (per reason) while this batch was assembled.
@@ -57,7 +58,8 @@ class MultiViewBatch:
         """The batch with images as float32 in [0, 1] (unchanged if they already are float)."""
         if self.images.is_floating_point():
             return self
-        return replace(self, images=self.images.to(torch.float32).div_(255.0))
+        images = self.images.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+        return replace(self, images=images)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> MultiViewBatch:
         return self._map_tensors(lambda tensor: tensor.to(device, non_blocking=non_blocking))

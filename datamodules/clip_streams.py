@@ -140,20 +140,33 @@ def prepare_clip(
     }
 
 
-def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """torch.stack; inside a DataLoader worker straight into shared memory (as torch's default_collate does),
-    so handing the batch to the main process copies nothing more."""
+def _empty(like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """An empty contiguous tensor of `shape`; inside a DataLoader worker in shared memory (as torch's
+    default_collate does), so handing the batch to the main process copies nothing more."""
     if get_worker_info() is None:
-        return torch.stack(tensors)
-    first = tensors[0]
-    storage = first.untyped_storage()._new_shared(len(tensors) * first.numel() * first.element_size(), device=first.device)
-    out = first.new(storage).resize_(len(tensors), *first.shape)
-    return torch.stack(tensors, out=out)
+        return like.new_empty(shape)
+    numel = math.prod(shape)
+    storage = like.untyped_storage()._new_shared(numel * like.element_size(), device=like.device)
+    return like.new(storage).resize_(*shape)
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(tensors, out=_empty(tensors[0], (len(tensors), *tensors[0].shape)))
+
+
+def _stack_images(images: list[torch.Tensor]) -> torch.Tensor:
+    """(N, 3, H, W) uint8 clips -> (B, N, 3, H, W), stored channels-last ((B, N, H, W, 3) memory): the resampled
+    and decoded images already are, so the copy is a plain memcpy. `with_float_images` makes it contiguous."""
+    views, channels, height, width = images[0].shape
+    out = _empty(images[0], (len(images), views, height, width, channels))
+    for slot, clip in enumerate(images):
+        out[slot].copy_(clip.permute(0, 2, 3, 1))
+    return out.permute(0, 1, 4, 2, 3)
 
 
 def collate(items: list[dict]) -> MultiViewBatch:
     return MultiViewBatch(
-        images=_stack([item["images"] for item in items]),
+        images=_stack_images([item["images"] for item in items]),
         depth_m=_stack([item["depth_m"] for item in items]),
         valid=_stack([item["valid"] for item in items]),
         K=_stack([item["K"] for item in items]),
