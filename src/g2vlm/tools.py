@@ -16,6 +16,7 @@ TOOL_MODULES: tuple[str, ...] = (
     "g2vlm.demo",
     "g2vlm.datamodules.shard_cli",
     "g2vlm.model.import_weights",
+    "g2vlm.benchmarks.cli",
 )
 
 

@@ -1,0 +1,135 @@
+"""Running a checkpoint the way the official evaluation does: loading, the input resize rule, timed forwards.
+
+Input resize rule (reference g2vlm-official.md §1.8, `load_and_resize14_ori`), for a model of patch size p
+and a load width Wl (512 in every published protocol):
+1. every image of one forward is resized with PIL LANCZOS to (Wl, Hl), Hl = round(H · Wl / W / p) · p, where
+   (H, W) is the size of the *first* image of the forward;
+2. then bilinearly (antialiased) to (⌊Hl / p⌋ · p, ⌊Wl / p⌋ · p), the patch grid.
+For the official p = 14 and a 640×480 image this is 512×378 and then 504×378. For other patch sizes (the
+suite's `tiny` p = 4 and `small` p = 8) the same rule applies with their p: 512 is already a multiple of
+4 and 8, so the model sees 512×384.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+PROTOCOL_LOAD_WIDTH = 512
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or of the wrong kind."""
+
+
+def input_size(height: int, width: int, load_width: int, patch_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((Hl, Wl) of the LANCZOS resize, (H_in, W_in) the model sees) for an image of height × width."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"benchmarks/inference.py: image size must be positive, got {height}×{width}")
+    if load_width < patch_size:
+        raise ValueError(f"benchmarks/inference.py: load width {load_width} is below the patch size {patch_size}")
+    load_height = max(patch_size, round(height * load_width / width / patch_size) * patch_size)
+    return (load_height, load_width), (load_height // patch_size * patch_size, load_width // patch_size * patch_size)
+
+
+def prepare_images(rgbs: list[np.ndarray], load_width: int, patch_size: int) -> torch.Tensor:
+    """RGB frames (H_i, W_i, 3) uint8 -> (N, 3, H_in, W_in) float32 in [0, 1], sized by the first frame."""
+    if not rgbs:
+        raise ValueError("benchmarks/inference.py prepare_images: no images")
+    (load_height, load_width), model_size = input_size(*rgbs[0].shape[:2], load_width, patch_size)
+    frames = []
+    for rgb in rgbs:
+        image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB")
+        if image.size != (load_width, load_height):
+            image = image.resize((load_width, load_height), Image.Resampling.LANCZOS)
+        frames.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))
+    images = torch.stack(frames).to(torch.float32) / 255.0
+    if images.shape[-2:] != model_size:
+        images = F.interpolate(images, size=model_size, mode="bilinear", align_corners=False, antialias=True)
+    return images
+
+
+def read_checkpoint_record(path: str | Path) -> dict:
+    """The checkpoint dictionary (tensors memory-mapped) after checking it is a GeometryPretraining checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file (run `g2vlm demo` to make runs/geometry-demo/checkpoints/last.ckpt)")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as error:  # noqa: BLE001 - any failure to unpickle means "not a checkpoint"
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from None
+    hparams = record.get("hyper_parameters") if isinstance(record, dict) else None
+    state = record.get("state_dict") if isinstance(record, dict) else None
+    if not isinstance(hparams, dict) or "preset" not in hparams or not isinstance(state, dict) \
+            or not any(key.startswith("model.heads.") for key in state):
+        found = sorted(record)[:8] if isinstance(record, dict) else type(record).__name__
+        raise CheckpointError(
+            f"{path}: not a g2vlm geometry checkpoint (expected a Lightning checkpoint of "
+            f"g2vlm.lit.geometry_pretraining.GeometryPretraining: hyper_parameters.preset and model.heads.* weights; "
+            f"found {found})"
+        )
+    return record
+
+
+def training_image_size(record: dict) -> tuple[int, int] | None:
+    """(H, W) of the validation images the checkpoint's datamodule used, when the checkpoint records it."""
+    size = (record.get("datamodule_hyper_parameters") or {}).get("image_size")
+    return (int(size[0]), int(size[1])) if size is not None and len(size) == 2 else None
+
+
+def load_geometry_model(path: str | Path, device: str | torch.device = "cpu"):
+    """G2VLM (eval mode, on `device`) from a GeometryPretraining checkpoint, and the checkpoint record."""
+    from g2vlm.lit.geometry_pretraining import GeometryPretraining
+
+    record = read_checkpoint_record(path)
+    module = GeometryPretraining(**{key: value for key, value in record["hyper_parameters"].items()
+                                    if not key.startswith("_")})
+    module.configure_model()
+    try:
+        module.load_state_dict(record["state_dict"], strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit the preset {record['hyper_parameters']['preset']!r} ({error})") from None
+    return module.model.eval().to(device), record
+
+
+class GeometryPredictor:
+    """A model plus the protocol's preprocessing; accumulates the seconds spent in forward passes.
+
+    `predict(images (B, N, 3, H, W))` -> GeometryOutput on the CPU. On CUDA the trunk runs under bf16 autocast
+    (the heads run in fp32 regardless, as the model does).
+    """
+
+    def __init__(self, model, device: str | torch.device, load_width: int) -> None:
+        self.model = model
+        self.device = torch.device(device)
+        self.load_width = load_width
+        self.patch_size = model.config.dino.patch_size
+        self.seconds = 0.0
+        self.frames = 0
+
+    def prepare(self, rgbs: list[np.ndarray]) -> torch.Tensor:
+        return prepare_images(rgbs, self.load_width, self.patch_size)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor):
+        from g2vlm.model.outputs import GeometryOutput
+
+        images = images.to(self.device, non_blocking=True)
+        self._synchronize()
+        start = time.perf_counter()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            output = self.model.forward_geometry(images)
+        self._synchronize()
+        self.seconds += time.perf_counter() - start
+        self.frames += images.shape[0] * images.shape[1]
+        return GeometryOutput(**{name: None if value is None else value.float().cpu()
+                                 for name, value in vars(output).items()})
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
