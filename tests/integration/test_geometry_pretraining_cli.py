@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import REPO_ROOT
 
@@ -25,6 +26,11 @@ def test_sigterm_mid_epoch_then_resume_restores_step_optimizer_and_lr(console_sc
     reference = console_script("lightning", "fit", *common, "--trainer.default_root_dir", "runs/reference",
                                cwd=tiny_workdir)
     assert reference.returncode == 0, reference.stderr[-3000:]
+    events = EventAccumulator(str(tiny_workdir / "runs" / "reference" / "tensorboard"))
+    events.Reload()
+    assert "vis/depth" in events.Tags()["images"]  # GeometryVisualiser: depth comparison
+    assert "vis/points_VERTEX" in events.Tags()["tensors"]  # and the point cloud (mesh plugin)
+    assert "train/loss/camera_rotation" in events.Tags()["scalars"]
 
     # Interrupted run: SIGTERM during step 3 of a 5-batch epoch; the run saves and stops.
     stopped = console_script("lightning", "fit", *common, "--trainer.default_root_dir", "runs/interrupted",

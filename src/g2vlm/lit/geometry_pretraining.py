@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.throughput import measure_flops
 from lightning.pytorch.strategies import FSDPStrategy
 
 from g2vlm.datamodules.batch import MultiViewBatch
@@ -23,6 +24,11 @@ from g2vlm.metrics.relative_pose import RelativePoseMetrics
 from g2vlm.model.config import model_config
 from g2vlm.model.g2vlm import FREEZE_GROUPS, G2VLM
 from g2vlm.model.outputs import GeometryOutput
+
+
+def images_in_batch(batch: MultiViewBatch) -> int:
+    """Images in a batch (B·N): ThroughputMonitor's `batch_size_fn`, so its samples/s are images/s."""
+    return batch.batch_size * batch.num_views
 
 
 class GeometryPretraining(L.LightningModule):
@@ -62,6 +68,8 @@ class GeometryPretraining(L.LightningModule):
         self.freeze_groups = list(freeze if freeze is not None else ["dino", "vit", "semantic"])
         self.loss = loss if loss is not None else GeometryLoss()
         self.model: G2VLM | None = None
+        self.flops_per_batch: int | None = None  # read by ThroughputMonitor (FLOPs/s, MFU)
+        self._flops_cache: dict[tuple[int, ...], int] = {}
         self.val_depth = DepthMetrics(alignment="scale")
         self.val_pose = RelativePoseMetrics(thresholds=(30,))
 
@@ -77,6 +85,23 @@ class GeometryPretraining(L.LightningModule):
 
     def forward(self, images: torch.Tensor) -> GeometryOutput:
         return self.model.forward_geometry(images)
+
+    def measure_flops_per_batch(self, images_shape: tuple[int, ...]) -> int:
+        """Forward + backward FLOPs of one batch of images (B, N, 3, H, W), counted on a meta-device copy
+        with the same frozen groups (frozen parts cost no weight gradients). Cached per shape."""
+        if images_shape not in self._flops_cache:
+            with torch.device("meta"):
+                model = G2VLM(self.model_config)
+                images = torch.empty(images_shape)
+            model.freeze(*FREEZE_GROUPS, frozen=False)
+            model.freeze(*self.freeze_groups)
+            self._flops_cache[images_shape] = measure_flops(
+                model, lambda: model.forward_geometry(images),
+                loss_fn=lambda out: out.depth.sum() + out.camera_to_world.sum() + out.global_points.sum())
+        return self._flops_cache[images_shape]
+
+    def on_train_batch_start(self, batch: MultiViewBatch, batch_idx: int) -> None:
+        self.flops_per_batch = self.measure_flops_per_batch(tuple(batch.images.shape))
 
     # ------------------------------------------------------------------------------------- steps
     def _loss(self, batch: MultiViewBatch, output: GeometryOutput):
