@@ -17,6 +17,7 @@ TOOL_MODULES: tuple[str, ...] = (
     "g2vlm.datamodules.shard_cli",
     "g2vlm.model.import_weights",
     "g2vlm.benchmarks.cli",
+    "g2vlm.reconstruct",
 )
 
 
