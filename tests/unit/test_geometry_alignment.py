@@ -87,6 +87,8 @@ def test_masked_median_matches_numpy_and_median_scale():
     out = masked_median(values, valid)
     for b in range(3):
         assert abs(out[b].item() - np.median(values[b][valid[b]].numpy())) < 1e-12
+        lower = masked_median(values[b : b + 1], valid[b : b + 1], lower=True)
+        assert lower.item() == values[b][valid[b]].median().item()  # torch.median: the lower middle value
     assert torch.isnan(masked_median(values, torch.zeros_like(valid)))[0]
     torch.testing.assert_close(median_scale(values.abs() + 1, 4 * (values.abs() + 1)), torch.full((3,), 4.0, dtype=torch.float64))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from g2vlm.geometry.nearest_neighbors import VoxelGridIndex
 from g2vlm.geometry.precision import upcast
 
 
@@ -108,3 +109,26 @@ def _neighbour_difference(points: torch.Tensor, valid: torch.Tensor, dim: int) -
         torch.where(forward_ok.unsqueeze(-1), forward - points, torch.where(backward_ok.unsqueeze(-1), points - backward, 0.0)),
     )
     return difference, forward_ok | backward_ok
+
+
+def knn_normals(points: torch.Tensor, k: int = 30, index: VoxelGridIndex | None = None) -> torch.Tensor:
+    """Unoriented unit normals of a point cloud by PCA over each point's k nearest neighbours (itself
+    included), as Open3D's `estimate_normals` with its default KNN(30) search. (M, 3) -> (M, 3).
+
+    Points with fewer than 3 neighbours get (0, 0, 1), as Open3D. Pass the cloud's prebuilt `index` to reuse it.
+    Cost: one k-NN query (see `VoxelGridIndex`) plus a batched 3x3 eigendecomposition.
+    """
+    (points,) = upcast(points)
+    index = index if index is not None else VoxelGridIndex(points, points_per_voxel=max(4.0, k / 2))
+    _, neighbours = index.query(points, k=k)
+    found = neighbours >= 0
+    neighbourhood = index.reference[neighbours.clamp(min=0)]  # (M, k, 3)
+    weight = found.to(points.dtype).unsqueeze(-1)
+    count = weight.sum(-2).clamp(min=1)
+    mean = (neighbourhood * weight).sum(-2) / count
+    centred = (neighbourhood - mean.unsqueeze(-2)) * weight
+    covariance = centred.transpose(-1, -2) @ centred / count.unsqueeze(-1)
+    _, eigenvectors = torch.linalg.eigh(covariance)
+    normals = eigenvectors[..., :, 0]
+    fallback = torch.tensor([0.0, 0.0, 1.0], dtype=points.dtype, device=points.device)
+    return torch.where((found.sum(-1) >= 3).unsqueeze(-1), normals, fallback)
