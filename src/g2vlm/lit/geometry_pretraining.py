@@ -24,6 +24,7 @@ from g2vlm.metrics.relative_pose import RelativePoseMetrics
 from g2vlm.model.config import model_config
 from g2vlm.model.g2vlm import FREEZE_GROUPS, G2VLM
 from g2vlm.model.outputs import GeometryOutput
+from g2vlm.model.weights import load_model, load_strict
 
 
 def images_in_batch(batch: MultiViewBatch) -> int:
@@ -46,6 +47,9 @@ class GeometryPretraining(L.LightningModule):
         warmup_steps: linear warmup steps.
         min_learning_rate: floor of the cosine schedule (official 1e-7).
         gradient_checkpointing: activation checkpointing per trunk layer.
+        init_weights: starting weights: a model file (safetensors written by `g2vlm import-weights`), whose
+            stored config must be the preset's, or a single-file Lightning checkpoint of this module (e.g. the
+            output of `g2vlm consolidate`). Loaded strictly. None: random initialisation.
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class GeometryPretraining(L.LightningModule):
         warmup_steps: int = 5000,
         min_learning_rate: float = 1e-7,
         gradient_checkpointing: bool = False,
+        init_weights: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["loss"])
@@ -77,7 +82,19 @@ class GeometryPretraining(L.LightningModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
-        self.model = G2VLM(self.model_config)
+        init_weights = self.hparams.init_weights
+        if init_weights and str(init_weights).endswith(".safetensors"):
+            self.model = load_model(init_weights)
+            if self.model.config != self.model_config:
+                raise ValueError(f"GeometryPretraining: init_weights {init_weights} holds a model whose config "
+                                 f"differs from preset {self.hparams.preset!r}; import it with that preset")
+        else:
+            self.model = G2VLM(self.model_config)
+            if init_weights:
+                state = torch.load(init_weights, map_location="cpu", weights_only=True)["state_dict"]
+                model_state = {key.removeprefix("model."): value for key, value in state.items()
+                               if key.startswith("model.")}
+                load_strict(self.model, model_state, list(self.model.state_dict()), [], str(init_weights))
         # `freeze` is authoritative: listed groups frozen, all others trainable (absent groups are no-ops)
         self.model.freeze(*FREEZE_GROUPS, frozen=False)
         self.model.freeze(*self.freeze_groups)
