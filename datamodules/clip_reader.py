@@ -80,29 +80,57 @@ def split_member_name(name: str) -> tuple[str, str]:
     return (os.path.join(directory, stem) if directory else stem), suffix.lower()
 
 
+class _CountingReader:
+    """A read-only stream wrapper that counts the bytes read through it."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.count += len(data)
+        return data
+
+
+def _tar_mode(url: str) -> str:
+    return "r|gz" if url.endswith((".tar.gz", ".tgz")) else "r|"
+
+
 def iter_raw_samples(url: str, skips: SkipLog) -> Iterator[RawSample]:
     """Group the members of one shard into samples. A truncated shard is counted once as `truncated`, its
-    incomplete last sample is dropped and reading stops there. A repeated member ends the sample as `schema`."""
+    incomplete last sample is dropped and reading stops there. A repeated member ends the sample as `schema`.
+
+    Python's streaming tar reader takes a shard cut at a member boundary or inside a header for a clean end, so
+    a plain tar must also hold at least one (end-of-archive) block after the last member's data, as every tar
+    writer leaves; compressed shards report truncation through their decompressor."""
     key: str | None = None
     members: dict[str, bytes] = {}
     broken = False
     try:
-        with wds.gopen(url, "rb") as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                data = tar.extractfile(info).read()
-                if len(data) != info.size:
-                    raise tarfile.ReadError(f"member {info.name} has {len(data)} of {info.size} bytes")
-                member_key, suffix = split_member_name(info.name)
-                if member_key != key:
-                    if key is not None and not broken:
-                        yield RawSample(key, url, members)
-                    key, members, broken = member_key, {}, False
-                if suffix in members and not broken:
-                    skips.record(SampleError(REASON_SCHEMA, f"{key}: member '{suffix}' appears twice"), url)
-                    broken = True
-                members[suffix] = data
+        with wds.gopen(url, "rb") as raw:
+            stream = _CountingReader(raw)
+            data_end = 0
+            with tarfile.open(fileobj=stream, mode=_tar_mode(url)) as tar:
+                for info in tar:
+                    data_end = info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                    if not info.isfile():
+                        continue
+                    data = tar.extractfile(info).read()
+                    if len(data) != info.size:
+                        raise tarfile.ReadError(f"member {info.name} has {len(data)} of {info.size} bytes")
+                    member_key, suffix = split_member_name(info.name)
+                    if member_key != key:
+                        if key is not None and not broken:
+                            yield RawSample(key, url, members)
+                        key, members, broken = member_key, {}, False
+                    if suffix in members and not broken:
+                        skips.record(SampleError(REASON_SCHEMA, f"{key}: member '{suffix}' appears twice"), url)
+                        broken = True
+                    members[suffix] = data
+            total = stream.count + len(raw.read())
+            if _tar_mode(url) == "r|" and total < data_end + tarfile.BLOCKSIZE:
+                raise tarfile.ReadError(f"no end-of-archive block after byte {data_end} ({total} bytes)")
     except (tarfile.TarError, EOFError, OSError, ValueError) as error:
         skips.record(SampleError(REASON_TRUNCATED, f"{key or 'first sample'}: shard ends early ({error})"), url)
         return

@@ -124,3 +124,25 @@ def test_a_shard_set_with_no_valid_clip_stops_with_a_clear_error(tmp_path):
     stream = TrainClipBatches([[str(path)]], None, recipe(), batches_per_epoch=1)
     with pytest.raises(RuntimeError, match="gave no valid clip"):
         next(iter(stream))
+
+
+@pytest.mark.parametrize("cut", ["member_boundary", "inside_header"])
+def test_a_shard_cut_between_members_is_truncated_not_a_short_clip(tmp_path, cut):
+    path = tmp_path / "cut-000000.tar"
+    with tarfile.open(path, "w") as tar:
+        for index in range(2):
+            key, members = clip_members(index)
+            for suffix, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{suffix}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    with tarfile.open(path) as tar:
+        second_clip_frame = tar.getmembers()[len(clip_members(0)[1]) + 2]  # a frame member of the second clip
+    with open(path, "r+b") as handle:
+        handle.truncate(second_clip_frame.offset + (0 if cut == "member_boundary" else 100))
+    batches = list(ValClipBatches([str(path)], recipe()))
+    assert [key for batch in batches for key in batch.keys] == [clip_members(0)[0]]
+    skipped = Counter()
+    for batch in batches:
+        skipped.update(batch.skipped)
+    assert dict(skipped) == {"truncated": 1}
