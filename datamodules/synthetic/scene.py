@@ -139,7 +139,8 @@ def _all_free(points: np.ndarray, room: np.ndarray, centres_xy: np.ndarray, clea
 
 
 def _sample_trajectory(
-    rng: np.random.Generator, room: np.ndarray, objects: list[SceneObject], views: int
+    rng: np.random.Generator, room: np.ndarray, objects: list[SceneObject], views: int,
+    centres_xy: np.ndarray, clearances: np.ndarray,
 ) -> np.ndarray | None:
     """A quadratic Bezier path of `views` free camera positions, each looking along a smoothly moving target."""
     start = rng.uniform(WALL_MARGIN_M, room - WALL_MARGIN_M)
@@ -150,8 +151,6 @@ def _sample_trajectory(
     bend = (start + end) / 2 + rng.normal(0.0, 0.3, 3) * [1.0, 1.0, 0.2]
     t = np.linspace(0.0, 1.0, views)[:, None]
     eyes = (1 - t) ** 2 * start + 2 * (1 - t) * t * bend + t**2 * end
-    centres_xy = np.array([o.center[:2] for o in objects])
-    clearances = np.array([o.footprint_radius + OBJECT_MARGIN_M for o in objects])
     if not _all_free(eyes, room, centres_xy, clearances):
         return None
     anchors = [o.center for o in objects] + [rng.uniform([0, 0, 0.3], room - [0, 0, 0.3])]
@@ -178,8 +177,10 @@ def sample_scene(seed: int, scene_index: int, views: int, height: int, width: in
         objects = _sample_objects(rng, room, int(rng.integers(3, 11)))
         if len(objects) < 3:
             continue
+        centres_xy = np.array([o.center[:2] for o in objects])
+        clearances = np.array([o.footprint_radius + OBJECT_MARGIN_M for o in objects])
         for _ in range(50):
-            camera_to_world = _sample_trajectory(rng, room, objects, views)
+            camera_to_world = _sample_trajectory(rng, room, objects, views, centres_xy, clearances)
             if camera_to_world is not None:
                 break
         if camera_to_world is not None:
