@@ -29,6 +29,8 @@ from __future__ import annotations
 import collections
 
 import lightning as L
+import numpy as np
+import torch
 from g2vlm.datamodules.augmentation import ClipColorJitter
 from g2vlm.datamodules.batch import MultiViewBatch
 from g2vlm.datamodules.clip_streams import (
@@ -105,6 +107,7 @@ class MultiViewDataModule(L.LightningDataModule):
         self.seed = seed
         self.rank, self.world_size = 0, 1
         self.restart = 0  # how many times this run was resumed from a checkpoint (see load_state_dict)
+        self._jittered_batches = 0
         self.skipped_counts: collections.Counter[str] = collections.Counter()
 
     def setup(self, stage: str | None = None) -> None:
@@ -152,8 +155,14 @@ class MultiViewDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: MultiViewBatch, dataloader_idx: int) -> MultiViewBatch:
         """On the device: uint8 images -> float32 in [0, 1], then per-clip colour jitter on training batches
-        (kornia, one draw per clip, drawn from torch's generator: `seed_everything` makes it reproducible)."""
+        (kornia, one draw per clip). kornia draws its parameters from torch's CPU generator; it is forked and
+        seeded by (seed, restart, rank, batch), so the jitter is reproducible, differs across ranks (seeding
+        every rank alike would give all ranks the same draws) and leaves the training RNG untouched."""
         batch = batch.with_float_images()
         if self.jitter is not None and self.trainer is not None and self.trainer.training:
-            batch.images = self.jitter.apply_per_clip(batch.images)
+            with torch.random.fork_rng(devices=[]):
+                seed = np.random.SeedSequence([self.seed, self.restart, self.rank, self._jittered_batches])
+                torch.random.default_generator.manual_seed(int(seed.generate_state(1)[0]))
+                batch.images = self.jitter.apply_per_clip(batch.images)
+            self._jittered_batches += 1
         return batch

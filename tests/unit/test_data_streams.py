@@ -82,3 +82,31 @@ def test_training_size_keeps_the_pixel_budget(aspect):
     assert height % 14 == 0 and width % 14 == 0
     assert abs(width / height - aspect) / aspect < 0.15
     assert abs(height * width - 224 * 224) / (224 * 224) < 0.15
+
+
+def test_device_hook_makes_float_images_and_jitters_per_rank_reproducibly():
+    from types import SimpleNamespace
+
+    from g2vlm.datamodules.batch import MultiViewBatch
+    from g2vlm.datamodules.multiview import MultiViewDataModule
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2, 3, 3, 8, 8), dtype=torch.uint8, generator=generator)
+    batch = MultiViewBatch(images=images, depth_m=torch.ones(2, 3, 8, 8), valid=torch.ones(2, 3, 8, 8, dtype=torch.bool),
+                           K=torch.eye(3).expand(2, 3, 3, 3), camera_to_world=torch.eye(4).expand(2, 3, 4, 4),
+                           has_depth=torch.ones(2, dtype=torch.bool), dataset_names=["a", "a"], keys=["k0", "k1"],
+                           frame_ids=[[0, 1, 2]] * 2)
+
+    def hooked(rank: int, training: bool) -> torch.Tensor:
+        dm = MultiViewDataModule(train_shards=["unused.tar"], seed=5)
+        dm.trainer = SimpleNamespace(global_rank=rank, world_size=2, training=training)
+        dm.setup("fit")
+        return dm.on_after_batch_transfer(batch, 0).images
+
+    plain = hooked(0, training=False)
+    torch.testing.assert_close(plain, images.float() / 255)  # validation: conversion only
+    state = torch.random.get_rng_state()
+    rank0, rank0_again, rank1 = hooked(0, True), hooked(0, True), hooked(1, True)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the training RNG is left alone
+    torch.testing.assert_close(rank0, rank0_again)
+    assert not torch.allclose(rank0, rank1) and not torch.allclose(rank0, plain)
