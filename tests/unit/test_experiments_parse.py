@@ -16,6 +16,8 @@ EXPERIMENT_FILES = sorted((REPO_ROOT / "experiments").rglob("*.yaml"))
 FIXTURE = str(REPO_ROOT / "tests" / "conf" / "regression.yaml")
 OVERLAY_BASES = {
     "geometry/pretrain_518.yaml": "geometry/pretrain_224.yaml",
+    "trainer/fsdp.yaml": "geometry/pretrain_224.yaml",
+    "trainer/fsdp_multinode.yaml": "geometry/pretrain_224.yaml",
 }
 
 
