@@ -106,18 +106,20 @@ def stage_costs(shards: list[str], size: tuple[int, int]) -> dict:
     start = clock()
     records = list(iter_clip_records(shards, SkipLog()))
     read = clock() - start
-    frames = len(records) * VIEWS
-    start = clock()
-    for record in records:
-        record.decode()
-    decode = clock() - start
-    start = clock()
-    items = [prepare_clip(record, list(range(VIEWS)), size, recipe, rng) for record in records]
-    prepare = clock() - start
-    start = clock()
-    for first in range(0, len(items) - 1, 2):
-        collate(items[first:first + 2])
-    batch = clock() - start
+    decode = prepare = batch = 0.0
+    for first in range(0, len(records) - 1, 2):  # streaming, as in the loader: nothing kept beyond a batch
+        pair = records[first:first + 2]
+        start = clock()
+        for record in pair:
+            record.decode()
+        decode += clock() - start
+        start = clock()
+        items = [prepare_clip(record, list(range(VIEWS)), size, recipe, rng) for record in pair]
+        prepare += clock() - start
+        start = clock()
+        collate(items)
+        batch += clock() - start
+    frames = (len(records) // 2) * 2 * VIEWS
     per_frame = 1e3 / frames
     return {"read_and_validate_ms": read * per_frame, "decode_ms": decode * per_frame,
             "crop_resize_masks_ms": (prepare - decode) * per_frame, "collate_ms": batch * per_frame}
