@@ -26,12 +26,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
-def run_console_script(name: str, *args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_console_script(name: str, *args: str, cwd: Path, timeout: float = 600,
+                       env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run one of the venv's console scripts (`lightning`, `g2vlm`) in a subprocess, as a user would.
 
-    The repo root is put on PYTHONPATH so test fixtures (`tests.fixtures...`) resolve as class paths.
+    The repo root is put on PYTHONPATH so test fixtures (`tests.fixtures...`) resolve as class paths;
+    `env` adds or overrides environment variables.
     """
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
     return subprocess.run([str(VENV_BIN / name), *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
