@@ -105,8 +105,9 @@ class VoxelGridIndex:
         reference: (M, 3) points (fp32; float64 kept).
         points_per_voxel: target mean occupancy of non-empty voxels at the finest level; larger suits larger k.
         budget: (query, candidate) pairs evaluated at once (bounds memory: about 16 bytes each).
-        brute_force_pairs: unsettled queries x reference points at or below which the search switches to
-            brute force (isolated outliers would otherwise climb many grid levels).
+        brute_force_pairs: the search switches to brute force once the unsettled queries are few (at most
+            1/64 of the reference points) and times the reference points at most this (isolated outliers
+            would otherwise climb many grid levels).
     """
 
     def __init__(
@@ -171,7 +172,9 @@ class VoxelGridIndex:
         while len(pending) > 0:
             cell = self.base_cell * 2.0**level
             bounded = max_distance is not None and cell >= max_distance
-            small = len(pending) * len(self.reference) <= self.brute_force_pairs
+            # a few isolated queries (outliers) are cheaper to answer by brute force than by climbing levels
+            few = len(pending) <= max(64, len(self.reference) // 64)
+            small = few and len(pending) * len(self.reference) <= self.brute_force_pairs
             if (cell > 2 * self.extent or small) and not bounded:
                 d, i = self._brute_force(queries[pending], k_eff)
                 distances[pending, :k_eff], indices[pending, :k_eff] = d, i
