@@ -61,7 +61,8 @@ class _GridLevel:
         voxel_keys, inverse = torch.unique(self._keys(coords), return_inverse=True)
         first = torch.empty(len(voxel_keys), dtype=torch.long, device=queries.device)
         first.scatter_(0, inverse, torch.arange(len(queries), device=queries.device))
-        low, counts = self._column_ranges(coords[first])
+        voxel_coords = coords[first]
+        low, counts = self._column_ranges(voxel_coords)
         cumulative = counts.cumsum(-1)
         total = cumulative[:, -1]
         query_order = torch.argsort(total[inverse], stable=True)
@@ -82,20 +83,51 @@ class _GridLevel:
             slot = torch.searchsorted(cumulative[voxels], column, right=True).clamp(max=8)
             offset = column - (cumulative[voxels] - counts[voxels]).gather(-1, slot)
             position = torch.where(column < total[voxels, None], low[voxels].gather(-1, slot) + offset, -1)
-            points = self.sorted_reference[position.clamp(min=0)]  # (V, L, 3): one gather per voxel
-            points.masked_fill_((position < 0)[..., None], float("inf"))
-            difference = points.index_select(0, local)  # (q, L, 3): contiguous row copies
-            difference -= queries[chunk, None, :]
-            squared = difference.square_().sum(-1)
             if k == 1:
-                best, nearest = squared.min(dim=-1, keepdim=True)
+                found, best = self._nearest_in_rows(queries[chunk], position, local)
             else:
-                best, nearest = squared.topk(k, dim=-1, largest=False)
-            found = position.index_select(0, local).gather(-1, nearest)
-            distances[chunk] = best.sqrt()
+                found, best = self._knn_by_voxel(queries[chunk], position, local, voxel_coords[voxels], k)
+            distances[chunk] = best
             indices[chunk] = torch.where(found >= 0, self.order[found.clamp(min=0)], -1)
             begin = end
         return distances, indices
+
+
+    def _nearest_in_rows(
+        self, queries: torch.Tensor, position: torch.Tensor, local: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest candidate per query by direct distances: (q, 1) positions and distances."""
+        points = self.sorted_reference[position.clamp(min=0)]  # (V, L, 3): one gather per voxel
+        points.masked_fill_((position < 0)[..., None], float("inf"))
+        difference = points.index_select(0, local)  # (q, L, 3): contiguous row copies
+        difference -= queries[:, None, :]
+        best, nearest = difference.square_().sum(-1).min(dim=-1, keepdim=True)
+        return position.index_select(0, local).gather(-1, nearest), best.sqrt()
+
+    def _knn_by_voxel(
+        self, queries: torch.Tensor, position: torch.Tensor, local: torch.Tensor, voxel: torch.Tensor, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """k nearest candidates per query, ranked with one batched product per voxel (queries of a voxel share
+        its candidates) in coordinates centred on the voxel; the chosen distances are then measured exactly.
+        Rounding of the product form can only swap near-ties. Returns (q, k) positions and distances."""
+        by_voxel = torch.argsort(local, stable=True)
+        restore = torch.empty_like(by_voxel)
+        restore[by_voxel] = torch.arange(len(by_voxel), device=local.device)
+        local_sorted = local[by_voxel]
+        rank = torch.arange(len(local), device=local.device)
+        rank -= torch.searchsorted(local_sorted, torch.arange(len(position), device=local.device))[local_sorted]
+        centre = (voxel - 0.5).to(queries.dtype) * self.cell_size + self.origin  # (V, 3)
+        grouped = queries.new_zeros(len(position), int(rank.max()) + 1, 3)
+        grouped[local_sorted, rank] = queries[by_voxel] - centre[local_sorted]
+        points = self.sorted_reference[position.clamp(min=0)] - centre[:, None, :]  # (V, L, 3)
+        point_sq = points.square().sum(-1).masked_fill_(position < 0, float("inf"))
+        ranking = torch.baddbmm(point_sq[:, None, :], grouped, points.transpose(-1, -2), alpha=-2.0)  # (V, n, L)
+        rows = ranking.flatten(0, 1).index_select(0, local_sorted * ranking.shape[1] + rank)  # real rows only
+        nearest = rows.topk(k, dim=-1, largest=False).indices[restore]  # (q, k)
+        found = position[local[:, None], nearest]
+        exact = (self.sorted_reference[found.clamp(min=0)] - queries[:, None, :]).norm(dim=-1)
+        exact, reorder = exact.masked_fill(found < 0, float("inf")).sort(dim=-1)
+        return found.gather(-1, reorder), exact
 
 
 class VoxelGridIndex:
