@@ -12,7 +12,7 @@ TORCH_PAIR ?= torch===2.15.0 torchvision===0.29.2
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-full lint doctor demo bench-depth consolidate
+.PHONY: help install test test-full test-slurm slurm-up slurm-down lint doctor demo bench-depth consolidate
 
 help: ## list the targets
 	@echo "g2vlm — make TARGET"
@@ -26,11 +26,20 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -e '.[dev]'
 	@touch $@
 
-test: $(STAMP) ## run unit + integration tests (not slow, not gpu)
-	$(PYTEST) -m "not slow and not gpu"
+test: $(STAMP) ## run unit + integration tests (not slow, gpu or slurm)
+	$(PYTEST) -m "not slow and not gpu and not slurm"
 
-test-full: $(STAMP) ## run every tier, slow included (gpu tests skip without CUDA)
+test-full: $(STAMP) slurm-up ## run every tier: slow, slurm (local cluster) and gpu (skip without CUDA)
 	$(PYTEST)
+
+test-slurm: $(STAMP) slurm-up ## the real-SLURM preempt -> requeue -> resume test on a local cluster
+	$(PYTEST) -m slurm
+
+slurm-up: ## start a one-node SLURM cluster on this machine (installs slurm-wlm and munge with apt)
+	tests/slurm/cluster.sh up
+
+slurm-down: ## stop the daemons slurm-up started
+	tests/slurm/cluster.sh down
 
 lint: $(STAMP) ## ruff over the sources and tests
 	$(BIN)/ruff check src datamodules callbacks benchmarks tests

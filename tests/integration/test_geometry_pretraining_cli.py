@@ -21,7 +21,7 @@ def test_tiny_geometry_fast_dev_run(console_script, tiny_workdir):
 
 def test_sigterm_mid_epoch_then_resume_restores_step_optimizer_and_lr(console_script, tiny_workdir):
     common = ["--config", TINY, "--trainer.max_steps", "8", "--data.init_args.train_batches_per_epoch", "5",
-              "--checkpoint.every_n_train_steps", "1", "--trainer.limit_val_batches", "0"]
+              "--checkpoint.every_n_train_steps", "1", "--trainer.limit_val_batches", "0", "--trainer.log_every_n_steps", "1"]
     # Uninterrupted reference run: a checkpoint after every step.
     reference = console_script("lightning", "fit", *common, "--trainer.default_root_dir", "runs/reference",
                                cwd=tiny_workdir)

@@ -1,0 +1,89 @@
+"""End to end on a real one-node SLURM cluster (`make slurm-up`): our sbatch template runs the tiny geometry
+config with 2-task CPU DDP; `scancel --signal=USR1` preempts it mid-run; the job saves, requeues itself,
+restarts by itself and finishes from the saved step.
+
+SLURM holds a requeued job for a couple of minutes (Reason=BeginTime); the test moves its start time to now,
+which changes nothing else about the restart.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slurm
+TEMPLATE = REPO_ROOT / "experiments" / "slurm" / "single_node.sbatch"
+TINY = REPO_ROOT / "experiments" / "geometry" / "tiny.yaml"
+SLURM_CONF = os.environ.get("SLURM_CONF", "/tmp/g2vlm-slurm/slurm.conf")
+
+
+def slurm(*args: str, check: bool = True) -> str:
+    result = subprocess.run(list(args), capture_output=True, text=True, env={**os.environ, "SLURM_CONF": SLURM_CONF})
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {result.stderr}")
+    return result.stdout
+
+
+def job_field(job_id: str, name: str) -> str:
+    match = re.search(rf"\b{name}=(\S+)", slurm("scontrol", "show", "job", job_id))
+    return match.group(1) if match else ""
+
+
+def wait_for(condition, timeout: float, what: str, log) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}; job log:\n{log.read_text()[-4000:] if log.exists() else ''}")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    try:
+        slurm("sinfo", "-h")
+    except (FileNotFoundError, RuntimeError) as error:
+        pytest.skip(f"no local SLURM cluster ({error}); start one with `make slurm-up`")
+
+
+def test_preempt_requeue_resume_finishes(cluster, tiny_workdir):
+    (tiny_workdir / "runs").mkdir()
+    submitted = subprocess.run(
+        ["sbatch", "--job-name", "g2vlm-slurm-test", "--ntasks-per-node", "2", "--cpus-per-task", "1",
+         "--gpus-per-node", "0", str(TEMPLATE), "--config", str(TINY), "--trainer.accelerator", "cpu",
+         "--trainer.strategy", "ddp", "--trainer.max_steps", "30", "--trainer.limit_val_batches", "0",
+         "--checkpoint.every_n_train_steps", "5", "--data.init_args.train_batches_per_epoch", "100"],
+        cwd=tiny_workdir, capture_output=True, text=True,
+        env={**os.environ, "SLURM_CONF": SLURM_CONF, "PYTHON": sys.executable,
+             "PYTHONPATH": str(REPO_ROOT)})
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.split()[-1]
+    log = tiny_workdir / "runs" / f"slurm-g2vlm-slurm-test-{job_id}.out"
+    checkpoints = tiny_workdir / "runs" / "geometry-tiny" / "checkpoints"
+    try:
+        wait_for(lambda: (checkpoints / "step=5.ckpt").exists(), 300, "the first checkpoint", log)
+        slurm("scancel", "--signal=USR1", job_id)
+        wait_for(lambda: job_field(job_id, "Restarts") == "1" and job_field(job_id, "JobState") == "PENDING",
+                 120, "the requeue", log)
+        slurm("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+        wait_for(lambda: job_field(job_id, "JobState") in ("COMPLETED", "FAILED", "CANCELLED"), 420,
+                 "the requeued job to finish", log)
+    finally:
+        slurm("scancel", job_id, check=False)
+    text = log.read_text()
+    assert job_field(job_id, "JobState") == "COMPLETED", text[-4000:]
+    assert f"requeued SLURM job {job_id}" in text
+    assert f"job {job_id} restart 1" in text
+    assert "Restored all states from the checkpoint at" in text and "last-preempted.ckpt" in text
+    preempted = torch.load(checkpoints / "last-preempted.ckpt", map_location="cpu", weights_only=False)
+    assert 5 <= preempted["global_step"] < 30
+    final = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)
+    assert final["global_step"] == 30
