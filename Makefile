@@ -12,7 +12,7 @@ TORCH_PAIR ?= torch===2.15.0 torchvision===0.29.2
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-full test-slurm slurm-up slurm-down lint doctor demo bench-depth consolidate
+.PHONY: help install test test-full test-slurm slurm-up slurm-down lint doctor demo bench-depth bench-data consolidate
 
 help: ## list the targets
 	@echo "g2vlm — make TARGET"
@@ -52,6 +52,9 @@ demo: $(STAMP) ## synthetic scenes -> train the small model on CPU -> depth/pose
 
 bench-depth: $(STAMP) ## monocular/video depth benchmark with the literature's protocol
 	@echo "make bench-depth: not built yet (the benchmarks issue builds it)" >&2; exit 2
+
+bench-data: $(STAMP) ## multi-view loader throughput (clips/s, frames/s per worker) beside raw decode
+	$(BIN)/python -m g2vlm.benchmarks.data_throughput
 
 consolidate: $(STAMP) ## sharded checkpoint folder -> one portable file: make consolidate CKPT=... [OUT=file]
 	@test -n "$(CKPT)" || { echo "usage: make consolidate CKPT=runs/<exp>/checkpoints/last.ckpt [OUT=file]" >&2; exit 2; }
