@@ -18,6 +18,9 @@ class IcpResult:
     fitness: float  # fraction of source points with a correspondence within max_distance
     inlier_rmse: float  # RMS distance over those correspondences
     iterations: int
+    aligned: torch.Tensor  # (M, 3) the source after the final transform
+    nearest: torch.Tensor  # (M,) index of each aligned point's nearest target point within max_distance, else -1
+    nearest_distance: torch.Tensor  # (M,) its distance, inf where nearest is -1
 
 
 class _Correspondences:
@@ -101,9 +104,9 @@ def icp_point_to_point(
         count = int(matched.sum())
         fitness = count / max(len(points), 1)
         rmse = float(distance[matched].square().mean().sqrt()) if count > 0 else 0.0
-        return matched, neighbour, fitness, rmse
+        return matched, neighbour, fitness, rmse, distance
 
-    matched, neighbour, fitness, rmse = evaluate(current)
+    matched, neighbour, fitness, rmse, distance = evaluate(current)
     iterations = 0
     for iterations in range(1, max_iterations + 1):
         if int(matched.sum()) < 3:
@@ -113,7 +116,15 @@ def icp_point_to_point(
         transform = update @ transform
         current = transform_points(update, current)
         previous_fitness, previous_rmse = fitness, rmse
-        matched, neighbour, fitness, rmse = evaluate(current)
+        matched, neighbour, fitness, rmse, distance = evaluate(current)
         if abs(previous_fitness - fitness) < relative_fitness and abs(previous_rmse - rmse) < relative_rmse:
             break
-    return IcpResult(transform=transform, fitness=fitness, inlier_rmse=rmse, iterations=iterations)
+    return IcpResult(
+        transform=transform,
+        fitness=fitness,
+        inlier_rmse=rmse,
+        iterations=iterations,
+        aligned=current,
+        nearest=neighbour,
+        nearest_distance=distance,
+    )

@@ -22,7 +22,6 @@ import torch
 from torchmetrics import Metric
 
 from g2vlm.geometry.alignment import masked_median, umeyama_sim3
-from g2vlm.geometry.camera import transform_points
 from g2vlm.geometry.icp import icp_point_to_point
 from g2vlm.geometry.nearest_neighbors import VoxelGridIndex
 from g2vlm.geometry.normals import knn_normals
@@ -51,9 +50,13 @@ def point_map_scores(
     aligned = scale * pred_points @ rotation.T + translation
     gt_index = VoxelGridIndex(gt_points)
     icp = icp_point_to_point(aligned, gt_points, icp_max_distance, max_iterations=icp_max_iterations, target_index=gt_index)
-    aligned = transform_points(icp.transform, aligned)
+    aligned = icp.aligned
+    # ICP already knows the exact nearest GT point of every aligned point within its threshold
+    accuracy, nearest_gt = icp.nearest_distance.clone()[:, None], icp.nearest.clone()[:, None]
+    far = nearest_gt[:, 0] < 0
+    if far.any():
+        accuracy[far], nearest_gt[far] = gt_index.query(aligned[far], k=1)
     pred_index = VoxelGridIndex(aligned)
-    accuracy, nearest_gt = gt_index.query(aligned, k=1)
     completeness, nearest_pred = pred_index.query(gt_points, k=1)
     pred_normals = knn_normals(aligned, k=normal_neighbors, index=pred_index)
     gt_normals = knn_normals(gt_points, k=normal_neighbors, index=gt_index)
