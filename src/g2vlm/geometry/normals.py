@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from g2vlm.geometry.nearest_neighbors import VoxelGridIndex
 from g2vlm.geometry.precision import upcast
+from g2vlm.geometry.vector import cross
 
 
 def depth_edges(
@@ -55,10 +56,10 @@ def quad_triangle_normals(points: torch.Tensor) -> tuple[torch.Tensor, ...]:
     (points,) = upcast(points)
     left_up, right_up = points[..., :-1, :-1, :], points[..., :-1, 1:, :]
     left_down, right_down = points[..., 1:, :-1, :], points[..., 1:, 1:, :]
-    up_x_left = torch.cross(right_up - right_down, left_down - right_down, dim=-1)
-    left_x_down = torch.cross(left_up - right_up, right_down - right_up, dim=-1)
-    down_x_right = torch.cross(left_down - left_up, right_up - left_up, dim=-1)
-    right_x_up = torch.cross(right_down - left_down, left_up - left_down, dim=-1)
+    up_x_left = cross(right_up - right_down, left_down - right_down)
+    left_x_down = cross(left_up - right_up, right_down - right_up)
+    down_x_right = cross(left_down - left_up, right_up - left_up)
+    right_x_up = cross(right_down - left_down, left_up - left_down)
     return up_x_left, left_x_down, down_x_right, right_x_up
 
 
@@ -87,7 +88,7 @@ def point_map_normals(points: torch.Tensor, valid: torch.Tensor | None = None) -
         valid = torch.ones(points.shape[:-1], dtype=torch.bool, device=points.device)
     du, du_ok = _neighbour_difference(points, valid, dim=-2)
     dv, dv_ok = _neighbour_difference(points, valid, dim=-3)
-    normals = torch.cross(dv, du, dim=-1)
+    normals = cross(dv, du)
     norm = normals.norm(dim=-1, keepdim=True)
     normal_valid = valid & du_ok & dv_ok & (norm.squeeze(-1) > 0)
     normals = torch.where(normal_valid.unsqueeze(-1), normals / norm.clamp(min=torch.finfo(points.dtype).tiny), 0.0)

@@ -36,7 +36,7 @@ from g2vlm.geometry.normals import (
 )
 from g2vlm.geometry.precision import upcast
 from g2vlm.geometry.rotation import rotation_angle
-from g2vlm.geometry.vector import safe_norm
+from g2vlm.geometry.vector import cross, safe_norm
 
 # Datasets whose GT is good enough for the normal loss (the official "high/middle quality" list).
 NORMAL_LOSS_DATASETS: tuple[str, ...] = (
@@ -310,7 +310,7 @@ class GeometryLoss(nn.Module):
         min_angle, max_angle, beta = math.radians(1.0), math.radians(90.0), math.radians(3.0)
         per_quad = torch.zeros(aligned_local.shape[:-3] + (H - 1, W - 1), dtype=aligned_local.dtype, device=aligned_local.device)
         for pred_n, gt_n, tri_mask in zip(pred_normals, gt_normals, masks):
-            angle = torch.atan2(safe_norm(torch.cross(pred_n, gt_n, dim=-1)) + 1e-12, (pred_n * gt_n).sum(-1))
+            angle = torch.atan2(safe_norm(cross(pred_n, gt_n)) + 1e-12, (pred_n * gt_n).sum(-1))
             angle = angle.clamp(min_angle, max_angle)
             smoothed = torch.where(angle < beta, 0.5 * angle.square() / beta, angle - 0.5 * beta)
             per_quad = per_quad + torch.where(tri_mask, smoothed, torch.zeros_like(smoothed))
