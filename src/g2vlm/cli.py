@@ -18,8 +18,8 @@ from pathlib import Path
 
 from jsonargparse import set_parsing_settings
 from lightning.pytorch.callbacks import ModelCheckpoint
-from torch.distributed.fsdp import MixedPrecision
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from torch.distributed.fsdp import MixedPrecision
 
 
 class G2VLMCLI(LightningCLI):

@@ -44,7 +44,7 @@ def check_torchvision_ops() -> list[str]:
         import torch
         import torchvision  # noqa: F401  (registers the operators)
 
-        torch.ops.torchvision.nms  # raises if torchvision's C++ ops do not match this torch build
+        _ = torch.ops.torchvision.nms  # raises if torchvision's C++ ops do not match this torch build
     except Exception as error:
         return [f"torch/torchvision mismatch ({error}); reinstall with `make install` (it pins a matching pair)"]
     return []

@@ -37,13 +37,6 @@ def test_lightning_fit_trains_saves_config_and_resumes(console_script, tmp_path)
     assert checkpoint["global_step"] == 6
 
 
-def test_lightning_fit_fast_dev_run(console_script, tmp_path):
-    config = str(REPO_ROOT / "tests" / "conf" / "regression.yaml")
-    result = console_script("lightning", "fit", "--config", config, "--trainer.fast_dev_run", "2", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "Running in `fast_dev_run` mode: will run the requested loop using 2 batch(es)" in result.stderr + result.stdout
-
-
 def test_python_dash_m_g2vlm_is_the_same_cli(tmp_path):
     import subprocess
     import sys

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from g2vlm.callbacks.geometry_visualiser import depth_comparison
 
 
