@@ -200,3 +200,22 @@ def test_gradcheck_each_term_with_scale_held_fixed():
         assert fn(*inputs) > 0, term
         # fast mode checks a random directional derivative (2 forwards instead of 2 per input element)
         assert torch.autograd.gradcheck(fn, inputs, atol=1e-6, fast_mode=True), term
+
+
+def test_full_gradcheck_of_point_and_camera_terms_on_a_tiny_scene():
+    pred, gt = make_scene(B=1, N=2, H=2, W=3, dtype=torch.float64, seed=4)
+    gt["valid"] = torch.ones_like(gt["valid"])
+    noisy = perturb(pred, seed=5, amount=0.1)
+    loss = GeometryLoss(min_valid_pixels=4)
+    scale = loss(**noisy, **gt).scale
+    pose = noisy["pred_camera_to_world"]
+
+    def local_term(local):
+        return loss(pred_local_points=local, pred_camera_to_world=pose, scale=scale, **gt).local_points
+
+    def camera_terms(camera_to_world):
+        out = loss(pred_local_points=noisy["pred_local_points"], pred_camera_to_world=camera_to_world, scale=scale, **gt)
+        return out.camera_translation, out.camera_rotation
+
+    assert torch.autograd.gradcheck(local_term, (noisy["pred_local_points"].clone().requires_grad_(),))
+    assert torch.autograd.gradcheck(camera_terms, (pose.clone().requires_grad_(),))
