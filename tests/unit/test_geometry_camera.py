@@ -119,3 +119,23 @@ def test_project_points_known_rotation():
     uv, z = project_points(torch.tensor([[3.0, 0.0, 0.0]], dtype=torch.float64), K, c2w)
     torch.testing.assert_close(uv, torch.tensor([[4.0, 3.0]], dtype=torch.float64))
     torch.testing.assert_close(z, torch.tensor([3.0], dtype=torch.float64))
+
+
+def test_geometry_is_fp32_inside_a_bf16_autocast_region():
+    from g2vlm.geometry.alignment import umeyama_sim3
+    from g2vlm.geometry.rotation import rotation_angle, rotation_from_9d
+
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(4, 9, generator=g)
+    points = torch.randn(2, 5, 3, generator=g)
+    T = se3_from_rotation_translation(rotation_from_9d(x[:2]), torch.randn(2, 3, generator=g))
+    K = torch.tensor([[5.0, 0, 2.0], [0, 5.0, 1.5], [0, 0, 1]]).expand(2, 3, 3)
+    depth = torch.rand(2, 4, 5, generator=g) + 1
+    reference = (rotation_from_9d(x), transform_points(T, points), unproject_depth(depth, K, T), umeyama_sim3(points, 2 * points)[0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = (rotation_from_9d(x), transform_points(T, points), unproject_depth(depth, K, T), umeyama_sim3(points, 2 * points)[0])
+        angle = rotation_angle(inside[0], inside[0].flip(0))
+    assert angle.dtype == torch.float32
+    for expected, value in zip(reference, inside):
+        assert value.dtype == torch.float32
+        torch.testing.assert_close(value, expected)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from g2vlm.geometry.precision import upcast
+from g2vlm.geometry.precision import outside_autocast, upcast
 
 
+@outside_autocast
 def weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Exact minimiser of Σ_m w_m |s - v_m| over s, along the last dim. (..., M) x (..., M) -> (...).
 
@@ -27,6 +28,7 @@ def weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
     return sorted_values.gather(-1, index).squeeze(-1)
 
 
+@outside_autocast
 def weighted_l1_scale(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -59,6 +61,7 @@ def weighted_l1_scale(
     return torch.where(has_weight, scale, torch.ones_like(scale))
 
 
+@outside_autocast
 def irls_l1_scale(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -91,6 +94,7 @@ def irls_l1_scale(
     return torch.where(count > 0, scale, torch.ones_like(scale))
 
 
+@outside_autocast
 def masked_median(values: torch.Tensor, valid: torch.Tensor | None = None, lower: bool = False) -> torch.Tensor:
     """Median over the last dim of the valid entries. (..., M) -> (...).
 
@@ -111,6 +115,7 @@ def masked_median(values: torch.Tensor, valid: torch.Tensor | None = None, lower
     return median.squeeze(-1)
 
 
+@outside_autocast
 def median_scale(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """s = median(target) / median(pred) over valid entries, lower medians as torch.median (the official
     `scale` depth alignment; CUT3R/MonST3R mono-depth). (..., M) -> (...)."""
@@ -118,6 +123,7 @@ def median_scale(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor |
     return masked_median(target, valid, lower=True) / masked_median(pred, valid, lower=True)
 
 
+@outside_autocast
 def l1_scale_shift(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -156,6 +162,7 @@ def l1_scale_shift(
     return torch.where(enough, scale, torch.ones_like(scale)), torch.where(enough, shift, torch.zeros_like(shift))
 
 
+@outside_autocast
 def umeyama_sim3(
     source: torch.Tensor,
     target: torch.Tensor,

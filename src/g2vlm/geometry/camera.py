@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import torch
 
-from g2vlm.geometry.precision import upcast
+from g2vlm.geometry.precision import outside_autocast, upcast
 
 
+@outside_autocast
 def to_homogeneous(points: torch.Tensor) -> torch.Tensor:
     """(..., D) -> (..., D + 1) with a trailing 1."""
     (points,) = upcast(points)
     return torch.cat([points, torch.ones_like(points[..., :1])], dim=-1)
 
 
+@outside_autocast
 def from_homogeneous(points: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """(..., D + 1) -> (..., D), dividing by the last coordinate (its magnitude clamped at `eps`)."""
     (points,) = upcast(points)
@@ -28,6 +30,7 @@ def from_homogeneous(points: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return points[..., :-1] / w
 
 
+@outside_autocast
 def se3_from_rotation_translation(rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
     """rotation (*b, 3, 3), translation (*b, 3) -> T (*b, 4, 4) = [[R, t], [0, 1]]."""
     rotation, translation = upcast(rotation, translation)
@@ -38,6 +41,7 @@ def se3_from_rotation_translation(rotation: torch.Tensor, translation: torch.Ten
     return torch.cat([top, bottom], dim=-2)
 
 
+@outside_autocast
 def se3_inverse(T: torch.Tensor) -> torch.Tensor:
     """Closed-form inverse of rigid transforms. T (*b, 4, 4) -> (*b, 4, 4): [[R^T, -R^T t], [0, 1]].
 
@@ -49,17 +53,20 @@ def se3_inverse(T: torch.Tensor) -> torch.Tensor:
     return se3_from_rotation_translation(rotation_t, translation)
 
 
+@outside_autocast
 def se3_compose(T_a: torch.Tensor, T_b: torch.Tensor) -> torch.Tensor:
     """T_a ∘ T_b (apply T_b first). (*b, 4, 4) x (*b, 4, 4) -> (*b, 4, 4), broadcasting batch dims."""
     T_a, T_b = upcast(T_a, T_b)
     return T_a @ T_b
 
 
+@outside_autocast
 def relative_pose(camera_to_world_i: torch.Tensor, camera_to_world_j: torch.Tensor) -> torch.Tensor:
     """T_{i<-j} = inverse(P_i) · P_j: maps camera-j coordinates to camera-i coordinates. (*b, 4, 4)."""
     return se3_compose(se3_inverse(camera_to_world_i), camera_to_world_j)
 
 
+@outside_autocast
 def transform_points(T: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Apply rigid (or affine) transforms to points.
 
@@ -90,6 +97,7 @@ def pixel_grid(height: int, width: int, device=None, dtype=torch.float32) -> tor
     return torch.stack([u, v], dim=-1)
 
 
+@outside_autocast
 def unproject_depth(
     depth: torch.Tensor, K: torch.Tensor, camera_to_world: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -113,6 +121,7 @@ def unproject_depth(
     return points
 
 
+@outside_autocast
 def project_points(
     points: torch.Tensor,
     K: torch.Tensor,

@@ -9,7 +9,7 @@ import torch
 from g2vlm.geometry.alignment import umeyama_sim3
 from g2vlm.geometry.camera import se3_from_rotation_translation, transform_points
 from g2vlm.geometry.nearest_neighbors import VoxelGridIndex
-from g2vlm.geometry.precision import upcast
+from g2vlm.geometry.precision import outside_autocast, upcast
 
 
 @dataclass
@@ -74,6 +74,7 @@ class _Correspondences:
         return torch.where(matched, distance, float("inf")), torch.where(matched, nearest, -1)
 
 
+@outside_autocast
 def icp_point_to_point(
     source: torch.Tensor,
     target: torch.Tensor,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from g2vlm.geometry.precision import upcast
+from g2vlm.geometry.precision import outside_autocast, upcast
 
 # the 9 (dx, dy) voxel columns around a voxel; the 3 voxels along z of one column are consecutive keys
 _COLUMN_OFFSETS = torch.stack(torch.meshgrid(torch.arange(-1, 2), torch.arange(-1, 2), indexing="ij"), dim=-1).reshape(9, 2)
@@ -190,6 +190,7 @@ class VoxelGridIndex:
             return 0
         return int(torch.tensor(distance / self.base_cell).log2().ceil().item())
 
+    @outside_autocast
     def query(
         self, queries: torch.Tensor, k: int = 1, max_distance: float | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,6 +260,7 @@ def _count_unique_voxels(keys: torch.Tensor) -> int:
     return int(torch.unique(packed).numel())
 
 
+@outside_autocast
 def nearest_neighbors(
     queries: torch.Tensor, reference: torch.Tensor, k: int = 1, max_distance: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from g2vlm.geometry.nearest_neighbors import VoxelGridIndex
-from g2vlm.geometry.precision import upcast
+from g2vlm.geometry.precision import outside_autocast, upcast
 from g2vlm.geometry.vector import cross
 
 
+@outside_autocast
 def depth_edges(
     depth: torch.Tensor,
     valid: torch.Tensor | None = None,
@@ -46,6 +47,7 @@ def depth_edges(
     return edge.reshape(shape)
 
 
+@outside_autocast
 def quad_triangle_normals(points: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The four (unnormalised) triangle normals of every 2x2 pixel quad, as in MoGe's normal loss.
 
@@ -75,6 +77,7 @@ def quad_triangle_masks(valid: torch.Tensor) -> tuple[torch.Tensor, ...]:
     )
 
 
+@outside_autocast
 def point_map_normals(points: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel unit normals of a point map from central differences of its pixel neighbours.
 
@@ -112,6 +115,7 @@ def _neighbour_difference(points: torch.Tensor, valid: torch.Tensor, dim: int) -
     return difference, forward_ok | backward_ok
 
 
+@outside_autocast
 def knn_normals(points: torch.Tensor, k: int = 30, index: VoxelGridIndex | None = None) -> torch.Tensor:
     """Unoriented unit normals of a point cloud by PCA over each point's k nearest neighbours (itself
     included), as Open3D's `estimate_normals` with its default KNN(30) search. (M, 3) -> (M, 3).

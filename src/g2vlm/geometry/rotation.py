@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from g2vlm.geometry.precision import upcast
+from g2vlm.geometry.precision import outside_autocast, upcast
 from g2vlm.geometry.vector import safe_norm
 
 
@@ -46,6 +46,7 @@ class _SpecialProcrustes(torch.autograd.Function):
         return u_signed @ b @ vh
 
 
+@outside_autocast
 def rotation_from_9d(x: torch.Tensor) -> torch.Tensor:
     """9-D head output -> rotation matrix in SO(3). (..., 9) -> (..., 3, 3).
 
@@ -62,6 +63,7 @@ def rotation_from_9d(x: torch.Tensor) -> torch.Tensor:
     return _SpecialProcrustes.apply(matrix)
 
 
+@outside_autocast
 def rotation_angle(R_a: torch.Tensor, R_b: torch.Tensor) -> torch.Tensor:
     """Geodesic angle (radians, in [0, π]) between rotations. (..., 3, 3) x (..., 3, 3) -> (...).
 
