@@ -91,3 +91,9 @@ def test_rotation_angle_gradient_finite_at_zero_and_pi():
     R_a = axis_angle([1, 2, 0], 0.4).requires_grad_()
     R_b = axis_angle([0, 1, 3], 1.2).requires_grad_()
     assert torch.autograd.gradcheck(rotation_angle, (R_a, R_b))
+
+
+def test_rotation_from_9d_shapes_on_meta_device():
+    # meta tensors (shape inference, FLOP counting) have no autocast; the wrapper must not require it
+    out = rotation_angle(torch.empty(2, 3, 3, device="meta"), torch.empty(2, 3, 3, device="meta"))
+    assert out.shape == (2,) and out.device.type == "meta"

@@ -35,6 +35,8 @@ def outside_autocast(fn: Callable) -> Callable:
         device_type = next(
             (a.device.type for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), "cpu"
         )
+        if not torch.amp.is_autocast_available(device_type):  # e.g. meta tensors
+            return fn(*args, **kwargs)
         with torch.autocast(device_type=device_type, enabled=False):
             return fn(*args, **kwargs)
 
