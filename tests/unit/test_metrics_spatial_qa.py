@@ -84,3 +84,14 @@ def test_sparbench_update_scores_each_kind_of_task():
     assert out["overall"].item() == pytest.approx((50.0 + 60.0 + 100.0) / 3)
     with pytest.raises(ValueError, match="unknown SPAR-Bench task"):
         metric.update(["not_a_task"], ["1"], ["1"])
+
+
+def test_gt_answers_score_100_on_every_task():
+    answers = {task: "b" for task in SPAR_TASKS}
+    answers.update({task: "2.5" for task in SPAR_TASKS if "prediction" in task})
+    answers["view_change_infer"] = "move_forward:1.5,rotate_left:30"
+    metric = SparBenchScore()
+    metric.update(list(answers), list(answers.values()), list(answers.values()))
+    out = metric.compute()
+    for key in (*SPAR_TASKS, "overall", "low", "medium", "high"):
+        assert out[key].item() == pytest.approx(100.0), key
