@@ -58,7 +58,9 @@ def run_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
-DATASET_PARSERS = (add_synthetic,)
+from g2vlm.datamodules.qa_shard_cli import add_synthetic_qa  # noqa: E402 (QA converters: qa_shard_cli.py)
+
+DATASET_PARSERS = (add_synthetic, add_synthetic_qa)
 
 
 def add_to(subparsers: argparse._SubParsersAction) -> None:

@@ -1,0 +1,282 @@
+"""Spatial QA with exact answers from the synthetic scenes' object annotations (SPAR-style questions).
+
+Tasks (numeric answers are scored by MRA, multiple choice by SPAR's exact match):
+
+| task            | form            | images         | answer                                                      |
+|-----------------|-----------------|----------------|-------------------------------------------------------------|
+| object_distance | numeric         | all views      | distance between two objects' box centres, metres (2 dp)    |
+| object_depth    | numeric         | one view       | depth (camera z) of an object's box centre, metres (2 dp)   |
+| object_count    | numeric         | one view       | objects with at least `min_pixels` visible pixels           |
+| depth_order     | multiple choice | one view       | which of two objects is closer to the camera (depth)        |
+| left_right      | multiple choice | one view       | whether object a's centre projects left or right of b's     |
+| camera_motion   | multiple choice | first and last | dominant horizontal camera motion (forward/backward/left/right) in the first camera's frame |
+
+Objects are named by colour and class ("the green box"), only when that name is unique in the room, and marked
+with a point (red for the first object, blue for the second) at the centroid of their visible pixels, on
+SPAR's 0-1000 scale; the loader draws the markers onto the semantic (ViT) copy of the image. Ambiguous cases are
+not asked: depth pairs differ by at least 0.3 m and 10 %, left/right centres by 10 % of the width, camera
+motions are at least 0.3 m with one axis 1.5x the other. Options are shuffled, so every letter is equally
+likely to be right. Every sample carries the geometry of its images (the multi-view clip schema), so the
+`vg_ce` variant can add the geometry loss.
+
+Everything depends only on (seed, scene index): the scene as in `synthetic.shards`, the questions from their
+own generator `default_rng([seed, scene_index, 1])`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import string
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from g2vlm.datamodules.decoding import encode_depth_png, encode_jpeg
+from g2vlm.datamodules.qa_schema import Marker, QARecord
+from g2vlm.datamodules.qa_shards import QAShardWriter
+from g2vlm.datamodules.schema import ClipMeta, sanitize_key
+from g2vlm.datamodules.synthetic.render import FIRST_OBJECT, Rendering, render
+from g2vlm.datamodules.synthetic.scene import Scene, sample_scene
+from g2vlm.datamodules.synthetic.shards import DEPTH_SCALE_M, JPEG_QUALITY, scene_name
+
+DATASET_NAME = "synthetic_qa"
+NUMERIC_PROMPT = "Please answer the question using a single word or phrase."
+CHOICE_PROMPT = "Answer with the option's letter from the given choices directly."
+TASKS = ("object_distance", "object_depth", "object_count", "depth_order", "left_right", "camera_motion")
+NUMERIC_TASKS = ("object_distance", "object_depth", "object_count")
+MIN_DEPTH_GAP_M = 0.3
+MIN_MOTION_M = 0.3
+
+
+@dataclass
+class Question:
+    """One generated question: `views` are the scene's view indices shown (in order); markers index into them."""
+
+    task: str
+    answer_type: str
+    question: str
+    answer: str
+    views: list[int]
+    markers: list[Marker]
+
+
+class SceneFacts:
+    """What the questions need from a rendered scene: unique object names, visibility and pixel centroids."""
+
+    def __init__(self, scene: Scene, rendering: Rendering, min_pixels: int):
+        self.scene = scene
+        names = [f"{o.colour_name} {o.kind}" for o in scene.objects]
+        self.names = {i: f"the {name}" for i, name in enumerate(names) if names.count(name) == 1}
+        views = len(scene.camera_to_world)
+        self.pixels = np.zeros((views, len(scene.objects)), dtype=np.int64)
+        self.centroids = np.zeros((views, len(scene.objects), 2))  # (u, v) pixels
+        for v in range(views):
+            for i in range(len(scene.objects)):
+                rows, cols = np.nonzero(rendering.surface_id[v] == FIRST_OBJECT + i)
+                self.pixels[v, i] = rows.size
+                if rows.size:
+                    self.centroids[v, i] = cols.mean(), rows.mean()
+        self.visible = self.pixels >= min_pixels
+
+    def camera_points(self, view: int) -> np.ndarray:
+        """Object box centres in camera `view`'s frame (M, 3)."""
+        centres = np.array([o.center for o in self.scene.objects])
+        world_to_camera = np.linalg.inv(self.scene.camera_to_world[view])
+        return centres @ world_to_camera[:3, :3].T + world_to_camera[:3, 3]
+
+    def marker(self, obj: int, view: int, image: int, colour: str) -> Marker:
+        u, v = self.centroids[view, obj]
+        scale = 1000.0 / np.array([self.scene.width, self.scene.height])
+        return Marker("point", colour, image, (round((u + 0.5) * scale[0], 1), round((v + 0.5) * scale[1], 1)))
+
+    def named_visible(self, view: int) -> list[int]:
+        return [i for i in self.names if self.visible[view, i]]
+
+
+def _options(rng: np.random.Generator, correct: str, others: list[str]) -> tuple[str, str]:
+    """Shuffle the options -> ('A. x B. y ...', letter of the correct one)."""
+    options = [correct, *others]
+    order = rng.permutation(len(options))
+    text = " ".join(f"{string.ascii_uppercase[k]}. {options[j]}" for k, j in enumerate(order))
+    return text, string.ascii_uppercase[int(np.nonzero(order == 0)[0][0])]
+
+
+def _pair(facts: SceneFacts, rng: np.random.Generator, candidates: list[int]) -> tuple[int, int] | None:
+    if len(candidates) < 2:
+        return None
+    a, b = rng.choice(candidates, 2, replace=False)
+    return int(a), int(b)
+
+
+def object_distance(facts: SceneFacts, rng: np.random.Generator) -> Question | None:
+    views = list(range(len(facts.scene.camera_to_world)))
+    seen = [i for i in facts.names if facts.visible[:, i].any()]
+    pair = _pair(facts, rng, seen)
+    if pair is None:
+        return None
+    a, b = pair
+    markers = [facts.marker(obj, int(np.argmax(facts.pixels[:, obj])), int(np.argmax(facts.pixels[:, obj])), colour)
+               for obj, colour in ((a, "red"), (b, "blue"))]
+    distance = float(np.linalg.norm(facts.scene.objects[a].center - facts.scene.objects[b].center))
+    question = (f"What is the distance between the centres of {facts.names[a]} (red point) and {facts.names[b]} "
+                f"(blue point), in metres? {NUMERIC_PROMPT}")
+    return Question("object_distance", "numeric", question, f"{distance:.2f}", views, markers)
+
+
+def object_depth(facts: SceneFacts, rng: np.random.Generator) -> Question | None:
+    view = int(rng.integers(len(facts.scene.camera_to_world)))
+    candidates = [i for i in facts.named_visible(view) if facts.camera_points(view)[i, 2] > 0]
+    if not candidates:
+        return None
+    obj = int(rng.choice(candidates))
+    depth = float(facts.camera_points(view)[obj, 2])
+    question = f"How far is the centre of {facts.names[obj]} (red point) from the camera, in metres of depth? {NUMERIC_PROMPT}"
+    return Question("object_depth", "numeric", question, f"{depth:.2f}", [view], [facts.marker(obj, view, 0, "red")])
+
+
+def object_count(facts: SceneFacts, rng: np.random.Generator) -> Question | None:
+    view = int(rng.integers(len(facts.scene.camera_to_world)))
+    count = int(facts.visible[view].sum())
+    question = f"How many objects (boxes, spheres and cylinders) can be seen in this image? {NUMERIC_PROMPT}"
+    return Question("object_count", "numeric", question, str(count), [view], [])
+
+
+def depth_order(facts: SceneFacts, rng: np.random.Generator) -> Question | None:
+    view = int(rng.integers(len(facts.scene.camera_to_world)))
+    points = facts.camera_points(view)
+    pair = _pair(facts, rng, [i for i in facts.named_visible(view) if points[i, 2] > 0])
+    if pair is None:
+        return None
+    a, b = pair
+    za, zb = points[a, 2], points[b, 2]
+    if abs(za - zb) < max(MIN_DEPTH_GAP_M, 0.1 * min(za, zb)):
+        return None
+    near, far = (a, b) if za < zb else (b, a)
+    label = {a: f"{facts.names[a]} (red point)", b: f"{facts.names[b]} (blue point)"}
+    options, letter = _options(rng, label[near], [label[far]])
+    question = f"Which object is closer to the camera? {options} {CHOICE_PROMPT}"
+    markers = [facts.marker(a, view, 0, "red"), facts.marker(b, view, 0, "blue")]
+    return Question("depth_order", "multiple_choice", question, letter, [view], markers)
+
+
+def left_right(facts: SceneFacts, rng: np.random.Generator) -> Question | None:
+    view = int(rng.integers(len(facts.scene.camera_to_world)))
+    points = facts.camera_points(view)
+    pair = _pair(facts, rng, [i for i in facts.named_visible(view) if points[i, 2] > 0])
+    if pair is None:
+        return None
+    a, b = pair
+    K = facts.scene.K[view]
+    u = K[0, 0] * points[:, 0] / points[:, 2] + K[0, 2]
+    if abs(u[a] - u[b]) < 0.1 * facts.scene.width:
+        return None
+    options, letter = _options(rng, "left" if u[a] < u[b] else "right", ["right" if u[a] < u[b] else "left"])
+    question = (f"Is the centre of {facts.names[a]} (red point) to the left or to the right of the centre of "
+                f"{facts.names[b]} (blue point) in this image? {options} {CHOICE_PROMPT}")
+    markers = [facts.marker(a, view, 0, "red"), facts.marker(b, view, 0, "blue")]
+    return Question("left_right", "multiple_choice", question, letter, [view], markers)
+
+
+def camera_motion(facts: SceneFacts, rng: np.random.Generator) -> Question | None:
+    camera_to_world = facts.scene.camera_to_world
+    first, last = 0, len(camera_to_world) - 1
+    if first == last:
+        return None
+    motion = camera_to_world[first, :3, :3].T @ (camera_to_world[last, :3, 3] - camera_to_world[first, :3, 3])
+    sideways, forward = motion[0], motion[2]
+    if np.hypot(sideways, forward) < MIN_MOTION_M:
+        return None
+    if abs(forward) >= 1.5 * abs(sideways):
+        correct = "moved forward" if forward > 0 else "moved backward"
+    elif abs(sideways) >= 1.5 * abs(forward):
+        correct = "moved right" if sideways > 0 else "moved left"
+    else:
+        return None
+    others = [o for o in ("moved forward", "moved backward", "moved left", "moved right") if o != correct]
+    options, letter = _options(rng, correct, others)
+    question = f"How did the camera move from the first image to the second image? {options} {CHOICE_PROMPT}"
+    return Question("camera_motion", "multiple_choice", question, letter, [first, last], [])
+
+
+GENERATORS: dict[str, Callable[[SceneFacts, np.random.Generator], Question | None]] = {
+    "object_distance": object_distance, "object_depth": object_depth, "object_count": object_count,
+    "depth_order": depth_order, "left_right": left_right, "camera_motion": camera_motion,
+}
+
+
+def scene_questions(facts: SceneFacts, rng: np.random.Generator, count: int, tasks: tuple[str, ...] = TASKS,
+                    attempts: int = 20) -> list[Question]:
+    """Up to `count` questions, tasks taken in turn (a task that finds no unambiguous question is passed over)."""
+    unknown = set(tasks) - set(GENERATORS)
+    if unknown:
+        raise ValueError(f"datamodules/synthetic/qa.py: unknown tasks {sorted(unknown)}; choose from {TASKS}")
+    questions: list[Question] = []
+    start = int(rng.integers(len(tasks)))
+    for turn in range(count * attempts):
+        if len(questions) == count:
+            break
+        question = GENERATORS[tasks[(start + turn) % len(tasks)]](facts, rng)
+        if question is not None:
+            questions.append(question)
+    return questions
+
+
+def render_qa_samples(
+    scene_index: int, *, seed: int, views: int, height: int, width: int, questions_per_scene: int,
+    tasks: tuple[str, ...] = TASKS, min_pixels: int = 8,
+) -> list[tuple[str, dict[str, Any], list[bytes], dict[str, Any], list[dict[str, bytes]]]]:
+    """Render one scene and ask its questions: [(key, QA record, JPEGs, meta record, depth frames)] for
+    `QAShardWriter.write`."""
+    scene = sample_scene(seed, scene_index, views, height, width)
+    rendering = render(scene)
+    facts = SceneFacts(scene, rendering, min_pixels)
+    rng = np.random.default_rng([seed, scene_index, 1])
+    units = np.round(rendering.depth_m / DEPTH_SCALE_M)
+    depth_units = np.where((units > 0) & (units <= np.iinfo(np.uint16).max), units, 0).astype(np.uint16)
+    jpegs = [encode_jpeg(rgb, JPEG_QUALITY) for rgb in rendering.rgb]
+    depths = [encode_depth_png(depth, compress_level=1) for depth in depth_units]
+    name = scene_name(seed, scene_index)
+    samples = []
+    for number, q in enumerate(scene_questions(facts, rng, questions_per_scene, tasks)):
+        record = QARecord(DATASET_NAME, name, q.task, q.answer_type, [(q.question, q.answer)], len(q.views), q.markers)
+        meta = ClipMeta(
+            dataset=DATASET_NAME, scene=name, frame_ids=list(q.views), width=width, height=height,
+            K=scene.K[q.views], camera_to_world=scene.camera_to_world[q.views], depth_scale=DEPTH_SCALE_M,
+            depth_is_metric=True, has_depth=True,
+        )
+        key = sanitize_key(f"{DATASET_NAME}__{name}__q{number:03d}")
+        samples.append((key, record.to_json(), [jpegs[v] for v in q.views], meta.to_json(),
+                        [{"depth.png": depths[v]} for v in q.views]))
+    return samples
+
+
+def _rendered(scenes: int, workers: int, **args: Any) -> Iterator[list]:
+    job = partial(render_qa_samples, **args)
+    if workers <= 1:
+        yield from map(job, range(scenes))
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(job, range(scenes), chunksize=max(1, min(16, scenes // (workers * 8))))
+
+
+def write_synthetic_qa_shards(
+    out_dir: str | Path, scenes: int, views: int, height: int, width: int, seed: int = 0, split: str = "train",
+    questions_per_scene: int = 4, tasks: tuple[str, ...] = TASKS, workers: int = 1, samples_per_shard: int = 1000,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Scenes 0..scenes-1 of `seed` -> `<out_dir>/synthetic_qa-<split>-NNNNNN.tar` plus the index; returns the
+    index. The output does not depend on `workers`."""
+    rendered = _rendered(scenes, workers, seed=seed, views=views, height=height, width=width,
+                         questions_per_scene=questions_per_scene, tasks=tuple(tasks))
+    if progress:
+        from tqdm import tqdm
+
+        rendered = tqdm(rendered, total=scenes, unit="scene", desc=f"synthetic QA {split}")
+    with QAShardWriter(out_dir, f"{DATASET_NAME}-{split}", max_samples_per_shard=samples_per_shard) as writer:
+        for samples in rendered:
+            for key, record, images, meta, frames in samples:
+                writer.write(key, record, images, meta=meta, frames=frames)
+    return writer.close()
