@@ -120,7 +120,13 @@ def _read_dataset(benchmark: str, name: str, root: str | None):
         from g2vlm.benchmarks.depth_datasets import read_depth_dataset
 
         return read_depth_dataset(name, root)
-    raise ValueError(f"benchmark {benchmark!r} is not built yet")
+    if benchmark == "pose":
+        from g2vlm.benchmarks.pose_datasets import read_pose_dataset
+
+        return read_pose_dataset(name, root)
+    from g2vlm.benchmarks.pointmap_datasets import read_pointmap_dataset
+
+    return read_pointmap_dataset(name, root)
 
 
 def _folder_names(benchmark: str, given: str, canonical: str) -> tuple[str, ...]:
@@ -134,7 +140,13 @@ def _evaluate(args: argparse.Namespace, dataset, predictor, predictions) -> dict
         from g2vlm.benchmarks.depth import evaluate_depth
 
         return evaluate_depth(dataset, args.mode, predictor, predictions, args.batch_size, not args.no_progress)
-    raise ValueError(f"benchmark {args.benchmark!r} is not built yet")
+    if args.benchmark == "pose":
+        from g2vlm.benchmarks.pose import evaluate_pose
+
+        return evaluate_pose(dataset, predictor, predictions, not args.no_progress)
+    from g2vlm.benchmarks.pointmap import evaluate_pointmap
+
+    return evaluate_pointmap(dataset, predictor, predictions, not args.no_progress)
 
 
 def _table(args: argparse.Namespace, dataset: str, record: dict, source: str) -> str:
@@ -149,6 +161,21 @@ def _table(args: argparse.Namespace, dataset: str, record: dict, source: str) ->
         speed = f", {record['images_per_s']:.1f} img/s" if record["images_per_s"] else ""
         title = (f"{dataset}: {args.mode} depth ({record['alignment']}), {record['n_images']} images, "
                  f"{record['n_pixels']:,} pixels, {record['skipped_frames']} skipped{speed}")
+    elif args.benchmark == "pose":
+        table, source_tag = published.POSE.get(dataset), "Pi3-T1/G2-T1a"
+        columns = [(f"{kind}@{tau}", f"{kind}@{tau} ↑", ".2f") for tau in (30, 15, 5) for kind in ("RRA", "RTA", "AUC")]
+        speed = f", {record['images_per_s']:.1f} img/s" if record["images_per_s"] else ""
+        title = (f"{dataset}: relative pose, {record['n_sequences']} sequences, {record['n_pairs']} pairs, "
+                 f"{record['skipped_frames']} frames skipped{speed}; frames: {record['frame_map']}")
+    else:
+        table, source_tag = published.POINT_MAP.get(dataset), "G2-T1a/Pi3-T3,T4"
+        columns = [("accuracy", "Acc ↓", ".3f"), ("completeness", "Comp ↓", ".3f"), ("normal_consistency", "NC ↑", ".3f"),
+                   ("accuracy_median", "Acc med ↓", ".3f"), ("completeness_median", "Comp med ↓", ".3f"),
+                   ("normal_consistency_median", "NC med ↑", ".3f")]
+        speed = f", {record['images_per_s']:.1f} img/s" if record["images_per_s"] else ""
+        title = (f"{dataset}: point maps (Umeyama + ICP {record['icp_max_distance']:g}), {record['n_sequences']} "
+                 f"sequences, {record['n_images']} images, {record['skipped_frames']} frames skipped{speed}; "
+                 f"frames: {record['frame_map']}")
     rows = [(f"this run ({source})", record), *report.published_rows(table, source_tag)]
     if table is None:
         title += "\n(no published numbers for this dataset under this protocol)"

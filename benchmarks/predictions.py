@@ -24,7 +24,8 @@ class PredictionFolder:
         root = Path(root)
         if not root.is_dir():
             raise ValueError(f"benchmarks/predictions.py: predictions folder {root} does not exist")
-        self.root = next((root / name for name in dataset_names if (root / name).is_dir()), root)
+        self.candidates = [root / name for name in dataset_names if (root / name).is_dir()] + [root]
+        self.root = self.candidates[0]
 
     def path(self, sequence: str | None, stem: str) -> Path | None:
         folder = self.root / sequence if sequence else self.root
@@ -35,12 +36,20 @@ class PredictionFolder:
         return None
 
     def require(self, frames: list[tuple[str | None, str]]) -> None:
-        """Fail before any work when a frame has no prediction file (names the first few)."""
-        missing = [f"{sequence}/{stem}" if sequence else stem for sequence, stem in frames if self.path(sequence, stem) is None]
-        if missing:
-            shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-            raise ValueError(f"benchmarks/predictions.py: {len(missing)} of {len(frames)} frames have no prediction "
-                             f"[<seq>/]<stem>.npy (or <stem>depth.npy) in {self.root}: {shown}")
+        """Pick the folder (DIR/<dataset> or DIR) that holds every frame's prediction; fail before any work
+        when none does, naming the first missing frames."""
+        shortfalls = []
+        for candidate in self.candidates:
+            self.root = candidate
+            missing = [f"{sequence}/{stem}" if sequence else stem for sequence, stem in frames
+                       if self.path(sequence, stem) is None]
+            if not missing:
+                return
+            shortfalls.append((len(missing), candidate, missing))
+        count, self.root, missing = min(shortfalls, key=lambda item: item[0])
+        shown = ", ".join(missing[:5]) + (", ..." if count > 5 else "")
+        raise ValueError(f"benchmarks/predictions.py: {count} of {len(frames)} frames have no prediction "
+                         f"[<seq>/]<stem>.npy (or <stem>depth.npy) in {self.root}: {shown}")
 
     def load(self, sequence: str | None, stem: str, kind: str) -> np.ndarray:
         """The prediction of one frame as float32: kind `depth` -> (h, w); `points` -> (h, w, 3);

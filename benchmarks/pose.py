@@ -1,0 +1,83 @@
+"""Relative camera pose with the official protocol (reference g2vlm-official.md §5.4, data-and-benchmarks.md §7).
+
+Per sequence the 10 mapped frames go through one forward; the predicted camera_to_world poses and the GT
+give the errors of all 45 unordered pairs (`RelativePoseMetrics`: rotation = geodesic angle of the relative
+rotations, translation = angle between relative translation directions without sign). The errors of all
+pairs of all sequences are pooled; RRA@τ / RTA@τ = % of pairs below τ, AUC@τ = the mean over 1°-bins of the
+fraction whose max(rotation, translation) error is below the bin's edge, τ ∈ {5, 15, 30}.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from g2vlm.benchmarks.files import FrameError
+from g2vlm.benchmarks.inference import GeometryPredictor
+from g2vlm.benchmarks.pose_datasets import PoseDataset
+from g2vlm.benchmarks.predictions import PredictionFolder
+
+from g2vlm.metrics.relative_pose import RelativePoseMetrics
+
+THRESHOLDS = (5, 15, 30)
+
+
+def evaluate_pose(dataset: PoseDataset, predictor: GeometryPredictor | None = None,
+                  predictions: PredictionFolder | None = None, progress: bool = False) -> dict:
+    """Score a checkpoint or saved (4, 4) camera_to_world predictions on `dataset`; returns the JSON record."""
+    if (predictor is None) == (predictions is None):
+        raise ValueError("benchmarks/pose.py: give exactly one of a predictor (--ckpt) or a predictions folder")
+    if predictions is not None:
+        predictions.require([(sequence.name, frame.stem) for sequence in dataset.sequences for frame in sequence.frames])
+    from tqdm import tqdm
+
+    metrics = RelativePoseMetrics(thresholds=THRESHOLDS)
+    skipped: list[str] = []
+    metric_seconds = reading_seconds = 0.0
+    images = sequences_scored = 0
+    start = time.perf_counter()
+    for sequence in tqdm(dataset.sequences, unit="seq", desc=f"pose {dataset.name}", disable=not progress):
+        read_start = time.perf_counter()
+        kept, values = [], []
+        for index, frame in enumerate(sequence.frames):
+            try:
+                values.append(frame.read_image() if predictor is not None
+                              else predictions.load(sequence.name, frame.stem, "pose"))
+                kept.append(index)
+            except FrameError as error:
+                skipped.append(str(error))
+        reading_seconds += time.perf_counter() - read_start
+        if len(kept) < 2:
+            skipped.append(f"{sequence.name}: fewer than 2 readable frames, no pairs")
+            continue
+        if predictor is not None:
+            pred = predictor.predict(predictor.prepare(values)[None]).camera_to_world  # (1, N, 4, 4)
+        else:
+            pred = torch.from_numpy(np.stack(values))[None]
+        metric_start = time.perf_counter()
+        metrics.update(pred.double(), torch.from_numpy(sequence.camera_to_world[kept])[None])
+        metric_seconds += time.perf_counter() - metric_start
+        images += len(kept)
+        sequences_scored += 1
+    metric_start = time.perf_counter()
+    values = {name: float(value) for name, value in metrics.compute().items()} if metrics.update_called else {}
+    metric_seconds += time.perf_counter() - metric_start
+    record = {f"{kind}@{tau}": values.get(f"{kind}@{tau}", float("nan"))
+              for tau in THRESHOLDS for kind in ("RRA", "RTA", "AUC")}
+    record.update({
+        "n_sequences": sequences_scored,
+        "n_pairs": int(values.get("pairs", 0)),
+        "n_images": images,
+        "images_per_s": predictor.frames / predictor.seconds if predictor is not None and predictor.seconds > 0 else None,
+        "frame_map": dataset.frame_map_source,
+        "notes": list(dataset.notes),
+        "load_width": predictor.load_width if predictor is not None else None,
+        "skipped_frames": len(skipped),
+        "skipped_examples": skipped[:10],
+        "seconds": {"total": time.perf_counter() - start, "inference": predictor.seconds if predictor is not None else None,
+                    "metrics": metric_seconds, "reading": reading_seconds},
+        "metric_time_vs_inference": metric_seconds / predictor.seconds
+        if predictor is not None and predictor.seconds > 0 else None,
+    })
+    return record
