@@ -1,9 +1,12 @@
 """`g2vlm shard DATASET ...`: build clip shards. One nested sub-command per dataset.
 
     g2vlm shard synthetic --out DIR --scenes N --views V --size HxW --seed S [--workers W] [--split train]
+    g2vlm shard scannet --root RAW --out DIR [--frame-stride 10] [--clip-frames 24] [--clip-step 12] ...
+    g2vlm shard co3dv2 --root RAW --out DIR [--categories apple ball ...] ...
+    g2vlm shard dl3dv --root RAW --out DIR [--images-dir images_4] ...
 
-Converters for real datasets (scannet, co3dv2, dl3dv, spar) add their own sub-command here through an
-`add_<dataset>(subparsers)` function listed in DATASET_PARSERS.
+Each dataset has an `add_<dataset>(subparsers)` function listed in DATASET_PARSERS. The raw-data converters
+(convert_cli.py) resume: a re-run with the same --out skips the shards already finished.
 """
 
 from __future__ import annotations
@@ -60,7 +63,9 @@ def run_synthetic(args: argparse.Namespace) -> int:
 
 from g2vlm.datamodules.qa_shard_cli import add_synthetic_qa  # noqa: E402 (QA converters: qa_shard_cli.py)
 
-DATASET_PARSERS = (add_synthetic, add_synthetic_qa)
+from g2vlm.datamodules.convert_cli import add_co3dv2, add_dl3dv, add_scannet  # noqa: E402 (raw-data converters)
+
+DATASET_PARSERS = (add_synthetic, add_synthetic_qa, add_scannet, add_co3dv2, add_dl3dv)
 
 
 def add_to(subparsers: argparse._SubParsersAction) -> None:
