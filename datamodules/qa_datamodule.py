@@ -1,0 +1,227 @@
+"""`QADataModule`: spatial-QA shards (and general VQA shards) -> token-budget `QABatch`es for joint training.
+
+YAML (LightningCLI):
+
+    data:
+      class_path: g2vlm.datamodules.qa_datamodule.QADataModule
+      init_args:
+        tokenizer: weights/Qwen2-VL-2B-Instruct          # a LOCAL folder (tokenizer files of Qwen2-VL)
+        train_shards: [data/spar/spar-train-{000000..000099}.tar, data/llava-ov/vqa-{000000..000049}.tar]
+        train_weights: [1.0, 1.0]                          # official SPAR mix : LLaVA-OV = 1 : 1
+        val_shards: [data/spar/spar-val-000000.tar]
+        geometry_size: [518, 518]
+        vit_size: [756, 756]
+        max_tokens: 40960
+
+Each sample goes through the chat template of `qa_template` (both image copies, labels only on answer tokens,
+every turn kept). Training: shard sets drawn with replacement and mixed by weight (one stream per rank x worker
+slot, seeded by (seed, restart, rank, worker, epoch), rank and world size taken from the trainer), a shuffle
+buffer, then samples packed in order until the next one would pass `max_tokens` (a sample that alone passes the
+budget is skipped and counted as `over_budget`); an epoch is `train_batches_per_epoch` batches on every rank.
+Validation: shards split exactly by rank and worker, one pass, packed the same way. Bad samples are skipped and
+counted per reason (`skipped_counts`).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import math
+from collections.abc import Iterator, Sequence
+
+import lightning as L
+import numpy as np
+from g2vlm.datamodules.clip_reader import SkipLog
+from g2vlm.datamodules.clip_streams import expand_shard_pattern, mixed, shuffled, slot_shards, worker_slot
+from g2vlm.datamodules.qa_batch import QABatch, QASample
+from g2vlm.datamodules.qa_schema import QASampleRecord
+from g2vlm.datamodules.qa_shards import iter_qa_samples
+from g2vlm.datamodules.qa_template import QATemplate
+from g2vlm.datamodules.qa_tokenizer import load_tokenizer
+from g2vlm.datamodules.schema import SampleError
+from torch.utils.data import DataLoader, IterableDataset
+
+OVER_BUDGET = "over_budget"
+MAX_EMPTY_SHARD_DRAWS = 200
+
+
+def resampled_qa_records(urls: Sequence[str], rng: np.random.Generator, skips: SkipLog) -> Iterator[QASampleRecord]:
+    """Valid QA records from shards drawn with replacement, forever."""
+    empty_draws = 0
+    while True:
+        produced = False
+        for record in iter_qa_samples([urls[int(rng.integers(len(urls)))]], skips):
+            produced = True
+            yield record
+        empty_draws = 0 if produced else empty_draws + 1
+        if empty_draws >= MAX_EMPTY_SHARD_DRAWS:
+            raise RuntimeError(f"datamodules/qa_datamodule.py: {empty_draws} shard draws in a row gave no valid QA "
+                               f"sample (shards {list(urls)[:3]}...; skips so far {dict(skips.counts)})")
+
+
+def token_budget_batches(samples: Iterator[QASample], max_tokens: int, skips: SkipLog) -> Iterator[QABatch]:
+    """Pack samples in order into batches of at most `max_tokens` tokens; the last, partial batch is yielded too."""
+    batch: list[QASample] = []
+    tokens = 0
+    for sample in samples:
+        if sample.num_tokens > max_tokens:
+            skips.counts[OVER_BUDGET] += 1
+            continue
+        if batch and tokens + sample.num_tokens > max_tokens:
+            yield QABatch(batch, skips.take())
+            batch, tokens = [], 0
+        batch.append(sample)
+        tokens += sample.num_tokens
+    if batch:
+        yield QABatch(batch, skips.take())
+
+
+def built(records: Iterator[QASampleRecord], template: QATemplate, skips: SkipLog) -> Iterator[QASample]:
+    for record in records:
+        try:
+            yield template.build(record)
+        except SampleError as error:
+            skips.record(error, record.url)
+
+
+class TrainQABatches(IterableDataset):
+    """Resampled, mixed, shuffled, token-budget training batches; `batches_per_epoch` per epoch on every rank."""
+
+    def __init__(self, shard_sets: list[list[str]], weights: Sequence[float] | None, template: QATemplate,
+                 max_tokens: int, batches_per_epoch: int, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 shuffle_buffer: int = 64, restart: int = 0):
+        if not shard_sets or any(not urls for urls in shard_sets):
+            raise ValueError("datamodules/qa_datamodule.py: every training shard set needs at least one shard")
+        weights = np.ones(len(shard_sets)) if weights is None else np.asarray(weights, dtype=np.float64)
+        if weights.shape != (len(shard_sets),) or np.any(weights < 0) or weights.sum() <= 0:
+            raise ValueError(f"datamodules/qa_datamodule.py: weights {weights.tolist()} do not fit {len(shard_sets)} shard sets")
+        self.shard_sets, self.weights = shard_sets, weights / weights.sum()
+        self.template, self.max_tokens, self.batches_per_epoch = template, max_tokens, batches_per_epoch
+        self.rank, self.world_size, self.seed, self.restart = rank, world_size, seed, restart
+        self.shuffle_buffer = shuffle_buffer
+        self._epochs_started = 0
+
+    def __iter__(self) -> Iterator[QABatch]:
+        worker, workers = worker_slot()
+        epoch = self._epochs_started
+        self._epochs_started += 1
+        rng = np.random.default_rng([self.seed, self.restart, self.rank, worker, epoch])
+        skips = SkipLog()
+        slots = self.world_size * workers
+        sources = [resampled_qa_records(urls if len(urls) < slots else slot_shards(urls, self.rank, self.world_size,
+                                                                                   worker, workers), rng, skips)
+                   for urls in self.shard_sets]
+        records = shuffled(mixed(sources, self.weights, rng), self.shuffle_buffer, rng)
+        batches = token_budget_batches(built(records, self.template, skips), self.max_tokens, skips)
+        yield from itertools.islice(batches, math.ceil(self.batches_per_epoch / workers))
+
+
+class ValQABatches(IterableDataset):
+    """One exact pass over this (rank, worker) slot's validation shards, token-budget batches."""
+
+    def __init__(self, urls: list[str], template: QATemplate, max_tokens: int, rank: int = 0, world_size: int = 1):
+        self.urls, self.template, self.max_tokens = urls, template, max_tokens
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self) -> Iterator[QABatch]:
+        worker, workers = worker_slot()
+        skips = SkipLog()
+        records = iter_qa_samples(slot_shards(self.urls, self.rank, self.world_size, worker, workers), skips)
+        yield from token_budget_batches(built(records, self.template, skips), self.max_tokens, skips)
+
+
+class QADataModule(L.LightningDataModule):
+    """Spatial-QA / VQA shards with the joint-training chat template, packed to a token budget.
+
+    Args:
+        tokenizer: LOCAL folder holding the tokenizer (a Qwen2-VL model folder, or one written by
+            `qa_tokenizer.build_character_tokenizer` for the tiny presets). Nothing is downloaded.
+        train_shards: one shard pattern per training set (brace or glob), mixed by train_weights.
+        val_shards: validation shard patterns, or None.
+        train_weights: mixing weights of the training sets (default equal).
+        geometry_size, vit_size: (H, W) of the geometric (DINO) and semantic (ViT) image copies.
+        geometry_patch_size, vit_patch_size, vit_merge_size: the encoders' patching (token counts, size checks).
+        max_tokens: token budget of one packed batch (official 40,960 per GPU).
+        train_batches_per_epoch: batches per epoch on every rank.
+        draw_markers: draw the question's markers on the ViT copies (SPAR); the geometry copy stays clean.
+        num_workers, shuffle_buffer, seed: loader workers per rank, training shuffle buffer, stream seed.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str,
+        train_shards: list[str] | None = None,
+        val_shards: list[str] | None = None,
+        train_weights: list[float] | None = None,
+        geometry_size: tuple[int, int] = (518, 518),
+        vit_size: tuple[int, int] = (756, 756),
+        geometry_patch_size: int = 14,
+        vit_patch_size: int = 14,
+        vit_merge_size: int = 2,
+        max_tokens: int = 40960,
+        train_batches_per_epoch: int = 1000,
+        draw_markers: bool = True,
+        num_workers: int = 2,
+        shuffle_buffer: int = 64,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.tokenizer_folder = tokenizer
+        self.train_shards, self.val_shards, self.train_weights = train_shards, val_shards, train_weights
+        self.template_args = dict(geometry_size=tuple(geometry_size), vit_size=tuple(vit_size),
+                                  geometry_patch_size=geometry_patch_size, vit_patch_size=vit_patch_size,
+                                  vit_merge_size=vit_merge_size, draw_markers=draw_markers)
+        self.max_tokens = max_tokens
+        self.train_batches_per_epoch = train_batches_per_epoch
+        self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
+        self.rank, self.world_size, self.restart = 0, 1, 0
+        self.skipped_counts: collections.Counter[str] = collections.Counter()
+        self._template: QATemplate | None = None
+
+    @property
+    def template(self) -> QATemplate:
+        if self._template is None:
+            self._template = QATemplate(load_tokenizer(self.tokenizer_folder), **self.template_args)
+        return self._template
+
+    @property
+    def tokenizer(self):
+        return self.template.tokenizer
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.trainer is not None:
+            self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
+
+    def _loader(self, dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, prefetch_factor=2 if self.num_workers > 0 else None)
+
+    def train_dataset(self) -> TrainQABatches:
+        if not self.train_shards:
+            raise ValueError("datamodules/qa_datamodule.py: QADataModule needs train_shards to train")
+        return TrainQABatches([expand_shard_pattern(p) for p in self.train_shards], self.train_weights, self.template,
+                              self.max_tokens, self.train_batches_per_epoch, self.rank, self.world_size, self.seed,
+                              self.shuffle_buffer, self.restart)
+
+    def val_dataset(self) -> ValQABatches:
+        urls = [url for pattern in self.val_shards or [] for url in expand_shard_pattern(pattern)]
+        return ValQABatches(urls, self.template, self.max_tokens, self.rank, self.world_size)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset())
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_dataset()) if self.val_shards else []
+
+    def state_dict(self) -> dict:
+        return {"restart": self.restart, "skipped_counts": dict(self.skipped_counts)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """On resume, draw new training streams (restart + 1) instead of replaying the first epoch's."""
+        self.restart = int(state_dict.get("restart", 0)) + 1
+        self.skipped_counts = collections.Counter(state_dict.get("skipped_counts", {}))
+
+    def on_before_batch_transfer(self, batch: QABatch, dataloader_idx: int) -> QABatch:
+        self.skipped_counts.update(batch.skipped)
+        return batch

@@ -1,0 +1,156 @@
+"""The joint-training chat template (reference g2vlm-official.md §1.3) and the two copies of every image.
+
+One QA sample becomes, in reading order:
+
+    <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n<|im_start|>user\\nReconstruct the 3D scene.
+    <|vision_start|> [all images through the geometric expert, clean] <|vision_end|>
+    <|vision_start|> [image 1 through the Qwen ViT, markers drawn] <|vision_end|> ... (each image)
+    QUESTION 1<|im_end|>\\n<|im_start|>assistant\\n   ANSWER 1<|im_end|>       <- answer tokens: the only labels
+    \\n<|im_start|>user\\nQUESTION 2<|im_end|>\\n<|im_start|>assistant\\n   ANSWER 2<|im_end|>   (every turn kept)
+
+Choices, against the official loader: every turn is kept (it drops all but the first); the geometry frames sit
+in one span between a single pair of delimiters, because the geometric expert attends globally over all frames
+of a sample (the paper's choice; the official per-frame delimiters only make sense with per-frame spans).
+Samples with `reconstruct: false` (general VQA) have no "Reconstruct the 3D scene." and no geometry span.
+
+Images: each copy is the largest centred box of its target's aspect ratio resized to that target (geometry:
+`geometry_size`, e.g. 518x518; ViT: `vit_size`, e.g. 756x756), with intrinsics updated exactly (depth and K
+ride along for the geometry loss). Markers (points and boxes on SPAR's 0-1000 scale) are drawn on the full
+image before the ViT resize, 20 px (dot radius, box stroke) at the 768 px scale of the official recipe.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from g2vlm.datamodules.augmentation import crop_box, crop_resize
+from g2vlm.datamodules.clip_reader import valid_depth_mask
+from g2vlm.datamodules.decoding import decode_jpeg
+from g2vlm.datamodules.qa_batch import GeometryPart, GeometryTargets, ImagePart, Part, QASample, TextPart
+from g2vlm.datamodules.qa_schema import MARKER_COLOURS, Marker, QASampleRecord
+from g2vlm.datamodules.qa_tokenizer import ChatTokens
+from g2vlm.datamodules.schema import REASON_DECODE, SampleError, frame_member
+from PIL import Image, ImageDraw
+
+SYSTEM_PROMPT = "You are a helpful assistant."
+RECONSTRUCT_PROMPT = "Reconstruct the 3D scene."
+MARKER_SIZE_AT_768 = 20
+
+
+def draw_markers(image: np.ndarray, markers: list[Marker]) -> np.ndarray:
+    """image (H, W, 3) uint8 -> a copy with the markers drawn (points filled, boxes outlined)."""
+    if not markers:
+        return image
+    height, width = image.shape[:2]
+    size = max(1, round(MARKER_SIZE_AT_768 * max(height, width) / 768))
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    for marker in markers:
+        colour = MARKER_COLOURS[marker.colour]
+        if marker.kind == "point":
+            x, y = marker.coords[0] * width / 1000, marker.coords[1] * height / 1000
+            draw.ellipse([x - size, y - size, x + size, y + size], fill=colour)
+        else:
+            x1, y1, x2, y2 = (v * s / 1000 for v, s in zip(marker.coords, (width, height, width, height)))
+            draw.rectangle([x1, y1, x2, y2], outline=colour, width=size)
+    return np.asarray(canvas)
+
+
+class QATemplate:
+    """Turns a validated QA sample record into a `QASample` (see the module docstring).
+
+    geometry_size / vit_size: (H, W) of the two image copies, multiples of geometry_patch_size and of
+    vit_patch_size · vit_merge_size; these also give each image's token count.
+    """
+
+    def __init__(self, tokenizer, geometry_size: tuple[int, int], vit_size: tuple[int, int],
+                 geometry_patch_size: int = 14, vit_patch_size: int = 14, vit_merge_size: int = 2,
+                 draw_markers: bool = True, system_prompt: str = SYSTEM_PROMPT):
+        self.tokenizer = tokenizer
+        self.tokens = ChatTokens.of(tokenizer)
+        self.geometry_size = tuple(int(v) for v in geometry_size)
+        self.vit_size = tuple(int(v) for v in vit_size)
+        vit_unit = vit_patch_size * vit_merge_size
+        if any(v % geometry_patch_size for v in self.geometry_size) or any(v % vit_unit for v in self.vit_size):
+            raise ValueError(f"datamodules/qa_template.py: geometry_size {self.geometry_size} must be a multiple of "
+                             f"{geometry_patch_size} and vit_size {self.vit_size} of {vit_unit}")
+        self.geometry_tokens_per_image = (self.geometry_size[0] // geometry_patch_size) * (self.geometry_size[1] // geometry_patch_size)
+        self.vit_tokens_per_image = (self.vit_size[0] // vit_unit) * (self.vit_size[1] // vit_unit)
+        self.draw_markers = draw_markers
+        self.system_prompt = system_prompt
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def build(self, record: QASampleRecord) -> QASample:
+        """Decode, copy, mark and tokenise one sample. Raises SampleError (decode, bad_depth)."""
+        qa = record.qa
+        images, frames, geometry = self._images(record)
+        t = self.tokens
+        parts: list[Part] = []
+        head = f"<|im_start|>system\n{self.system_prompt}<|im_end|>\n<|im_start|>user\n"
+        if qa.reconstruct:
+            parts += [TextPart(self._ids(self.encode(head + RECONSTRUCT_PROMPT) + [t.vision_start])),
+                      GeometryPart(frames), TextPart(self._ids([t.vision_end]))]
+        else:
+            parts.append(TextPart(self._ids(self.encode(head))))
+        for index, image in enumerate(images):
+            parts += [TextPart(self._ids([t.vision_start])), ImagePart(self._vit_copy(image, qa.markers, index)),
+                      TextPart(self._ids([t.vision_end]))]
+        prompt_parts = 0
+        for turn, (question, answer) in enumerate(qa.turns):
+            opening = "" if turn == 0 else "\n<|im_start|>user\n"
+            parts.append(TextPart(self._ids(self.encode(f"{opening}{question}<|im_end|>\n<|im_start|>assistant\n"))))
+            prompt_parts = len(parts)
+            parts.append(TextPart(self._ids(self.encode(answer) + [t.im_end]), supervised=True))
+        text_tokens = sum(int(p.ids.numel()) for p in parts if isinstance(p, TextPart))
+        num_tokens = (text_tokens + len(images) * self.vit_tokens_per_image
+                      + (len(images) * self.geometry_tokens_per_image if qa.reconstruct else 0))
+        return QASample(record.key, qa.task, qa.answer_type, parts, prompt_parts, qa.final_answer, num_tokens,
+                        geometry if qa.reconstruct else None)
+
+    @staticmethod
+    def _ids(ids: list[int]) -> torch.Tensor:
+        return torch.tensor(ids, dtype=torch.long)
+
+    def _images(self, record: QASampleRecord) -> tuple[list[np.ndarray], torch.Tensor, GeometryTargets | None]:
+        """Decoded images (H, W, 3) uint8; the geometry copy (N, 3, h, w) uint8; its 3D targets (with meta)."""
+        target = self.geometry_size
+        if record.meta is not None:
+            clip = record.clip().decode()
+            images = list(clip.images)
+            frames = torch.from_numpy(clip.images).permute(0, 3, 1, 2)
+            depth_m = torch.from_numpy(clip.depth_m) if clip.depth_m is not None else None
+            K = torch.from_numpy(clip.K)
+            box = crop_box(frames.shape[-2:], target, 1.0, None, (float(K[0, 0, 2]), float(K[0, 1, 2])))
+            frames, depth_m, _, K = crop_resize(frames, depth_m, None, K, box, target)
+            if depth_m is None:
+                depth_m = torch.zeros(len(images), *target)
+                valid = torch.zeros(len(images), *target, dtype=torch.bool)
+            else:
+                valid = torch.from_numpy(valid_depth_mask(depth_m.numpy(), record.meta.z_far))
+                depth_m = depth_m.masked_fill(~valid, 0.0)
+            geometry = GeometryTargets(depth_m.float(), valid, K.float(),
+                                       torch.from_numpy(clip.camera_to_world).float(), record.meta.has_depth,
+                                       record.meta.dataset)
+        else:
+            images = [decode_jpeg(record.members[frame_member(i, "jpg")], f"{record.key}.{frame_member(i, 'jpg')}")
+                      for i in range(record.qa.num_images)]
+            frames = torch.stack([self._resized(image, target) for image in images])
+            geometry = None
+        return images, frames.contiguous(), geometry
+
+    @staticmethod
+    def _resized(image: np.ndarray, target: tuple[int, int]) -> torch.Tensor:
+        """(H, W, 3) uint8 -> (3, h, w) uint8: centred box of the target's aspect, resized."""
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise SampleError(REASON_DECODE, f"image of shape {image.shape} is not RGB")
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]  # a writable copy
+        box = crop_box(pixels.shape[-2:], target)
+        resized, _, _, _ = crop_resize(pixels, None, None, torch.eye(3)[None], box, target)
+        return resized[0].contiguous()
+
+    def _vit_copy(self, image: np.ndarray, markers: list[Marker], index: int) -> torch.Tensor:
+        if self.draw_markers:
+            image = draw_markers(image, [m for m in markers if m.image == index])
+        return self._resized(image, self.vit_size)

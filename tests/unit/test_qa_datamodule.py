@@ -1,0 +1,95 @@
+"""QA DataModule: the chat template, labels on answers only, every turn kept, markers on the ViT copy only,
+token-budget packing, mixing by weight, a tokenizer loaded from a local folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from g2vlm.datamodules.clip_reader import SkipLog
+from g2vlm.datamodules.decoding import encode_jpeg
+from g2vlm.datamodules.qa_batch import GeometryPart, ImagePart, TextPart
+from g2vlm.datamodules.qa_datamodule import QADataModule, built, token_budget_batches
+from g2vlm.datamodules.qa_schema import Marker, QARecord
+from g2vlm.datamodules.qa_shards import QAShardWriter, iter_qa_samples
+from g2vlm.datamodules.qa_tokenizer import build_character_tokenizer, load_tokenizer
+from g2vlm.datamodules.synthetic.qa import write_synthetic_qa_shards
+
+
+@pytest.fixture(scope="module")
+def tokenizer_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tokenizer")
+    build_character_tokenizer(folder)
+    return folder
+
+
+def _grey_jpeg(value: int = 128) -> bytes:
+    return encode_jpeg(np.full((40, 40, 3), value, np.uint8), quality=95)
+
+
+def _module(tokenizer_folder, shards, **changes) -> QADataModule:
+    args = dict(tokenizer=str(tokenizer_folder), train_shards=shards, geometry_size=(32, 32), vit_size=(32, 32),
+                geometry_patch_size=4, vit_patch_size=4, max_tokens=4000, num_workers=0, train_batches_per_epoch=2)
+    data = QADataModule(**{**args, **changes})
+    data.setup("fit")
+    return data
+
+
+def test_template_labels_turns_and_markers(tokenizer_folder, tmp_path):
+    record = QARecord("vqa", "room", "chat", "free_form", [("How many chairs?", "Two."), ("And tables?", "One.")],
+                      num_images=2, markers=[Marker("point", "red", 1, (500.0, 500.0))])
+    with QAShardWriter(tmp_path, "qa") as writer:
+        writer.write("sample", record, [_grey_jpeg(), _grey_jpeg()])
+    shard = str(tmp_path / "qa-000000.tar")
+    data = _module(tokenizer_folder, [shard], val_shards=[shard])
+    (sample,) = next(iter(data.val_dataloader())).samples
+    tokenizer = data.tokenizer
+    text = tokenizer.decode(torch.cat([p.ids for p in sample.parts if isinstance(p, TextPart)]))
+    assert text == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                    "Reconstruct the 3D scene.<|vision_start|><|vision_end|><|vision_start|><|vision_end|>"
+                    "<|vision_start|><|vision_end|>How many chairs?<|im_end|>\n<|im_start|>assistant\nTwo.<|im_end|>"
+                    "\n<|im_start|>user\nAnd tables?<|im_end|>\n<|im_start|>assistant\nOne.<|im_end|>")
+    supervised = [tokenizer.decode(p.ids) for p in sample.parts if isinstance(p, TextPart) and p.supervised]
+    assert supervised == ["Two.<|im_end|>", "One.<|im_end|>"]  # both turns, nothing else
+    assert tokenizer.decode(sample.prompt[-1].ids).endswith("<|im_start|>assistant\n") and sample.answer == "One."
+    kinds = [type(p) for p in sample.parts]
+    assert kinds.count(GeometryPart) == 1 and kinds.count(ImagePart) == 2
+    assert kinds.index(GeometryPart) < kinds.index(ImagePart)  # geometry first: the ViT and text tokens see it
+    # the red marker is on the second ViT copy only; the geometry copy and the first ViT copy stay grey
+    vit = [p.image for p in sample.parts if isinstance(p, ImagePart)]
+    geometry = next(p.frames for p in sample.parts if isinstance(p, GeometryPart))
+    red, green, blue = vit[1][:, 16, 16].tolist()
+    assert red > 240 and green < 15 and blue < 15
+    assert (vit[0].int() - 128).abs().max() <= 2 and (geometry.int() - 128).abs().max() <= 2
+    assert sample.num_tokens == sum(p.ids.numel() for p in sample.parts if isinstance(p, TextPart)) + 2 * 16 + 2 * 64
+
+
+def test_budget_packing_and_mixing(tokenizer_folder, tmp_path):
+    write_synthetic_qa_shards(tmp_path / "spatial", scenes=6, views=2, height=32, width=32, questions_per_scene=4)
+    vqa = QARecord("vqa", "photo", "caption", "free_form", [("What is this?", "A grey square.")], 1,
+                   reconstruct=False)
+    with QAShardWriter(tmp_path / "vqa", "vqa") as writer:
+        for index in range(10):
+            writer.write(f"v{index}", vqa, [_grey_jpeg()])
+    shards = [str(tmp_path / "spatial" / "synthetic_qa-train-000000.tar"), str(tmp_path / "vqa" / "vqa-000000.tar")]
+    data = _module(tokenizer_folder, shards, train_weights=[1.0, 0.0], max_tokens=900, train_batches_per_epoch=6)
+    batches = list(data.train_dataloader())
+    assert len(batches) == 6
+    assert all(b.num_tokens <= 900 for b in batches) and max(b.batch_size for b in batches) >= 2
+    assert all(s.task != "caption" for b in batches for s in b.samples)  # weight 0: never drawn
+    data = _module(tokenizer_folder, shards, train_weights=[0.0, 1.0], max_tokens=900)
+    sample = next(iter(data.train_dataloader())).samples[0]
+    assert sample.task == "caption" and not any(isinstance(p, GeometryPart) for p in sample.parts)  # plain VQA
+    # a sample alone over the budget is skipped and counted, never truncated
+    skips = SkipLog()
+    records = iter_qa_samples([shards[0]], skips)
+    assert list(token_budget_batches(built(records, data.template, skips), 100, skips)) == []
+    assert skips.counts["over_budget"] == 24
+
+
+def test_tokenizer_needs_a_local_folder_with_the_special_tokens(tmp_path, tokenizer_folder):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_tokenizer(tmp_path / "missing")
+    tokenizer = load_tokenizer(tokenizer_folder)
+    assert len(tokenizer) <= 128  # fits the tiny presets' vocabulary
+    assert tokenizer.decode(tokenizer("2.5 m, <|im_end|>", add_special_tokens=False)["input_ids"]) == "2.5 m, <|im_end|>"
