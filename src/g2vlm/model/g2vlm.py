@@ -151,11 +151,10 @@ class G2VLM(nn.Module):
         return mrope_cos_sin(positions, c.head_dim, c.rope_theta, c.mrope_section)
 
     # --------------------------------------------------------------------------------- joint path
-    def forward(self, batch: PackedBatch, run_heads: bool = False) -> ModelOutput:
-        """The joint path over a packed batch (see model/packing.py) -> ModelOutput."""
+    def embed(self, batch: PackedBatch) -> torch.Tensor:
+        """Input embeddings of a packed batch (on the model's device) -> (T, D), semantic tokens first: text from
+        the token embedding, ViT tokens from the vision tower, geometric tokens from DINO + projector."""
         c = self.config
-        device = self.dino_projector.weight.device
-        batch = batch.to(device)
         parts = []
         if batch.num_semantic:
             if self.embed_tokens is None:
@@ -169,7 +168,13 @@ class G2VLM(nn.Module):
             parts.append(semantic)
         for frames in batch.geometry_frames:
             parts.append(self.encode_frames(frames).flatten(0, 1))
-        x = torch.cat(parts, dim=0)
+        return torch.cat(parts, dim=0)
+
+    def forward(self, batch: PackedBatch, run_heads: bool = False) -> ModelOutput:
+        """The joint path over a packed batch (see model/packing.py) -> ModelOutput."""
+        c = self.config
+        batch = batch.to(self.dino_projector.weight.device)
+        x = self.embed(batch)
         cos, sin = self._rope(batch.position_ids)
         mask = batch.block_mask() if c.attention_backend == "flex" else batch.dense_mask()  # once per batch
         semantic_hidden, geometric_hidden = self.trunk.forward_packed(x, batch.num_semantic, cos, sin, mask)
