@@ -109,9 +109,8 @@ def icp_point_to_point(
 
     matched, neighbour, fitness, rmse, distance = evaluate(current)
     iterations = 0
-    for iterations in range(1, max_iterations + 1):
-        if int(matched.sum()) < 3:
-            break
+    while iterations < max_iterations and int(matched.sum()) >= 3:
+        iterations += 1
         _, rotation, translation = umeyama_sim3(current[matched], target[neighbour[matched]], with_scale=False)
         update = se3_from_rotation_translation(rotation, translation)
         transform = update @ transform
