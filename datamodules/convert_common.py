@@ -238,7 +238,7 @@ def resize_image(rgb: np.ndarray, target_hw: tuple[int, int]) -> np.ndarray:
     loaders do. Use it to bring colour onto another grid (ScanNet: colour onto the depth grid)."""
     if rgb.shape[:2] == tuple(target_hw):
         return rgb
-    images = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
+    images = torch.from_numpy(np.require(rgb, requirements=["C", "W"])).permute(2, 0, 1)[None]
     box = CropBox(0, 0, rgb.shape[1], rgb.shape[0])
     images, _, _, _ = crop_resize(images, None, None, torch.eye(3, dtype=torch.float64)[None], box, target_hw)
     return images[0].permute(1, 2, 0).contiguous().numpy()
@@ -250,7 +250,7 @@ def resize_frame(frame: RawFrame, target_hw: tuple[int, int]) -> RawFrame:
     height, width = frame.rgb.shape[:2]
     if (height, width) == tuple(target_hw):
         return frame
-    images = torch.from_numpy(np.ascontiguousarray(frame.rgb)).permute(2, 0, 1)[None]
+    images = torch.from_numpy(np.require(frame.rgb, requirements=["C", "W"])).permute(2, 0, 1)[None]
     # float32 holds every uint16 and float16 value exactly, and nearest sampling only copies values
     depth = None if frame.depth is None else torch.from_numpy(frame.depth.astype(np.float32))[None]
     mask = None if frame.mask is None else torch.from_numpy(frame.mask)[None]
