@@ -39,7 +39,6 @@ from g2vlm.datamodules.convert_common import (
     SKIP_BAD_INTRINSICS,
     SKIP_BAD_POSE,
     SKIP_LOW_QUALITY,
-    SKIP_MISSING_SCENE_FILES,
     SKIP_SIZE_MISMATCH,
     SKIP_UNREADABLE,
     FrameRef,
