@@ -1,0 +1,317 @@
+"""`SpatialReasoning`: stage 2 of the recipe — the semantic expert learns to answer spatial questions while
+attending to the geometric expert's tokens (reference g2vlm-official.md §1.7, §2.7, §3.1).
+
+    lightning fit --config experiments/reasoning/tiny.yaml
+
+Variants (paper Fig. 4 / Table 1b; `variant`):
+- `ce_only` (the main G²VLM): the geometric expert (and projector) and the heads are frozen; CE trains the
+  semantic side.
+- `ce_ce` (G²VLM-SR, the released joint_train.sh): the geometric expert is trained by the CE gradients that
+  reach it through the shared attention; the heads (unused) are frozen.
+- `vg_ce`: the heads run too and the geometry loss (VG) is added for the samples that carry 3D labels; samples
+  of one packed batch may have different frame counts (each sample's loss is computed on its own frames).
+
+Loss: CE over answer tokens as a per-token mean over the GLOBAL batch: Σ CE · world_size / (answer tokens summed
+over all ranks), so that the gradient average of DDP/FSDP is the true per-token mean (the official trainer's
+rule); total = ce_weight · CE + vg_weight · VG (both 1.0 officially). Every term is logged unweighted under
+`train/loss/<term>` (`ce` as the global per-token mean). Callbacks may guard the loss through
+`guard_training_loss` (the official joint stage has no loss clipping; the `vg_ce` overlay guards `vg`).
+
+Validation: teacher-forced CE, then each sample's final answer is generated (KV cache, greedy, stop at
+`<|im_end|>`) and scored: SPAR-Bench tasks by SPAR's rules (`g2vlm.metrics.spatial_qa`), other numeric answers
+by MRA of the first number, multiple choice by SPAR's exact match except that an empty answer scores 0,
+free-form answers by exact (case-insensitive) match. Logged: `val/qa/score`, `val/qa/numeric_mra`,
+`val/qa/choice_accuracy` (synced over ranks) and `val/qa/<task>` (on a single process).
+
+Starting weights (`configure_model`): `init_weights` (our safetensors, or a single-file SpatialReasoning
+checkpoint) — else a random model, then `geometry_checkpoint` (a GeometryPretraining checkpoint or our
+safetensors: the geometric parts DINO, projector, geometric expert, its norm and the heads, strictly) and
+`qwen2vl` (a local Hugging Face Qwen2-VL folder: the semantic side, see model/weights.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+
+from g2vlm.datamodules.qa_batch import GeometryPart, ImagePart, QABatch, QASample, TextPart, float_image
+from g2vlm.datamodules.qa_tokenizer import ChatTokens, load_tokenizer
+from g2vlm.lit.geometry_pretraining import GeometryPretraining
+from g2vlm.losses.geometry_loss import GeometryLoss
+from g2vlm.metrics.spatial_qa import SPAR_TASKS, exact_match, mean_relative_accuracy, parse_number, score_answer
+from g2vlm.model.config import model_config
+from g2vlm.model.g2vlm import FREEZE_GROUPS, G2VLM
+from g2vlm.model.generation import generate
+from g2vlm.model.packing import Geometry, PackedBatch, Segment, Text, VitImage, pack
+from g2vlm.model.weights import config_from_dict, config_to_dict, load_model, load_qwen2vl, load_strict, read_tensors
+
+VARIANTS = ("ce_only", "ce_ce", "vg_ce")
+GEOMETRIC_KEYS = re.compile(r"^(dino\.|dino_projector\.|trunk\.layers\.\d+\.geometric\.|trunk\.geometric_norm\.|heads\.)")
+
+
+def build_model_config(preset: str, overrides: dict | None):
+    """The preset with field overrides; nested configs (vit, dino, geometry_heads) merge key by key, and a
+    `vit` override on a preset without a vision tower starts from the tower's defaults."""
+    data = config_to_dict(model_config(preset))
+    for key, value in (overrides or {}).items():
+        if key not in data:
+            raise ValueError(f"SpatialReasoning: model_overrides key {key!r} is not a ModelConfig field")
+        if isinstance(value, dict) and (isinstance(data[key], dict) or data[key] is None):
+            data[key] = {**(data[key] or {}), **value}
+        else:
+            data[key] = value
+    return config_from_dict(data)
+
+
+def to_segments(parts) -> list[Segment]:
+    """QA parts (datamodules.qa_batch) -> the model's packing segments, images as float in [0, 1]."""
+    segments: list[Segment] = []
+    for part in parts:
+        if isinstance(part, TextPart):
+            segments.append(Text(part.ids, part.supervised))
+        elif isinstance(part, ImagePart):
+            segments.append(VitImage(float_image(part.image)))
+        elif isinstance(part, GeometryPart):
+            segments.append(Geometry(float_image(part.frames)))
+        else:
+            raise TypeError(f"SpatialReasoning: unknown QA part {type(part).__name__}")
+    return segments
+
+
+def score_qa(task: str, answer_type: str, prediction: str, answer: str) -> float:
+    """Score in [0, 1] of one generated answer (rules in the module docstring)."""
+    prediction = prediction.strip()
+    if task in SPAR_TASKS:
+        return score_answer(task, prediction, answer)
+    if answer_type == "numeric":
+        number = parse_number(prediction, task)
+        return mean_relative_accuracy(number, float(answer)) if number is not None else 0.0
+    if answer_type == "multiple_choice":
+        return exact_match(prediction, answer) if prediction else 0.0
+    return float(prediction.lower() == answer.strip().lower())
+
+
+class SpatialReasoning(L.LightningModule):
+    """Joint spatial-reasoning training of a G2VLM (see the module docstring).
+
+    Args:
+        tokenizer: LOCAL tokenizer folder (the QADataModule's; `${data.init_args.tokenizer}` in YAML).
+        preset: model preset; model_overrides: ModelConfig fields changed on it (e.g. give `small` a semantic side).
+        variant: ce_only | ce_ce | vg_ce.
+        freeze: groups frozen besides those the variant fixes (default dino and vit, as officially).
+        loss: the geometry loss of `vg_ce`; ce_weight, vg_weight: loss weights (official 1.0, 1.0).
+        init_weights, geometry_checkpoint, qwen2vl: starting weights (module docstring).
+        learning_rate ... min_learning_rate: AdamW and the warmup-cosine schedule (official joint stage: 2e-5,
+            (0.9, 0.95), eps 1e-15, weight decay 0, warmup 400, floor 1e-7).
+        max_new_tokens: generation length in validation (SPAR-Bench: 100); generate_in_validation: whether to.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str,
+        preset: str = "tiny",
+        model_overrides: dict | None = None,
+        variant: str = "ce_ce",
+        freeze: list[str] | None = None,
+        loss: GeometryLoss | None = None,
+        ce_weight: float = 1.0,
+        vg_weight: float = 1.0,
+        init_weights: str | None = None,
+        geometry_checkpoint: str | None = None,
+        qwen2vl: str | None = None,
+        learning_rate: float = 2e-5,
+        part_learning_rates: dict[str, float] | None = None,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-15,
+        warmup_steps: int = 400,
+        min_learning_rate: float = 1e-7,
+        gradient_checkpointing: bool = False,
+        max_new_tokens: int = 100,
+        generate_in_validation: bool = True,
+    ) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"SpatialReasoning: variant must be one of {VARIANTS}, got {variant!r}")
+        self.save_hyperparameters(ignore=["loss"])
+        self.model_config = build_model_config(preset, model_overrides)
+        if not self.model_config.semantic:
+            raise ValueError(f"SpatialReasoning: preset {preset!r} has no semantic side; set model_overrides "
+                             f"{{semantic: true, vit: {{...}}, vocab_size: ...}}")
+        self.tokenizer = load_tokenizer(tokenizer)
+        if len(self.tokenizer) > self.model_config.vocab_size:
+            raise ValueError(f"SpatialReasoning: tokenizer {tokenizer} has {len(self.tokenizer)} tokens, more than "
+                             f"the model's vocab_size {self.model_config.vocab_size}")
+        self.chat_tokens = ChatTokens.of(self.tokenizer, tokenizer)
+        fixed = {"ce_only": ["geometric", "heads"], "ce_ce": ["heads"], "vg_ce": []}[variant]
+        self.freeze_groups = sorted(set(fixed) | set(freeze if freeze is not None else ["dino", "vit"]))
+        if variant != "ce_only" and "geometric" in self.freeze_groups:
+            raise ValueError(f"SpatialReasoning: variant {variant!r} trains the geometric expert; do not freeze it")
+        self.loss = loss if loss is not None else GeometryLoss()
+        self.model: G2VLM | None = None
+        self.val_score, self.val_numeric, self.val_choice = MeanMetric(), MeanMetric(), MeanMetric()
+        self._val_tasks: dict[str, list[float]] = defaultdict(list)
+
+    # ------------------------------------------------------------------------------------ model
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        h = self.hparams
+        if h.init_weights and str(h.init_weights).endswith(".safetensors"):
+            self.model = load_model(h.init_weights)
+            if self.model.config != self.model_config:
+                raise ValueError(f"SpatialReasoning: init_weights {h.init_weights} holds a model whose config differs "
+                                 f"from preset {h.preset!r} with model_overrides {h.model_overrides}")
+        else:
+            self.model = G2VLM(self.model_config)
+            if h.init_weights:
+                self._load_module_checkpoint(h.init_weights)
+            else:
+                if h.geometry_checkpoint:
+                    self.load_geometry(h.geometry_checkpoint)
+                if h.qwen2vl:
+                    load_qwen2vl(self.model, h.qwen2vl)
+        self.model.freeze(*FREEZE_GROUPS, frozen=False)
+        self.model.freeze(*self.freeze_groups)
+        self.model.set_gradient_checkpointing(h.gradient_checkpointing)
+
+    def _load_module_checkpoint(self, path: str) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        model_state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+        load_strict(self.model, model_state, list(self.model.state_dict()), [], str(path))
+
+    def load_geometry(self, path: str | Path) -> None:
+        """The geometric parts from a GeometryPretraining checkpoint (.ckpt) or our safetensors, strictly: every
+        geometric key of this model must be there with its shape; the source's other keys are ignored."""
+        path = Path(path)
+        if path.suffix == ".safetensors":
+            state = read_tensors(path)
+        else:
+            raw = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+            state = {k.removeprefix("model."): v for k, v in raw.items() if k.startswith("model.")}
+        geometric = {k: v for k, v in state.items() if GEOMETRIC_KEYS.match(k)}
+        expected = [k for k in self.model.state_dict() if GEOMETRIC_KEYS.match(k)]
+        load_strict(self.model, geometric, expected, [], f"{path} (geometry)")
+
+    # ------------------------------------------------------------------------------------- steps
+    def pack(self, batch: QABatch) -> PackedBatch:
+        return pack([to_segments(sample.parts) for sample in batch.samples], self.model_config)
+
+    @property
+    def world_size(self) -> int:
+        return self._trainer.world_size if self._trainer is not None else 1
+
+    def _global_sum(self, value: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks (a collective: every rank calls it)."""
+        return value if self.world_size == 1 else self._trainer.strategy.reduce(value.clone(), reduce_op="sum")
+
+    def _losses(self, batch: QABatch, run_heads: bool) -> dict[str, torch.Tensor]:
+        packed = self.pack(batch)
+        output = self.model(packed, run_heads=run_heads)
+        labels = packed.text_labels.to(output.logits.device)
+        ce_sum = F.cross_entropy(output.logits.float(), labels, ignore_index=-100, reduction="sum")
+        tokens = self._global_sum((labels != -100).sum().float())
+        losses = {"ce_objective": ce_sum * self.world_size / tokens.clamp(min=1),
+                  "ce": self._global_sum(ce_sum.detach()) / tokens.clamp(min=1)}
+        if run_heads:
+            losses.update(self._geometry_losses(batch.samples, output.geometry))
+        return losses
+
+    def _geometry_losses(self, samples: list[QASample], outputs) -> dict[str, torch.Tensor]:
+        """Mean over the samples with 3D labels of each one's geometry loss (its own frame count)."""
+        with_geometry = [s for s in samples if any(isinstance(p, GeometryPart) for p in s.parts)]
+        terms: dict[str, list[torch.Tensor]] = defaultdict(list)
+        for sample, output in zip(with_geometry, outputs):
+            target = sample.geometry
+            if target is None:
+                continue
+            result = self.loss(output.local_points, output.camera_to_world, target.depth_m[None], target.valid[None],
+                               target.K[None], target.camera_to_world[None],
+                               torch.tensor([target.has_depth], device=target.depth_m.device), [target.dataset],
+                               pred_global_points=output.global_points)
+            for name, value in result.terms().items():
+                terms[name].append(value)
+        if not terms:  # keep the heads in the graph (no labelled sample in this batch): a zero VG
+            zero = sum(o.depth.sum() for o in outputs) * 0.0 if outputs else torch.zeros((), device=self.device)
+            return {"vg": zero}
+        out = {f"vg_{name}": torch.stack(values).mean() for name, values in terms.items() if name != "total"}
+        out["vg"] = torch.stack(terms["total"]).mean()
+        return out
+
+    def training_step(self, batch: QABatch, batch_idx: int) -> torch.Tensor:
+        h = self.hparams
+        losses = self._losses(batch, run_heads=h.variant == "vg_ce")
+        total = h.ce_weight * losses["ce_objective"] + (h.vg_weight * losses["vg"] if "vg" in losses else 0.0)
+        terms = {"total": total, **{k: v for k, v in losses.items() if k != "ce_objective"}}
+        for name, value in terms.items():
+            self.log(f"train/loss/{name}", value.detach(), batch_size=batch.batch_size, prog_bar=name == "ce")
+        self.log("train/tokens", float(batch.num_tokens), batch_size=batch.batch_size)
+        for callback in self.trainer.callbacks:
+            guard = getattr(callback, "guard_training_loss", None)
+            if guard is not None:
+                total = guard(self.trainer, self, total, terms)
+        return total
+
+    def answer(self, sample: QASample, max_new_tokens: int | None = None) -> str:
+        """Greedy answer to a sample's final question (its prompt), decoded without special tokens."""
+        tokens = generate(self.model, to_segments(sample.prompt), self.chat_tokens.im_end,
+                          max_new_tokens or self.hparams.max_new_tokens)
+        return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+    def validation_step(self, batch: QABatch, batch_idx: int) -> None:
+        losses = self._losses(batch, run_heads=False)
+        self.log("val/loss/ce", losses["ce"], batch_size=batch.batch_size, sync_dist=True)
+        if not self.hparams.generate_in_validation:
+            return
+        for sample in batch.samples:
+            score = score_qa(sample.task, sample.answer_type, self.answer(sample), sample.answer)
+            self.val_score.update(score)
+            if sample.answer_type == "numeric":
+                self.val_numeric.update(score)
+            elif sample.answer_type == "multiple_choice":
+                self.val_choice.update(score)
+            self._val_tasks[sample.task].append(score)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.hparams.generate_in_validation:
+            return
+        for name, metric in (("score", self.val_score), ("numeric_mra", self.val_numeric),
+                             ("choice_accuracy", self.val_choice)):
+            if metric.update_called:
+                self.log(f"val/qa/{name}", metric.compute())
+            metric.reset()
+        if self.world_size == 1:
+            for task, scores in sorted(self._val_tasks.items()):
+                self.log(f"val/qa/{task}", sum(scores) / len(scores))
+        self._val_tasks.clear()
+
+    # ----------------------------------------------------------------------- optimisation
+    # Shared with geometry pretraining: AdamW groups per part + warmup cosine, per-part gradient norms, and norm
+    # clipping that also works under FSDP (they read the same hyper-parameter names).
+    configure_optimizers = GeometryPretraining.configure_optimizers
+    on_before_optimizer_step = GeometryPretraining.on_before_optimizer_step
+    configure_gradient_clipping = GeometryPretraining.configure_gradient_clipping
+
+
+def load_reasoning_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> SpatialReasoning:
+    """A SpatialReasoning module (eval mode, on `device`) from its Lightning checkpoint (weights loaded strictly;
+    the starting-weight arguments it was trained with are not read again)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such checkpoint file")
+    record = torch.load(path, map_location="cpu", weights_only=False)
+    hparams = record.get("hyper_parameters") if isinstance(record, dict) else None
+    if not isinstance(hparams, dict) or "tokenizer" not in hparams or "variant" not in hparams:
+        raise ValueError(f"{path}: not a SpatialReasoning checkpoint (no tokenizer/variant hyper-parameters)")
+    args = {k: v for k, v in hparams.items() if not k.startswith("_")}
+    args.update(init_weights=None, geometry_checkpoint=None, qwen2vl=None)
+    module = SpatialReasoning(**args)
+    module.configure_model()
+    module.load_state_dict(record["state_dict"], strict=True)
+    return module.eval().to(device)
