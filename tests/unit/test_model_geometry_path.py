@@ -105,7 +105,7 @@ def test_small_preset_trains_a_step():
     model = G2VLM(model_config("small"))
     counts = model.parameter_counts()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert 300_000 <= trainable <= 1_000_000, counts
+    assert 200_000 <= trainable <= 1_000_000, counts  # the CPU demo: small and fast beats big and slow
     images = torch.rand(2, 4, 3, 64, 64)
     out = model.forward_geometry(images)
     loss = out.depth.log().abs().mean() + out.global_points.abs().mean() + out.camera_to_world[..., :3, 3].abs().mean()

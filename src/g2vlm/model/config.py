@@ -142,11 +142,14 @@ def tiny() -> ModelConfig:
 def small() -> ModelConfig:
     """The CPU demo: geometric path only (no Qwen parts), 64×64 images, patch 8, ~4 views.
 
-    Width 64, 4 trunk blocks, a 2-block DINO-family encoder that is trained (a random frozen encoder
-    would only be a fixed random feature map), 2-block heads: about 0.65M parameters in all."""
+    Width 64, 3 trunk blocks with global attention across the views, a 1-block DINO-family encoder that is
+    trained (a random frozen encoder would only be a fixed random feature map), and heads without decoder
+    blocks (linear + pixel shuffle for points, the residual-MLP camera head): about 0.29M parameters. On a
+    2-core CPU, small and fast wins (shared/reference/demo-feasibility.md): the 0.72M variant with 2-block
+    DINO, 4 trunk blocks and 2-block heads ran about 1.6× slower per image."""
     return ModelConfig(
         width=64,
-        layers=4,
+        layers=3,
         heads=4,
         kv_heads=2,
         head_dim=16,
@@ -155,8 +158,8 @@ def small() -> ModelConfig:
         mrope_section=(2, 3, 3),
         semantic=False,
         vit=None,
-        dino=DinoConfig(width=64, depth=2, heads=4, patch_size=8, registers=4, img_size=64, frozen=False),
-        geometry_heads=HeadsConfig(depth=2, heads=4, point_dim=64, camera_dim=64),
+        dino=DinoConfig(width=64, depth=1, heads=4, patch_size=8, registers=4, img_size=64, frozen=False),
+        geometry_heads=HeadsConfig(depth=0, heads=4, point_dim=64, camera_dim=64),
     )
 
 
