@@ -109,7 +109,7 @@ class Skips:
         examples = self.examples.setdefault(reason, [])
         if len(examples) < MAX_EXAMPLES:
             examples.append(message)
-        logger.warning("skipped (%s): %s", reason, message)
+        logger.info("skipped (%s): %s", reason, message)
 
     def update(self, other: Skips) -> None:
         self.counts.update(other.counts)
@@ -457,7 +457,7 @@ def convert_dataset(
     partial_dir = out_dir / PARTIAL_DIR
     shutil.rmtree(partial_dir, ignore_errors=True)  # an interrupted run's unfinished shard
 
-    written_now = 0
+    written_now = clips_now = skipped_now = 0
     if pending:
         results = _scene_results(dataset, pending, options, workers)
         if progress:
@@ -482,6 +482,10 @@ def convert_dataset(
             chunk["scenes"].append(result.name)
             chunk["keyframes"] += result.keyframes
             _add_skips(chunk, result.skips)
+            clips_now += len(result.clips)
+            skipped_now += sum(result.skips.counts.values())
+            if progress:
+                results.set_postfix(clips=clips_now, skipped=skipped_now, refresh=False)
             if writer.shards and writer.shards[-1]["bytes"] >= shard_bytes:
                 written_now += _commit(state, writer, chunk, out_dir, prefix)
                 writer, chunk = None, _new_chunk()
