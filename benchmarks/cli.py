@@ -35,6 +35,9 @@ def add_to(subparsers: argparse._SubParsersAction) -> None:
     _add_common(benchmarks, "pose", "relative camera pose (synthetic, co3dv2, re10k)")
     _add_common(benchmarks, "pointmap", "multi-view point maps (synthetic, 7scenes, 7scenes-sparse, nrgbd, "
                                         "nrgbd-sparse, eth3d, dtu)")
+    from g2vlm.benchmarks.spar_cli import add_spar
+
+    add_spar(benchmarks)  # spatial QA: its own run (benchmarks/spar_cli.py)
     parser.set_defaults(run=run)
 
 

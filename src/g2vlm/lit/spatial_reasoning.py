@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
 from g2vlm.datamodules.qa_batch import GeometryPart, ImagePart, QABatch, QASample, TextPart, float_image
+from g2vlm.datamodules.qa_template import QATemplate
 from g2vlm.datamodules.qa_tokenizer import ChatTokens, load_tokenizer
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
 from g2vlm.losses.geometry_loss import GeometryLoss
@@ -299,9 +300,11 @@ class SpatialReasoning(L.LightningModule):
     configure_gradient_clipping = GeometryPretraining.configure_gradient_clipping
 
 
-def load_reasoning_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> SpatialReasoning:
-    """A SpatialReasoning module (eval mode, on `device`) from its Lightning checkpoint (weights loaded strictly;
-    the starting-weight arguments it was trained with are not read again)."""
+def load_reasoning_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                              tokenizer: str | None = None) -> tuple[SpatialReasoning, dict]:
+    """(SpatialReasoning in eval mode on `device`, the checkpoint record) from a Lightning checkpoint; weights
+    are loaded strictly and the starting-weight arguments it was trained with are not read again. `tokenizer`
+    replaces the recorded tokenizer folder (a relative path is relative to where training ran)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such checkpoint file")
@@ -311,7 +314,23 @@ def load_reasoning_checkpoint(path: str | Path, device: str | torch.device = "cp
         raise ValueError(f"{path}: not a SpatialReasoning checkpoint (no tokenizer/variant hyper-parameters)")
     args = {k: v for k, v in hparams.items() if not k.startswith("_")}
     args.update(init_weights=None, geometry_checkpoint=None, qwen2vl=None)
+    if tokenizer is not None:
+        args["tokenizer"] = tokenizer
     module = SpatialReasoning(**args)
     module.configure_model()
     module.load_state_dict(record["state_dict"], strict=True)
-    return module.eval().to(device)
+    return module.eval().to(device), record
+
+
+def template_for(module: SpatialReasoning, record: dict, geometry_size: tuple[int, int] | None = None,
+                 vit_size: tuple[int, int] | None = None) -> QATemplate:
+    """The chat template a checkpoint was trained with: image sizes and markers from its QADataModule's
+    hyper-parameters (or the sizes given), patching from its model."""
+    data = record.get("datamodule_hyper_parameters") or {}
+    geometry_size = geometry_size or data.get("geometry_size")
+    vit_size = vit_size or data.get("vit_size")
+    if geometry_size is None or vit_size is None:
+        raise ValueError("the checkpoint records no QADataModule image sizes; give --geometry-size and --vit-size")
+    config = module.model_config
+    return QATemplate(module.tokenizer, tuple(geometry_size), tuple(vit_size), config.dino.patch_size,
+                      config.vit.patch_size, config.vit.spatial_merge_size, draw_markers=data.get("draw_markers", True))

@@ -1,0 +1,129 @@
+"""`g2vlm bench spar` (`make bench-spar`): SPAR-Bench scoring of a checkpoint or of saved predictions.
+
+    g2vlm bench spar --ckpt runs/reasoning-demo/checkpoints/last.ckpt --data data/spar-bench
+    g2vlm bench spar --predictions outputs/model.jsonl --data data/spar-bench --out runs/bench/spar.json
+    g2vlm bench spar --predictions outputs/model.jsonl          # lines carrying task and answer too
+
+--data is a folder (or glob) of QA shards, e.g. SPAR-Bench converted by `g2vlm shard spar`, or synthetic QA
+(`g2vlm shard synthetic-qa`). Prints the Avg / Low / Medium / High table beside the published rows and the
+per-task table; --out writes JSON {"spar": {...}, "env": {...}}. Scoring rules: g2vlm.benchmarks.spar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+from pathlib import Path
+
+
+def add_spar(benchmarks: argparse._SubParsersAction) -> None:
+    parser = benchmarks.add_parser("spar", help="SPAR-Bench spatial QA (exact match + MRA; Low/Medium/High)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="QA shards: a folder (all *.tar in it) or a glob")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="SpatialReasoning checkpoint")
+    source.add_argument("--predictions", metavar="JSONL", help='saved answers: {"key": ..., "prediction": ...} per line')
+    parser.add_argument("--tokenizer", help="tokenizer folder (default: the one the checkpoint records)")
+    parser.add_argument("--max-new-tokens", type=int, default=100, help="generation length (default 100, as SPAR)")
+    parser.add_argument("--save-predictions", metavar="JSONL", help="write the checkpoint's answers as JSONL")
+    parser.add_argument("--out", metavar="FILE.json", help="write the results and the environment as JSON")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run_spar)
+
+
+def shard_paths(data: str) -> list[str]:
+    path = Path(data)
+    paths = sorted(str(p) for p in path.glob("*.tar")) if path.is_dir() else sorted(glob.glob(data))
+    if not paths:
+        raise ValueError(f"--data {data}: no QA shards (*.tar) there")
+    return paths
+
+
+def run_spar(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except ValueError as error:
+        print(f"g2vlm bench spar: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _items_from_predictions(args: argparse.Namespace) -> list[tuple[str, str, str, str, str]]:
+    from g2vlm.benchmarks.spar import read_predictions
+
+    predictions = read_predictions(args.predictions)
+    if args.data is None:
+        missing = [key for key, item in predictions.items() if not {"task", "answer"} <= set(item)]
+        if missing:
+            raise ValueError(f"{args.predictions}: lines without 'task' and 'answer' (e.g. {missing[0]}) need --data")
+        return [(key, item["task"], item.get("answer_type", _answer_type(item["task"])), item["prediction"],
+                 item["answer"]) for key, item in predictions.items()]
+    from g2vlm.datamodules.clip_reader import SkipLog
+    from g2vlm.datamodules.qa_shards import iter_qa_samples
+
+    items, unanswered = [], 0
+    for record in iter_qa_samples(shard_paths(args.data), SkipLog()):
+        item = predictions.get(record.key)
+        if item is None:
+            unanswered += 1
+            item = {"prediction": ""}  # counted as given: an unanswered question gets the empty answer
+        items.append((record.key, record.qa.task, record.qa.answer_type, item["prediction"], record.qa.final_answer))
+    if unanswered:
+        print(f"[bench] {unanswered} questions have no prediction: scored as empty answers", file=sys.stderr)
+    return items
+
+
+def _answer_type(task: str) -> str:
+    from g2vlm.metrics.spatial_qa import NUMERIC_TASKS
+
+    return "numeric" if task in NUMERIC_TASKS else "multiple_choice"
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+    from g2vlm.benchmarks import report
+    from g2vlm.benchmarks.spar import checkpoint_answers, score_predictions
+
+    device = None
+    if args.ckpt:
+        if args.data is None:
+            raise ValueError("--ckpt needs --data (the QA shards to answer)")
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        items = list(checkpoint_answers(args.ckpt, shard_paths(args.data), device, args.max_new_tokens,
+                                        not args.no_progress, args.tokenizer))
+        if args.save_predictions:
+            Path(args.save_predictions).write_text("".join(
+                json.dumps({"key": k, "task": t, "answer_type": a, "prediction": p, "answer": y}) + "\n"
+                for k, t, a, p, y in items))
+    else:
+        items = _items_from_predictions(args)
+    record = score_predictions((task, kind, prediction, answer) for _, task, kind, prediction, answer in items)
+    print(format_tables(record, "checkpoint" if args.ckpt else "predictions"))
+    if args.out:
+        path = report.write_json(args.out, "spar", record, report.environment(device))
+        print(f"[bench] results: {path}", file=sys.stderr)
+    return 0
+
+
+def format_tables(record: dict, source: str) -> str:
+    from g2vlm.benchmarks import report
+    from g2vlm.benchmarks.spar import PAPER_TASK_NAMES, PUBLISHED_GROUPS, PUBLISHED_PER_TASK
+
+    tables = []
+    if "overall" in record:
+        columns = [("overall", "Avg", ".2f"), ("low", "Low", ".2f"), ("medium", "Medium", ".2f"), ("high", "High", ".2f")]
+        rows = [(f"this run ({source})", record), *report.published_rows(PUBLISHED_GROUPS, "G2-T1b/T3")]
+        tables.append(report.format_table(f"SPAR-Bench, {record['n_questions']} questions", columns, rows))
+    spar_names = {task: name for name, task in PAPER_TASK_NAMES.items()}
+    published = PUBLISHED_PER_TASK if any(task in spar_names for task in record["tasks"]) else {}
+    columns = [("this run", "this run", ".2f"), ("n", "questions", "d"),
+               *((model, model, ".2f") for model in published)]
+    rows = [(spar_names.get(task, task), {"this run": score, "n": record["counts"][task],
+                                          **{model: values.get(task) for model, values in published.items()}})
+            for task, score in record["tasks"].items()]
+    title = (f"per task ({source}; published: G2-T3); numeric MRA {record['numeric_mra']:.2f}, "
+             f"multiple-choice accuracy {record['choice_accuracy']:.2f}")
+    tables.append(report.format_table(title, columns, rows))
+    return "\n\n".join(tables)
