@@ -6,6 +6,7 @@
   "scale")`) and scored on GT > 0 (and < the cap).
 - `video`: a whole sequence in one forward; one L1 scale-and-shift per sequence (solved exactly; the official
   code runs Adam on the same objective).
+Metrics run on the model's device (the GPU when there is one), mono images in groups of METRIC_BATCH.
 Caps: Sintel and Bonn count GT < 70 m only; Sintel clips the aligned prediction at 70 m. Aggregation: every
 image's (mono) or sequence's (video) metrics weighted by its valid-pixel count.
 """
@@ -24,19 +25,23 @@ from g2vlm.benchmarks.predictions import PredictionFolder
 from g2vlm.metrics.depth import METRIC_NAMES, DepthMetrics
 
 MODES = ("mono", "video")
+METRIC_BATCH = 64  # mono images scored per metric update (fewer, larger tensor ops: the metric cost stays small)
 
 
 class _Run:
     """Per-run bookkeeping: metrics, skipped frames, reading and metric seconds."""
 
-    def __init__(self, dataset: DepthDataset, mode: str) -> None:
+    def __init__(self, dataset: DepthDataset, mode: str, device: torch.device) -> None:
         alignment = "scale" if mode == "mono" else "scale_shift"
-        self.metrics = DepthMetrics(alignment=alignment, max_depth_m=dataset.max_depth_m, clip_max_m=dataset.clip_max_m)
+        self.device = device
+        self.metrics = DepthMetrics(alignment=alignment, max_depth_m=dataset.max_depth_m,
+                                    clip_max_m=dataset.clip_max_m).to(device)
         self.alignment = alignment
         self.skipped: list[str] = []
         self.images = 0
         self.reading_seconds = 0.0
         self.metric_seconds = 0.0
+        self.queued: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def read(self, frame: DepthFrame, with_image: bool) -> tuple[np.ndarray | None, np.ndarray] | None:
         start = time.perf_counter()
@@ -53,10 +58,26 @@ class _Run:
         return rgb, depth
 
     def score(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
-        """pred (B, ..., h, w), gt (B, ..., H, W)."""
+        """pred (B, ..., h, w), gt (B, ..., H, W): B alignment units scored now."""
         start = time.perf_counter()
-        self.metrics.update(pred, gt)
+        self.metrics.update(pred.to(self.device), gt.to(self.device))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         self.metric_seconds += time.perf_counter() - start
+
+    def queue(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
+        """Mono images pred (B, h, w), gt (B, H, W), scored in groups of METRIC_BATCH of one size."""
+        key = (tuple(pred.shape[1:]), tuple(gt.shape[1:]))
+        group = self.queued.setdefault(key, [])
+        group.append((pred, gt))
+        if sum(len(p) for p, _ in group) >= METRIC_BATCH:
+            self.flush(key)
+
+    def flush(self, key: tuple | None = None) -> None:
+        for group_key in [key] if key is not None else list(self.queued):
+            group = self.queued.pop(group_key, [])
+            if group:
+                self.score(torch.cat([p for p, _ in group]), torch.cat([g for _, g in group]))
 
 
 def evaluate_depth(dataset: DepthDataset, mode: str = "mono", predictor: GeometryPredictor | None = None,
@@ -72,7 +93,7 @@ def evaluate_depth(dataset: DepthDataset, mode: str = "mono", predictor: Geometr
         predictions.require([(sequence.name, frame.stem) for sequence in dataset.sequences for frame in sequence.frames])
     from tqdm import tqdm
 
-    run = _Run(dataset, mode)
+    run = _Run(dataset, mode, predictor.device if predictor is not None else torch.device("cpu"))
     bar = tqdm(total=dataset.num_frames, unit="img", desc=f"depth {dataset.name} ({mode})", disable=not progress)
     start = time.perf_counter()
     for sequence in dataset.sequences:
@@ -84,6 +105,7 @@ def evaluate_depth(dataset: DepthDataset, mode: str = "mono", predictor: Geometr
         else:
             _video(run, sequence.name, sequence.frames, predictor, predictions)
         bar.update(len(sequence.frames))
+    run.flush()
     bar.close()
     return _record(run, dataset, mode, predictor, time.perf_counter() - start)
 
@@ -96,7 +118,7 @@ def _mono_model(run: _Run, frames: tuple[DepthFrame, ...], predictor: GeometryPr
             return
         images = torch.stack([predictor.prepare([rgb]) for rgb, _ in pending])  # (B, 1, 3, H, W)
         depth = predictor.predict(images).depth[:, 0]  # (B, h, w)
-        run.score(depth, torch.from_numpy(np.stack([gt for _, gt in pending])))
+        run.queue(depth, torch.from_numpy(np.stack([gt for _, gt in pending])))
         run.images += len(pending)
         pending.clear()
 
@@ -120,7 +142,7 @@ def _mono_saved(run: _Run, sequence: str | None, frame: DepthFrame, predictions:
     except FrameError as error:
         run.skipped.append(str(error))
         return
-    run.score(torch.from_numpy(pred)[None], torch.from_numpy(item[1])[None])
+    run.queue(torch.from_numpy(pred)[None], torch.from_numpy(item[1])[None])
     run.images += 1
 
 

@@ -4,7 +4,7 @@ Per sequence the mapped frames go through one forward; the prediction is the wor
 (camera_to_world · local points, not the global head), resized bilinearly (antialiased) to the GT grid. On
 the valid GT pixels `PointMapMetrics` aligns it by Umeyama Sim(3), then point-to-point ICP (max correspondence
 distance 0.1 m; 100 mm for DTU), and scores Accuracy, Completeness and Normal Consistency (means and medians).
-Sequences are averaged with equal weight.
+Sequences are averaged with equal weight. The metrics run on the model's device (the GPU when there is one).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def evaluate_pointmap(dataset: PointMapDataset, predictor: GeometryPredictor | N
         predictions.require([(sequence.name, frame.stem) for sequence in dataset.sequences for frame in sequence.frames])
     from tqdm import tqdm
 
-    metrics = PointMapMetrics(icp_max_distance=dataset.icp_max_distance)
+    device = predictor.device if predictor is not None else torch.device("cpu")
+    metrics = PointMapMetrics(icp_max_distance=dataset.icp_max_distance).to(device)
     skipped: list[str] = []
     metric_seconds = reading_seconds = 0.0
     images = 0
@@ -72,7 +73,7 @@ def evaluate_pointmap(dataset: PointMapDataset, predictor: GeometryPredictor | N
         else:
             pred = torch.stack(preds)
         metric_start = time.perf_counter()
-        metrics.update(pred, torch.stack(gts).float(), torch.stack(valids))
+        metrics.update(pred.to(device), torch.stack(gts).float().to(device), torch.stack(valids).to(device))
         metric_seconds += time.perf_counter() - metric_start
         images += len(gts)
     values = {name: float(value) for name, value in metrics.compute().items()} if metrics.update_called else {}

@@ -32,7 +32,8 @@ def evaluate_pose(dataset: PoseDataset, predictor: GeometryPredictor | None = No
         predictions.require([(sequence.name, frame.stem) for sequence in dataset.sequences for frame in sequence.frames])
     from tqdm import tqdm
 
-    metrics = RelativePoseMetrics(thresholds=THRESHOLDS)
+    device = predictor.device if predictor is not None else torch.device("cpu")
+    metrics = RelativePoseMetrics(thresholds=THRESHOLDS).to(device)
     skipped: list[str] = []
     metric_seconds = reading_seconds = 0.0
     images = sequences_scored = 0
@@ -56,7 +57,7 @@ def evaluate_pose(dataset: PoseDataset, predictor: GeometryPredictor | None = No
         else:
             pred = torch.from_numpy(np.stack(values))[None]
         metric_start = time.perf_counter()
-        metrics.update(pred.double(), torch.from_numpy(sequence.camera_to_world[kept])[None])
+        metrics.update(pred.double().to(device), torch.from_numpy(sequence.camera_to_world[kept])[None].to(device))
         metric_seconds += time.perf_counter() - metric_start
         images += len(kept)
         sequences_scored += 1
