@@ -11,9 +11,9 @@ This module does the rest:
   scene with fewer keyframes gives one shorter clip (at least MIN_CLIP_FRAMES);
 - stored size: long side `long_side` px (never upscaled); colour, depth and mask are resized together by
   `augmentation.crop_resize` (box-filter + bilinear colour, nearest depth and mask) and K follows exactly;
-- encoding: JPEG (quality JPEG_QUALITY) colour; uint16 depth as 16-bit PNG; float16/float32 depth as .npy,
-  bit for bit (one depth_scale per scene: when frames differ in scale, float32 values x scale with scale 1);
-  masks as 8-bit PNG;
+- encoding: JPEG (quality JPEG_QUALITY) colour; depth bit for bit with one depth_scale per scene: uint16 as
+  16-bit PNG, float16 as a 16-bit PNG of exact power-of-two steps (`float16_as_uint16_steps`; .npy when the
+  values span too many binades), frames that differ in scale as float32 .npy; masks as 8-bit PNG;
 - shards: `<out>/<dataset>-<split>-NNNNNN.tar`, closed at a scene boundary once they hold `shard_bytes`. A shard
   is written under `<out>/.partial/` and moved into place only when complete, then recorded with its scenes
   in `<dataset>-<split>-progress.json`. A re-run skips the scenes of recorded shards: an interrupted run
@@ -286,19 +286,45 @@ class SceneResult:
     skips: Skips = field(default_factory=Skips)
 
 
+def float16_as_uint16_steps(depths: list[np.ndarray]) -> tuple[list[np.ndarray], float] | None:
+    """float16 depth maps (0 = invalid, else positive) -> (uint16 maps, step) with value = units x step exactly,
+    step a power of two; None when the values span too many binades for 16 bits.
+
+    A float16 in [2^e, 2^(e+1)) is a multiple of 2^(e-10) (subnormals of 2^-24), so every value of the set is a
+    multiple of the step of the smallest one; multiplying by a power of two is exact, so the loader's
+    float32(units) x float32(step x scale) reproduces float32(value) x float32(scale) bit for bit. A 16-bit PNG
+    of the units compresses about 4x better than the raw float16 .npy (reference data-and-benchmarks.md §4.4)."""
+    positive = [depth[depth > 0] for depth in depths]
+    smallest = min((float(values.min()) for values in positive if values.size), default=1.0)
+    exponent = int(np.frexp(np.float32(smallest))[1])  # smallest = m 2^exponent, m in [0.5, 1)
+    step = np.float32(2.0 ** max(exponent - 11, -24))
+    units = [depth.astype(np.float32) / step for depth in depths]
+    if max(float(u.max()) for u in units) > np.iinfo(np.uint16).max:
+        return None
+    return [u.astype(np.uint16) for u in units], float(step)
+
+
 def _encode_depths(frames: list[StoredFrame]) -> tuple[list[bytes | None], str | None, float]:
-    """(encoded depth per frame, member suffix, depth_scale) with one depth_scale for the whole scene."""
+    """(encoded depth per frame, member suffix, depth_scale) with one depth_scale for the whole scene: uint16 as
+    16-bit PNG; float16 as 16-bit PNG of exact power-of-two steps when the values allow it, else as float16 .npy;
+    frames that differ in scale as float32 .npy of value x scale (scale 1). Bit for bit in every case."""
     if frames[0].depth is None:
         return [None] * len(frames), None, 1.0
     scales = {frame.depth_scale for frame in frames}
     if frames[0].depth.dtype == np.uint16:
         if len(scales) != 1:
             raise ValueError(f"datamodules/convert_common.py: uint16 depth with several scales {sorted(scales)}")
-        return [encode_depth_png(frame.depth, compress_level=6) for frame in frames], "depth.png", scales.pop()
-    if len(scales) == 1:
-        return [encode_depth_npy(frame.depth) for frame in frames], "depth.npy", scales.pop()
-    encoded = [encode_depth_npy(frame.depth.astype(np.float32) * np.float32(frame.depth_scale)) for frame in frames]
-    return encoded, "depth.npy", 1.0
+        return [encode_depth_png(frame.depth) for frame in frames], "depth.png", scales.pop()
+    if len(scales) > 1:
+        encoded = [encode_depth_npy(frame.depth.astype(np.float32) * np.float32(frame.depth_scale)) for frame in frames]
+        return encoded, "depth.npy", 1.0
+    scale = scales.pop()
+    if frames[0].depth.dtype == np.float16:
+        stepped = float16_as_uint16_steps([frame.depth for frame in frames])
+        if stepped is not None:
+            units, step = stepped
+            return [encode_depth_png(u) for u in units], "depth.png", step * scale
+    return [encode_depth_npy(frame.depth) for frame in frames], "depth.npy", scale
 
 
 def convert_scene(dataset: RawDataset, scene: RawScene, options: ClipOptions) -> SceneResult:

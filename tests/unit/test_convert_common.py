@@ -20,6 +20,7 @@ from g2vlm.datamodules.convert_common import (
     RootError,
     clip_windows,
     convert_dataset,
+    float16_as_uint16_steps,
     resize_frame,
     stored_size,
 )
@@ -79,6 +80,26 @@ def test_resize_frame_keeps_values_and_updates_K_exactly(dtype):
     block_mean = rendering.rgb[0].astype(float).reshape(24, 2, 32, 2, 3).mean(axis=(1, 3))
     assert np.abs(small.rgb - block_mean).max() <= 0.5 + 1e-9
     assert resize_frame(frame, (48, 64)) is frame  # the stored size: untouched
+
+
+def test_float16_depth_as_exact_uint16_steps():
+    rng = np.random.default_rng(0)
+    depths = [rng.uniform(0.3, 15.0, (5, 7)).astype(np.float16) for _ in range(3)]
+    depths[0][0, :3] = 0  # invalid stays 0
+    depths[1][1, 1] = np.float16(0.3)  # the smallest value sets the step: 0.3 in [2^-2, 2^-1) -> 2^-12
+    units, step = float16_as_uint16_steps(depths)
+    assert step == 2.0**-12
+    for depth, unit in zip(depths, units):
+        assert unit.dtype == np.uint16
+        np.testing.assert_array_equal(unit.astype(np.float32) * np.float32(step), depth.astype(np.float32))
+    # the loader's product with a scale: bit for bit the float16 value times the scale
+    scale = np.float32(1.7)
+    np.testing.assert_array_equal(units[1].astype(np.float32) * np.float32(step * 1.7), depths[1].astype(np.float32) * scale)
+    subnormal = [np.array([[2.0**-24, 2.0**-20, 0.0]], dtype=np.float16)]
+    units, step = float16_as_uint16_steps(subnormal)
+    assert step == 2.0**-24 and units[0].tolist() == [[1, 16, 0]]
+    # values spanning more than 16 bits of steps do not fit (max / min must stay below about 2^6)
+    assert float16_as_uint16_steps([np.array([[0.001, 60000.0]], dtype=np.float16)]) is None
 
 
 class MemoryScenes(RawDataset):

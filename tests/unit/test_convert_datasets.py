@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -337,9 +338,15 @@ def test_co3dv2_round_trip(tmp_path):
         # control: the PyTorch3D camera taken as OpenCV (axes not flipped) breaks the cross-view check
         unflipped = clip.camera_to_world @ np.diag([-1.0, -1.0, 1.0, 1.0])
         assert cross_view_agreement(clip.depth_m, clip.K, unflipped, truth, exact, views, [(0, 1)]) < CONTROL_MAX
-    assert {clip.meta.scene: clip.meta.depth_scale for clip in clips} == {
-        "teddybear/110_13051_23361": 2.0, "teddybear/34_1403_4393": 1.0,  # shared scale: float16; mixed: float32
-    }
+    # one shared scale: 16-bit PNG of power-of-two steps (depth_scale = step x 2.0); mixed scales: float32 .npy
+    scales = {clip.meta.scene: clip.meta.depth_scale for clip in clips}
+    assert scales["teddybear/34_1403_4393"] == 1.0
+    step = scales["teddybear/110_13051_23361"] / 2.0
+    assert step == 2.0 ** np.round(np.log2(step))
+    with tarfile.open(tmp_path / "out" / "co3dv2-train-000000.tar") as tar:
+        depth_members = {name.split(".", 1)[0].split("__")[1]: name.split(".", 2)[2] for name in tar.getnames()
+                         if ".depth." in name}
+    assert depth_members == {"teddybear_110_13051_23361": "depth.png", "teddybear_34_1403_4393": "depth.npy"}
     assert_second_run_writes_nothing(Co3Dv2(tmp_path / "raw"), tmp_path / "out")
 
 
