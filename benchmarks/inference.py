@@ -87,8 +87,11 @@ def load_geometry_model(path: str | Path, device: str | torch.device = "cpu"):
     from g2vlm.lit.geometry_pretraining import GeometryPretraining
 
     record = read_checkpoint_record(path)
-    module = GeometryPretraining(**{key: value for key, value in record["hyper_parameters"].items()
-                                    if not key.startswith("_")})
+    # LightningCLI's bookkeeping keys (_class_path, _instantiator) are not arguments; the starting weights of
+    # training (init_weights) are not needed (and may have moved): the checkpoint's own weights replace them.
+    hparams = {key: value for key, value in record["hyper_parameters"].items()
+               if not key.startswith("_") and key != "init_weights"}
+    module = GeometryPretraining(**hparams)
     module.configure_model()
     try:
         module.load_state_dict(record["state_dict"], strict=True)

@@ -94,3 +94,18 @@ def test_clear_errors(tmp_path, tiny_checkpoint, capsys):
                     "--out", str(tmp_path / "out")) == 2
     assert "not a readable PyTorch checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_of_lightning_cli_with_moved_starting_weights_loads(tmp_path, tiny_checkpoint):
+    """LightningCLI adds _class_path/_instantiator to the hyper-parameters; init_weights may name a file that is
+    gone by evaluation time. Neither stops loading, and the checkpoint's own weights are the ones used."""
+    from g2vlm.benchmarks.inference import load_geometry_model
+
+    record = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
+    record["hyper_parameters"].update(_class_path="g2vlm.lit.geometry_pretraining.GeometryPretraining",
+                                      _instantiator="lightning.pytorch.cli.instantiate_module",
+                                      init_weights=str(tmp_path / "gone.ckpt"))
+    torch.save(record, tmp_path / "cli.ckpt")
+    model, _ = load_geometry_model(tmp_path / "cli.ckpt")
+    name, value = next(iter(model.state_dict().items()))
+    torch.testing.assert_close(value, record["state_dict"][f"model.{name}"])
