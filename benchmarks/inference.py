@@ -91,7 +91,13 @@ def load_geometry_model(path: str | Path, device: str | torch.device = "cpu"):
     # training (init_weights) are not needed (and may have moved): the checkpoint's own weights replace them.
     hparams = {key: value for key, value in record["hyper_parameters"].items()
                if not key.startswith("_") and key != "init_weights"}
-    module = GeometryPretraining(**hparams)
+    class_path = record["hyper_parameters"].get("_class_path", "g2vlm.lit.geometry_pretraining.GeometryPretraining")
+    if not class_path.endswith(".GeometryPretraining"):
+        raise CheckpointError(f"{path}: a checkpoint of {class_path}, not of g2vlm.lit.geometry_pretraining.GeometryPretraining")
+    try:
+        module = GeometryPretraining(**hparams)
+    except TypeError as error:
+        raise CheckpointError(f"{path}: hyper-parameters do not fit GeometryPretraining ({error})") from None
     module.configure_model()
     try:
         module.load_state_dict(record["state_dict"], strict=True)

@@ -109,3 +109,18 @@ def test_checkpoint_of_lightning_cli_with_moved_starting_weights_loads(tmp_path,
     model, _ = load_geometry_model(tmp_path / "cli.ckpt")
     name, value = next(iter(model.state_dict().items()))
     torch.testing.assert_close(value, record["state_dict"][f"model.{name}"])
+
+
+def test_checkpoint_of_another_lightning_module_is_refused(tmp_path, tiny_checkpoint):
+    from g2vlm.benchmarks.inference import CheckpointError, load_geometry_model
+
+    record = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
+    record["hyper_parameters"]["_class_path"] = "g2vlm.lit.spatial_reasoning.SpatialReasoning"
+    torch.save(record, tmp_path / "joint.ckpt")
+    with pytest.raises(CheckpointError, match="a checkpoint of g2vlm.lit.spatial_reasoning.SpatialReasoning"):
+        load_geometry_model(tmp_path / "joint.ckpt")
+    del record["hyper_parameters"]["_class_path"]
+    record["hyper_parameters"]["text_loss_weight"] = 1.0
+    torch.save(record, tmp_path / "odd.ckpt")
+    with pytest.raises(CheckpointError, match="hyper-parameters do not fit GeometryPretraining"):
+        load_geometry_model(tmp_path / "odd.ckpt")
