@@ -14,10 +14,10 @@ from tests.conftest import REPO_ROOT
 
 EXPERIMENT_FILES = sorted((REPO_ROOT / "experiments").rglob("*.yaml"))
 FIXTURE = str(REPO_ROOT / "tests" / "conf" / "regression.yaml")
-OVERLAY_BASES = {
-    "geometry/pretrain_518.yaml": "geometry/pretrain_224.yaml",
-    "trainer/fsdp.yaml": "geometry/pretrain_224.yaml",
-    "trainer/fsdp_multinode.yaml": "geometry/pretrain_224.yaml",
+OVERLAY_BASES = {  # overlay -> the files it is composed after
+    "geometry/pretrain_518.yaml": ["geometry/pretrain_224.yaml"],
+    "trainer/fsdp.yaml": ["geometry/pretrain_224.yaml"],
+    "trainer/fsdp_multinode.yaml": ["geometry/pretrain_224.yaml", "trainer/fsdp.yaml"],
 }
 
 
@@ -27,7 +27,7 @@ def test_experiment_yaml_prints_config(path, capsys, monkeypatch, tmp_path):
     content = yaml.safe_load(path.read_text()) or {}
     name = str(path.relative_to(REPO_ROOT / "experiments"))
     if name in OVERLAY_BASES:
-        configs = [str(REPO_ROOT / "experiments" / OVERLAY_BASES[name]), str(path)]
+        configs = [str(REPO_ROOT / "experiments" / base) for base in OVERLAY_BASES[name]] + [str(path)]
     elif "class_path" in content.get("model", {}):
         configs = [str(path)]
     else:
