@@ -172,7 +172,11 @@ class GeometryPretraining(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Log the gradient norm of every part and in total (before clipping)."""
+        """Log the gradient norm of every part and in total (before clipping). Under FSDP each rank holds
+        only gradient shards: the total is logged by `configure_gradient_clipping` from the FSDP root's
+        global norm instead, and per-part norms are not logged."""
+        if isinstance(self.trainer.strategy, FSDPStrategy):
+            return
         squared_total = None
         for part, parameters in self.model.parameter_groups().items():
             grads = [p.grad for p in parameters if p.grad is not None]
@@ -191,6 +195,7 @@ class GeometryPretraining(L.LightningModule):
         if not gradient_clip_val:
             return
         if isinstance(self.trainer.strategy, FSDPStrategy) and gradient_clip_algorithm in (None, "norm"):
-            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            total_norm = self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            self.log("train/grad_norm/total", total_norm)
             return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
