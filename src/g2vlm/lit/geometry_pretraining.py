@@ -75,6 +75,7 @@ class GeometryPretraining(L.LightningModule):
         self.model: G2VLM | None = None
         self.flops_per_batch: int | None = None  # read by ThroughputMonitor (FLOPs/s, MFU)
         self._flops_cache: dict[tuple[int, ...], int] = {}
+        self._flops_model: list[G2VLM] = []  # a meta-device copy for FLOP counting, kept out of the module tree
         self.val_depth = DepthMetrics(alignment="scale")
         self.val_pose = RelativePoseMetrics(thresholds=(30,))
 
@@ -104,18 +105,23 @@ class GeometryPretraining(L.LightningModule):
         return self.model.forward_geometry(images)
 
     def measure_flops_per_batch(self, images_shape: tuple[int, ...]) -> int:
-        """Forward + backward FLOPs of one batch of images (B, N, 3, H, W), counted on a meta-device copy
-        with the same frozen groups (frozen parts cost no weight gradients). Cached per shape."""
-        if images_shape not in self._flops_cache:
-            with torch.device("meta"):
-                model = G2VLM(self.model_config)
-                images = torch.empty(images_shape)
-            model.freeze(*FREEZE_GROUPS, frozen=False)
-            model.freeze(*self.freeze_groups)
-            self._flops_cache[images_shape] = measure_flops(
+        """Forward + backward FLOPs of one batch of images (B, N, 3, H, W), counted for one clip on a
+        meta-device copy with the same frozen groups (frozen parts cost no weight gradients) and multiplied by
+        B. Cached per (N, H, W): budget batching draws a few dozen distinct clip shapes."""
+        batch_size, clip_shape = images_shape[0], tuple(images_shape[1:])
+        if clip_shape not in self._flops_cache:
+            if not self._flops_model:
+                with torch.device("meta"):
+                    model = G2VLM(self.model_config)
+                model.freeze(*FREEZE_GROUPS, frozen=False)
+                model.freeze(*self.freeze_groups)
+                self._flops_model.append(model)
+            model = self._flops_model[0]
+            images = torch.empty((1, *clip_shape), device="meta")
+            self._flops_cache[clip_shape] = measure_flops(
                 model, lambda: model.forward_geometry(images),
                 loss_fn=lambda out: out.depth.sum() + out.camera_to_world.sum() + out.global_points.sum())
-        return self._flops_cache[images_shape]
+        return batch_size * self._flops_cache[clip_shape]
 
     def on_train_batch_start(self, batch: MultiViewBatch, batch_idx: int) -> None:
         self.flops_per_batch = self.measure_flops_per_batch(tuple(batch.images.shape))
