@@ -65,3 +65,31 @@ def test_bench_depth_scores_saved_predictions_in_the_official_naming(tmp_path, c
     synthetic = json.loads((tmp_path / "depth.json").read_text())["depth"]["synthetic"]
     assert synthetic["abs_rel"] == pytest.approx(0.0, abs=1e-5) and synthetic["delta_1"] == 1.0
     assert synthetic["images_per_s"] is None and synthetic["n_images"] == 200
+
+
+def test_checkpoint_paths_of_pose_pointmap_and_video_depth(tmp_path):
+    """One synthetic sequence through each multi-view runner with a tiny checkpoint (32-wide inputs)."""
+    import dataclasses
+
+    from g2vlm.benchmarks.depth import evaluate_depth
+    from g2vlm.benchmarks.depth_datasets import read_depth_dataset
+    from g2vlm.benchmarks.inference import GeometryPredictor, load_geometry_model
+    from g2vlm.benchmarks.pointmap import evaluate_pointmap
+    from g2vlm.benchmarks.pointmap_datasets import read_pointmap_dataset
+    from g2vlm.benchmarks.pose import evaluate_pose
+    from g2vlm.benchmarks.pose_datasets import read_pose_dataset
+
+    save_tiny_checkpoint(tmp_path / "tiny.ckpt")
+    model, _ = load_geometry_model(tmp_path / "tiny.ckpt")
+    pose = read_pose_dataset("synthetic", None)
+    record = evaluate_pose(dataclasses.replace(pose, sequences=pose.sequences[:1]), GeometryPredictor(model, "cpu", 32))
+    assert record["n_pairs"] == 45 and record["n_images"] == 10 and 0 <= record["AUC@30"] <= 100
+    depth = read_depth_dataset("synthetic", None)
+    record = evaluate_depth(dataclasses.replace(depth, sequences=depth.sequences[:2]), "video",
+                            GeometryPredictor(model, "cpu", 32))
+    assert record["n_images"] == 20 and record["n_pixels"] == 20 * 64 * 64 and record["abs_rel"] > 0
+    points = read_pointmap_dataset("synthetic", None)
+    one_view = dataclasses.replace(points, sequences=(dataclasses.replace(points.sequences[0],
+                                                                          frames=points.sequences[0].frames[:1]),))
+    record = evaluate_pointmap(one_view, GeometryPredictor(model, "cpu", 32))
+    assert record["n_sequences"] == 1 and record["accuracy"] > 0 and 0 <= record["normal_consistency"] <= 1
