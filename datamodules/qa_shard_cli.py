@@ -47,3 +47,45 @@ def run_synthetic_qa(args: argparse.Namespace) -> int:
     print(f"wrote {index['total_samples']} QA samples ({index['total_images']} images) in {len(index['shards'])} "
           f"shards ({index['total_bytes'] / 2**20:.1f} MiB) to {args.out} in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def add_spar(subparsers: argparse._SubParsersAction) -> None:
+    from g2vlm.datamodules.spar import SOURCES
+
+    parser = subparsers.add_parser(
+        "spar", help="SPAR-7M QA records and their images -> QA shards",
+        description="Convert SPAR-7M (ROOT/<source>/qa_jsonl/<split>/<task>/<format>/*.jsonl with the images under "
+                    "ROOT/<source>/images) into <out>/spar-<split>-NNNNNN.tar plus its index JSON. "
+                    "Conventions: g2vlm.datamodules.spar.",
+    )
+    parser.add_argument("--root", required=True, help="SPAR-7M folder holding the source folders (rxr, scannet, ...)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--split", default="train", help="train or val (default train)")
+    parser.add_argument("--sources", default=",".join(SOURCES), help=f"comma-separated (default {','.join(SOURCES)})")
+    parser.add_argument("--tasks", default=None, help="comma-separated task folders (default: all)")
+    parser.add_argument("--limit", type=int, default=None, help="stop after this many samples")
+    parser.add_argument("--samples-per-shard", type=int, default=1000, help="samples per shard (default 1000)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run_spar)
+
+
+def run_spar(args: argparse.Namespace) -> int:
+    import sys
+
+    from g2vlm.datamodules.spar import convert_spar
+
+    start = time.perf_counter()
+    sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())
+    tasks = None if args.tasks is None else tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    try:
+        summary = convert_spar(args.root, args.out, args.split, sources, tasks, args.limit, args.samples_per_shard,
+                               progress=not args.no_progress)
+    except ValueError as error:
+        print(f"g2vlm shard spar: error: {error}", file=sys.stderr)
+        return 2
+    index = summary["index"]
+    skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(summary["skipped"].items())) or "none"
+    print(f"wrote {summary['written']} QA samples ({index['total_images']} images) in {len(index['shards'])} shards "
+          f"({index['total_bytes'] / 2**20:.1f} MiB) to {args.out} in {time.perf_counter() - start:.1f} s; "
+          f"skipped: {skipped}; samples with map/video markers not drawn: {summary['markers_not_converted']}")
+    return 0
