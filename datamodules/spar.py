@@ -143,7 +143,7 @@ def convert_spar(root: str | Path, out_dir: str | Path, split: str = "train", so
 
         lines = tqdm(lines, unit="record", desc=f"spar {split}")
     with QAShardWriter(out_dir, f"spar-{split}", max_samples_per_shard=samples_per_shard) as writer:
-        for source, task, answer_format, where, line in lines:
+        for source, task, answer_format, line in lines:
             if limit is not None and written >= limit:
                 break
             try:
@@ -176,9 +176,9 @@ def convert_spar(root: str | Path, out_dir: str | Path, split: str = "train", so
             "markers_not_converted": not_converted}
 
 
-def _lines(files) -> Iterator[tuple[str, str, str, str, str]]:
+def _lines(files) -> Iterator[tuple[str, str, str, str]]:
     for source, task, answer_format, path in files:
         with open(path) as handle:
-            for number, line in enumerate(handle, start=1):
+            for line in handle:
                 if line.strip():
-                    yield source, task, answer_format, f"{path}:{number}", line
+                    yield source, task, answer_format, line
