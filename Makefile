@@ -12,7 +12,7 @@ TORCH_PAIR ?= torch===2.15.0 torchvision===0.29.2
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-full test-slurm slurm-up slurm-down lint doctor demo bench-depth bench-data consolidate
+.PHONY: help install test test-full test-slurm slurm-up slurm-down lint doctor demo bench-depth bench-pose bench-pointmap bench-data consolidate
 
 help: ## list the targets
 	@echo "g2vlm — make TARGET"
@@ -51,8 +51,21 @@ doctor: $(STAMP) ## print versions; check imports, the torch/torchvision pair an
 demo: $(STAMP) ## synthetic scenes -> train the small model on CPU -> depth/pose table (no downloads)
 	$(BIN)/g2vlm demo
 
-bench-depth: $(STAMP) ## monocular/video depth benchmark with the literature's protocol
-	@echo "make bench-depth: not built yet (the benchmarks issue builds it)" >&2; exit 2
+comma := ,
+DATASETS ?= synthetic
+bench_var = $(subst -,_,$(shell echo '$(1)' | tr '[:lower:]' '[:upper:]'))
+bench_args = --dataset $(DATASETS) \
+	$(foreach name,$(subst $(comma), ,$(DATASETS)),$(if $(ROOT_$(call bench_var,$(name))),--root $(name)=$(ROOT_$(call bench_var,$(name))))) \
+	$(if $(CKPT),--ckpt $(CKPT)) $(if $(PRED),--predictions $(PRED)) --out $(or $(OUT),runs/bench/$(1).json)
+
+bench-depth: $(STAMP) ## depth benchmark (synthetic + demo checkpoint by default): [CKPT=] [DATASETS=a,b] [ROOT_<NAME>=] [PRED=] [OUT=] [MODE=mono|video]
+	$(BIN)/g2vlm bench depth $(call bench_args,depth) $(if $(MODE),--mode $(MODE))
+
+bench-pose: $(STAMP) ## relative-pose benchmark (synthetic, co3dv2, re10k): [CKPT=] [DATASETS=] [ROOT_<NAME>=] [PRED=] [OUT=]
+	$(BIN)/g2vlm bench pose $(call bench_args,pose)
+
+bench-pointmap: $(STAMP) ## point-map benchmark (synthetic, 7scenes, nrgbd, eth3d, dtu): [CKPT=] [DATASETS=] [ROOT_<NAME>=] [PRED=] [OUT=]
+	$(BIN)/g2vlm bench pointmap $(call bench_args,pointmap)
 
 bench-data: $(STAMP) ## multi-view loader throughput (clips/s, frames/s per worker) beside raw decode
 	$(BIN)/python -m g2vlm.benchmarks.data_throughput
