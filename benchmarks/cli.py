@@ -38,6 +38,11 @@ def add_to(subparsers: argparse._SubParsersAction) -> None:
     from g2vlm.benchmarks.spar_cli import add_spar
 
     add_spar(benchmarks)  # spatial QA: its own run (benchmarks/spar_cli.py)
+    from g2vlm.benchmarks.infer_speed import add_infer
+    from g2vlm.benchmarks.train_speed import add_train
+
+    add_train(benchmarks)  # speed: their own runs (benchmarks/train_speed.py, benchmarks/infer_speed.py)
+    add_infer(benchmarks)
     parser.set_defaults(run=run)
 
 

@@ -1,0 +1,557 @@
+"""`g2vlm bench train` (`make bench-train`): speed of one training step — forward, backward, gradient clipping
+and the optimizer step — for geometry pretraining and for joint (packed) training.
+
+    g2vlm bench train --out runs/bench/train.json            # CUDA: the `full` suite at g2vlm-2b
+    g2vlm bench train --device cpu --steps 3                  # CPU: the `cpu` suite (small / tiny presets)
+    g2vlm bench train --case geo-224-24v --case geo-224-24v-ckpt --compile
+
+Suites (`--suite`, default `full` on CUDA and `cpu` on a CPU):
+- full (g2vlm-2b; official stage-1 freezing: DINO, ViT and the semantic expert frozen):
+  geometry pretraining at 224×224 with 8 and 24 views and at 392×518 (H×W) with 8 views, each with activation
+  checkpointing off and on; the batch size is ⌊25,600 / trunk tokens per clip⌋ (the official per-GPU token
+  budget, reference g2vlm-official.md §3.1). Joint training: one packed sequence of 40,960 tokens (samples of 4
+  images, each as a 756×756 Qwen-ViT copy and a 518×518 DINO frame, plus text; the official joint recipe
+  `joint_train.sh`: DINO and ViT frozen, semantic and geometric experts trained by the text CE; the unused
+  heads frozen), flex attention with a BlockMask.
+- cpu (exercised by the tests): `small` geometry at 64×64 with 2 and 4 views, `tiny` joint at 512 tokens (the
+  `small` preset has no semantic side), dense-mask SDPA.
+
+Step: bf16 autocast on CUDA (trunk in bf16, heads, geometry and losses in fp32 as the model does; fp32
+matmuls may use TF32, `--fp32-matmul-precision`), fp32 on a CPU; geometry loss (official weights) on random
+ground truth, or the CE over answer tokens; `clip_grad_norm_(1.0)`; AdamW (0.9, 0.95), eps 1e-15, fused on CUDA.
+Data loading is excluded (one batch is built on the device and reused). The first `--warmup` steps are not
+timed; the step time is the median of `--steps` timed steps (CUDA events on CUDA).
+
+Reported per case: step time, tokens/s (trunk tokens), images/s (DINO frames; joint: DINO frames + ViT
+images), FLOPs per step (forward + backward counted on a meta-device copy; `GeometryPretraining.
+measure_flops_per_batch` for geometry; joint: per packed sample — attention within a sample counted dense,
+none across samples — plus the frozen Qwen-ViT's forward counted from its layer shapes), achieved TFLOP/s, MFU
+against the device's bf16 peak (lightning's table; n/a on a CPU), and peak memory (CUDA: max allocated during
+the timed steps; CPU: the process's peak RSS so far). A case that runs out of memory is retried with half the
+batch, down to 1 clip, and the sizes that did not fit are listed. JSON: {"train": {...}, "env": {...}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+GEOMETRY_TOKEN_BUDGET = 25_600  # official trunk tokens per GPU in geometry pretraining (reference §3.1)
+JOINT_FREEZE = ("dino", "vit", "heads")  # official joint_train.sh (freeze_dino, freeze_vit); heads unused by CE
+
+
+@dataclass(frozen=True)
+class GeometryCase:
+    """Geometry pretraining: clips of `views` frames of height × width, batch from the token budget."""
+
+    id: str
+    height: int
+    width: int
+    views: int
+    checkpointing: bool
+
+
+@dataclass(frozen=True)
+class JointCase:
+    """Joint training: one packed sequence of `tokens` tokens (see `joint_samples`)."""
+
+    id: str
+    tokens: int
+    checkpointing: bool
+
+
+@dataclass(frozen=True)
+class Suite:
+    geometry_preset: str
+    geometry_token_budget: int
+    joint_preset: str
+    vit_size: int  # side of the square Qwen-ViT image copy
+    geometry_size: int  # side of the square DINO frame in joint samples
+    images_per_sample: int
+    text_tokens: int  # text tokens per joint sample (prompt + answer)
+    cases: tuple[GeometryCase | JointCase, ...]
+
+
+def _geometry_cases(sizes: tuple[tuple[int, int, int], ...]) -> tuple[GeometryCase, ...]:
+    cases = []
+    for height, width, views in sizes:
+        size = f"{height}" if height == width else f"{height}x{width}"
+        for checkpointing in (False, True):
+            cases.append(GeometryCase(f"geo-{size}-{views}v{'-ckpt' if checkpointing else ''}", height, width, views,
+                                      checkpointing))
+    return tuple(cases)
+
+
+def _joint_cases(tokens: int) -> tuple[JointCase, ...]:
+    return tuple(JointCase(f"joint-{tokens}{'-ckpt' if ckpt else ''}", tokens, ckpt) for ckpt in (False, True))
+
+
+SUITES: dict[str, Suite] = {
+    "full": Suite("g2vlm-2b", GEOMETRY_TOKEN_BUDGET, "g2vlm-2b", vit_size=756, geometry_size=518, images_per_sample=4,
+                  text_tokens=96, cases=_geometry_cases(((224, 224, 8), (224, 224, 24), (392, 518, 8)))
+                  + _joint_cases(40_960)),
+    "cpu": Suite("small", 512, "tiny", vit_size=32, geometry_size=32, images_per_sample=2, text_tokens=24,
+                 cases=_geometry_cases(((64, 64, 2), (64, 64, 4))) + _joint_cases(512)),
+}
+
+
+# ------------------------------------------------------------------------------------------- command line
+def add_train(benchmarks: argparse._SubParsersAction) -> None:
+    parser = benchmarks.add_parser("train", help="training-step speed: step time, tokens/s, images/s, MFU, memory",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", choices=sorted(SUITES), help="case set (default: full on CUDA, cpu on a CPU)")
+    parser.add_argument("--case", action="append", default=[], metavar="ID",
+                        help="run only this case (repeatable); ids: " + ", ".join(
+                            f"{name}: {' '.join(c.id for c in suite.cases)}" for name, suite in SUITES.items()))
+    add_common_arguments(parser, warmup=3, steps=10)
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the trunk layers and head blocks (G2VLM.compile_blocks)")
+    parser.set_defaults(run=run_train)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, warmup: int, steps: int) -> None:
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"untimed steps first (default {warmup})")
+    parser.add_argument("--steps", type=int, default=steps, help=f"timed steps; the median is reported (default {steps})")
+    parser.add_argument("--fp32-matmul-precision", choices=("highest", "high"), default="high",
+                        help="torch.set_float32_matmul_precision for the fp32 heads and losses on CUDA "
+                             "(high: TF32 tensor cores, the default; highest: true fp32)")
+    parser.add_argument("--out", metavar="FILE.json", help="write the results and the environment as JSON")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    try:
+        return _run_train(args)
+    except ValueError as error:
+        print(f"g2vlm bench train: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from g2vlm.benchmarks import report
+
+    device = resolve_device(args.device, args.fp32_matmul_precision)
+    check_counts(args.warmup, args.steps)
+    suite = SUITES[args.suite or ("full" if device.type == "cuda" else "cpu")]
+    cases = select_cases(suite, args.case)
+    print(f"[bench] train: {len(cases)} cases on {report.describe_device(device)}", file=sys.stderr)
+    settings = device_settings(device)
+    records = run_suite(suite, cases, device, args.warmup, args.steps, args.compile, settings["peak_bf16_flops"])
+    result = {"device": report.describe_device(device), **settings, "compile": args.compile,
+              "warmup_steps": args.warmup, "timed_steps": args.steps, "cases": records}
+    print(format_train_table(result))
+    if args.out:
+        path = report.write_json(args.out, "train", result, report.environment(device))
+        print(f"[bench] results: {path}", file=sys.stderr)
+    return 0
+
+
+def resolve_device(name: str | None, fp32_matmul_precision: str):
+    import torch
+
+    device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: CUDA is not available here")
+        torch.set_float32_matmul_precision(fp32_matmul_precision)
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name}: only cuda and cpu are supported")
+    return device
+
+
+def check_counts(warmup: int, steps: int) -> None:
+    if warmup < 0 or steps < 1:
+        raise ValueError(f"--warmup must be >= 0 and --steps >= 1 (got {warmup} and {steps})")
+
+
+def select_cases(suite: Suite, ids: list[str]) -> list[GeometryCase | JointCase]:
+    if not ids:
+        return list(suite.cases)
+    known = {case.id: case for case in suite.cases}
+    unknown = [case_id for case_id in ids if case_id not in known]
+    if unknown:
+        raise ValueError(f"--case {unknown[0]}: not a case of this suite; choose from {', '.join(known)}")
+    return [known[case_id] for case_id in ids]
+
+
+def device_settings(device) -> dict:
+    """Peak bf16 FLOP/s of the device (None on a CPU or an unknown GPU) and the numeric settings of the step."""
+    import torch
+    from lightning.fabric.utilities.throughput import get_available_flops
+
+    cuda = device.type == "cuda"
+    return {"peak_bf16_flops": get_available_flops(device, torch.bfloat16) if cuda else None,
+            "precision": "bf16 autocast (heads, geometry, losses fp32)" if cuda else "fp32",
+            "fp32_matmul_precision": torch.get_float32_matmul_precision() if cuda else None,
+            "optimizer": f"AdamW ({'fused' if cuda else 'foreach'})"}
+
+
+# ------------------------------------------------------------------------------------------- measurement
+class StepTimer:
+    """Seconds per call of `fn`: CUDA events around each call on CUDA (one synchronisation at the end), the
+    wall clock on a CPU."""
+
+    def __init__(self, device) -> None:
+        self.device = device
+
+    def measure(self, fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
+        import torch
+
+        for _ in range(warmup):
+            fn()
+        if self.device.type != "cuda":
+            seconds = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn()
+                seconds.append(time.perf_counter() - start)
+            return seconds
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
+        for start, end in events:
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize(self.device)
+        return [start.elapsed_time(end) / 1e3 for start, end in events]
+
+
+def peak_memory(device) -> tuple[float, str]:
+    """(GiB, what it is): CUDA max allocated since the last reset, or the process's peak RSS on a CPU."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30, "cuda max_memory_allocated during the timed steps"
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process peak RSS so far (whole run)"
+
+
+def free_memory(device) -> None:
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    return isinstance(error, torch.OutOfMemoryError)
+
+
+def run_suite(suite: Suite, cases, device, warmup: int, steps: int, compile_blocks: bool,
+              peak_flops: int | None) -> list[dict]:
+    """Run the cases (geometry cases share one model and optimizer; joint cases another)."""
+    records = []
+    geometry = [case for case in cases if isinstance(case, GeometryCase)]
+    joint = [case for case in cases if isinstance(case, JointCase)]
+    if geometry:
+        trainer = GeometryStep(suite.geometry_preset, device, compile_blocks)
+        for case in geometry:
+            records.append(measure_geometry_case(trainer, suite, case, warmup, steps, peak_flops))
+        del trainer
+        free_memory(device)
+    if joint:
+        trainer = JointStep(suite.joint_preset, device, compile_blocks)
+        for case in joint:
+            records.append(measure_joint_case(trainer, suite, case, warmup, steps, peak_flops))
+        del trainer
+        free_memory(device)
+    return records
+
+
+def _timing_record(seconds: list[float], device, flops: int, tokens: int, images: int, peak_flops: int | None) -> dict:
+    step_s = statistics.median(seconds)
+    memory_gib, memory_kind = peak_memory(device)
+    achieved = flops / step_s
+    return {"status": "ok", "step_s": step_s, "step_s_all": seconds, "tokens_per_s": tokens / step_s,
+            "images_per_s": images / step_s, "flops_per_step": flops, "achieved_tflops": achieved / 1e12,
+            "mfu": achieved / peak_flops if peak_flops else None, "peak_memory_gib": memory_gib,
+            "peak_memory_kind": memory_kind}
+
+
+# ------------------------------------------------------------------------------------- geometry pretraining
+class GeometryStep:
+    """A GeometryPretraining module of `preset` (its default freezing), its loss and a fused/foreach AdamW."""
+
+    def __init__(self, preset: str, device, compile_blocks: bool) -> None:
+        import torch
+
+        from g2vlm.lit.geometry_pretraining import GeometryPretraining
+
+        self.device = device
+        self.module = GeometryPretraining(preset=preset)
+        with torch.device(device):
+            self.module.configure_model()
+        self.model = self.module.model.train()
+        if compile_blocks:
+            self.model.compile_blocks()
+        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(self.parameters, device, self.module.hparams)
+
+    def batch(self, batch_size: int, views: int, height: int, width: int, seed: int = 0) -> dict:
+        """Random images and a plausible ground truth (depth 1-5 m, centred intrinsics, cameras on a line)."""
+        import torch
+
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        shape = (batch_size, views)
+        K = torch.zeros(*shape, 3, 3)
+        K[..., 0, 0] = K[..., 1, 1] = 0.8 * width
+        K[..., 0, 2], K[..., 1, 2], K[..., 2, 2] = (width - 1) / 2, (height - 1) / 2, 1.0
+        camera_to_world = torch.eye(4).repeat(*shape, 1, 1)
+        camera_to_world[..., 0, 3] = torch.linspace(0, 0.5, views)
+        tensors = {
+            "images": torch.rand(*shape, 3, height, width, generator=generator),
+            "depth_m": 1 + 4 * torch.rand(*shape, height, width, generator=generator),
+            "valid": torch.ones(*shape, height, width, dtype=torch.bool),
+            "K": K,
+            "camera_to_world": camera_to_world,
+            "has_depth": torch.ones(batch_size, dtype=torch.bool),
+        }
+        batch = {name: value.to(self.device) for name, value in tensors.items()}
+        batch["dataset_names"] = ["scannet"] * batch_size  # a dataset with the normal loss on
+        return batch
+
+    def step(self, batch: dict) -> None:
+        import torch
+
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            output = self.model.forward_geometry(batch["images"])
+            losses = self.module.loss(output.local_points, output.camera_to_world, batch["depth_m"], batch["valid"],
+                                      batch["K"], batch["camera_to_world"], batch["has_depth"], batch["dataset_names"],
+                                      pred_global_points=output.global_points)
+        losses.total.backward()
+        torch.nn.utils.clip_grad_norm_(self.parameters, 1.0, foreach=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def make_optimizer(parameters, device, hparams):
+    """AdamW with the module's hyper-parameters; the fused CUDA kernel on CUDA, foreach elsewhere."""
+    import torch
+
+    cuda = device.type == "cuda"
+    return torch.optim.AdamW(parameters, lr=hparams.get("learning_rate", 2e-4), betas=tuple(hparams.get("betas", (0.9, 0.95))),
+                             eps=hparams.get("eps", 1e-15), weight_decay=0.0, fused=cuda, foreach=None if cuda else True)
+
+
+def geometry_batch_size(budget: int, views: int, height: int, width: int, patch: int) -> int:
+    """Clips per step: ⌊budget / trunk tokens per clip⌋, at least 1."""
+    return max(1, budget // (views * (height // patch) * (width // patch)))
+
+
+def measure_geometry_case(trainer: GeometryStep, suite: Suite, case: GeometryCase, warmup: int, steps: int,
+                          peak_flops: int | None) -> dict:
+    patch = trainer.model.config.dino.patch_size
+    batch_size = geometry_batch_size(suite.geometry_token_budget, case.views, case.height, case.width, patch)
+    trainer.model.set_gradient_checkpointing(case.checkpointing)
+    record = {"id": case.id, "kind": "geometry", "preset": suite.geometry_preset, "height": case.height,
+              "width": case.width, "views": case.views, "checkpointing": case.checkpointing, "out_of_memory_at": []}
+    while True:
+        tokens = batch_size * case.views * (case.height // patch) * (case.width // patch)
+        record.update(batch_size=batch_size, tokens_per_step=tokens, images_per_step=batch_size * case.views)
+        print(f"[bench] {case.id}: batch {batch_size} × {case.views} views, {tokens} tokens", file=sys.stderr)
+        try:
+            batch = trainer.batch(batch_size, case.views, case.height, case.width)
+            seconds = StepTimer(trainer.device).measure(lambda batch=batch: trainer.step(batch), warmup, steps)
+        except Exception as error:  # noqa: BLE001 - only out-of-memory is handled, everything else re-raised
+            if not is_out_of_memory(error):
+                raise
+            batch = None
+            trainer.optimizer.zero_grad(set_to_none=True)
+            free_memory(trainer.device)
+            record["out_of_memory_at"].append(batch_size)
+            if batch_size == 1:
+                record["status"] = "out of memory"
+                return record
+            batch_size //= 2
+            continue
+        flops = trainer.module.measure_flops_per_batch(tuple(batch["images"].shape))
+        record.update(_timing_record(seconds, trainer.device, flops, tokens, batch_size * case.views,
+                                     peak_flops))
+        return record
+
+
+# ------------------------------------------------------------------------------------------ joint training
+class JointStep:
+    """A G2VLM of `preset` with the official joint freezing (JOINT_FREEZE), flex attention on CUDA, CE on answers."""
+
+    def __init__(self, preset: str, device, compile_blocks: bool) -> None:
+        import torch
+
+        from g2vlm.model.config import model_config
+        from g2vlm.model.g2vlm import G2VLM
+
+        self.device = device
+        self.config = model_config(preset, attention_backend="flex" if device.type == "cuda" else "sdpa")
+        if not self.config.semantic or self.config.vit is None:
+            raise ValueError(f"joint training needs a preset with a semantic side and a vision tower, not {preset!r}")
+        with torch.device(device):
+            self.model = G2VLM(self.config).train()
+        self.model.freeze(*JOINT_FREEZE)
+        if compile_blocks:
+            self.model.compile_blocks()
+        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(self.parameters, device, {})
+
+    def step(self, batch) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            output = self.model(batch)
+        loss = F.cross_entropy(output.logits.float(), batch.text_labels, ignore_index=-100)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.parameters, 1.0, foreach=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def joint_samples(config, suite: Suite, tokens: int, seed: int = 0) -> list[list]:
+    """Samples whose packed length is exactly `tokens`: each has `images_per_sample` images (a Qwen-ViT copy and
+    a DINO frame each, as the official joint data) and `text_tokens` of text (a prompt, then a supervised answer);
+    the last sample takes the images that still fit and text for the remainder."""
+    import torch
+
+    from g2vlm.model.packing import Geometry, Text, VitImage
+
+    generator = torch.Generator().manual_seed(seed)
+    vit_grid = suite.vit_size // (config.vit.patch_size * config.vit.spatial_merge_size)
+    dino_grid = suite.geometry_size // config.dino.patch_size
+    per_image = vit_grid**2 + dino_grid**2
+    samples, left = [], tokens
+    while left > 0:
+        images = min(suite.images_per_sample, max(0, (left - suite.text_tokens) // per_image))
+        text = left - images * per_image  # the last sample takes the remainder as text ...
+        if text - suite.text_tokens >= per_image + suite.text_tokens:  # ... unless another sample with an image fits
+            text = suite.text_tokens
+        answer = max(1, min(16, text // 4))
+        ids = torch.randint(0, config.vocab_size, (text,), generator=generator)
+        sample = [Text(ids[: text - answer])] if text > answer else []
+        sample += [VitImage(torch.rand(3, suite.vit_size, suite.vit_size, generator=generator)) for _ in range(images)]
+        if images:
+            sample.append(Geometry(torch.rand(images, 3, suite.geometry_size, suite.geometry_size, generator=generator)))
+        sample.append(Text(ids[text - answer:], supervised=True))
+        samples.append(sample)
+        left -= images * per_image + text
+    return samples
+
+
+def measure_joint_case(trainer: JointStep, suite: Suite, case: JointCase, warmup: int, steps: int,
+                       peak_flops: int | None) -> dict:
+    from g2vlm.model.packing import pack
+
+    samples = joint_samples(trainer.config, suite, case.tokens)
+    batch = pack(samples, trainer.config)
+    images = sum(len(frames) for frames in batch.geometry_frames) + \
+        (0 if batch.vit_grid_thw is None else batch.vit_grid_thw.shape[0])
+    record = {"id": case.id, "kind": "joint", "preset": suite.joint_preset, "checkpointing": case.checkpointing,
+              "samples": len(samples), "tokens_per_step": batch.num_tokens, "images_per_step": images,
+              "answer_tokens": int((batch.text_labels != -100).sum()),
+              "attention_backend": trainer.config.attention_backend, "trainable": "semantic + geometric experts, "
+              "embeddings, projector (frozen: " + ", ".join(JOINT_FREEZE) + ")"}
+    print(f"[bench] {case.id}: {len(samples)} samples, {batch.num_tokens} tokens", file=sys.stderr)
+    trainer.model.set_gradient_checkpointing(case.checkpointing)
+    device_batch = batch.to(trainer.device)
+    try:
+        seconds = StepTimer(trainer.device).measure(lambda: trainer.step(device_batch), warmup, steps)
+    except Exception as error:  # noqa: BLE001 - only out-of-memory is handled
+        if not is_out_of_memory(error):
+            raise
+        device_batch = None
+        trainer.optimizer.zero_grad(set_to_none=True)
+        free_memory(trainer.device)
+        record.update(status="out of memory")
+        return record
+    flops = joint_flops(trainer.config, samples)
+    record.update(_timing_record(seconds, trainer.device, flops, batch.num_tokens, images, peak_flops))
+    return record
+
+
+class _VisionTowerStandIn:
+    """Stands in for the frozen vision tower during FLOP counting on the meta device (transformers' tower reads
+    its grid sizes as Python numbers, which meta tensors do not have); its FLOPs are added by `vision_tower_flops`."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.num_tokens = 0
+
+    def __call__(self, patches, grid_thw):
+        return patches.new_zeros(self.num_tokens, self.width)
+
+
+def joint_flops(config, samples: list[list]) -> int:
+    """Forward + backward FLOPs of one joint step, counted per packed sample on a meta-device copy (attention is
+    counted dense within a sample and not at all across samples), plus the frozen ViT's forward."""
+    import torch
+    from lightning.fabric.utilities.throughput import measure_flops
+
+    from g2vlm.model.g2vlm import G2VLM
+    from g2vlm.model.packing import pack
+
+    counting_config = config.replace(attention_backend="sdpa")
+    with torch.device("meta"):
+        model = G2VLM(counting_config)
+    model.freeze(*JOINT_FREEZE)
+    tower = model.vision_tower
+    stand_in = _VisionTowerStandIn(config.width)
+    object.__setattr__(model, "vision_tower", stand_in)  # plain attribute: not a submodule of the copy
+    total = 0
+    for sample in samples:
+        batch = pack([sample], counting_config)
+        stand_in.num_tokens = batch.vit_index.numel()
+        total += measure_flops(model, lambda batch=batch: model(batch), loss_fn=lambda out: out.logits.float().sum())
+        if batch.vit_grid_thw is not None:
+            total += vision_tower_flops(tower, batch.vit_grid_thw)
+    return total
+
+
+def vision_tower_flops(tower, grid_thw) -> int:
+    """Forward FLOPs of the Qwen2-VL vision tower (frozen: no backward) for images of grid (t, h, w) patches:
+    2·patches·(weights of the patch embedding and of every block's linear layers) + 4·patches²·width per block
+    (attention within an image) + 2·merged tokens·(weights of the merger's linear layers)."""
+    from torch import nn
+
+    hf = tower.model
+    block_weights = sum(m.weight.numel() for m in hf.blocks.modules() if isinstance(m, nn.Linear))
+    merger_weights = sum(m.weight.numel() for m in hf.merger.modules() if isinstance(m, nn.Linear))
+    embed_weights = hf.patch_embed.proj.weight.numel()
+    width, depth, merge = tower.config.width, tower.config.depth, tower.config.spatial_merge_size
+    total = 0
+    for t, h, w in grid_thw.tolist():
+        patches = t * h * w
+        total += 2 * patches * (embed_weights + block_weights) + 4 * depth * patches * patches * width
+        total += 2 * (patches // merge**2) * merger_weights
+    return total
+
+
+# ------------------------------------------------------------------------------------------------- report
+def format_train_table(result: dict) -> str:
+    from g2vlm.benchmarks import report
+
+    columns = [("batch_size", "clips", "d"), ("tokens_per_step", "tokens", "d"), ("step_s", "step s", ".3f"),
+               ("tokens_per_s", "tokens/s", ",.0f"), ("images_per_s", "images/s", ".1f"),
+               ("achieved_tflops", "TFLOP/s", ".3g"), ("mfu_percent", "MFU %", ".1f"),
+               ("peak_memory_gib", "peak GiB", ".2f")]
+    rows = []
+    for record in result["cases"]:
+        values = {key: record.get(key) for key, _, _ in columns}
+        values["mfu_percent"] = 100 * record["mfu"] if record.get("mfu") is not None else None
+        if record["kind"] == "joint":
+            values["batch_size"] = record["samples"]
+        label = record["id"] + ("" if record["status"] == "ok" else f" ({record['status']})")
+        rows.append((label, values))
+    peak = result["peak_bf16_flops"]
+    title = (f"training step on {result['device']}, {result['precision']}, {result['optimizer']}, compile "
+             f"{'on' if result['compile'] else 'off'}; median of {result['timed_steps']} steps after "
+             f"{result['warmup_steps']}; MFU vs bf16 peak " + (f"{peak / 1e12:.0f} TFLOP/s" if peak else "n/a")
+             + " (clips column: samples for joint)")
+    return report.format_table(title, columns, rows)
