@@ -23,9 +23,11 @@ Data loading is excluded (one batch is built on the device and reused). The firs
 timed; the step time is the median of `--steps` timed steps (CUDA events on CUDA).
 
 Reported per case: step time, tokens/s (trunk tokens), images/s (DINO frames; joint: DINO frames + ViT
-images), FLOPs per step (forward + backward counted on a meta-device copy; `GeometryPretraining.
-measure_flops_per_batch` for geometry; joint: per packed sample — attention within a sample counted dense,
-none across samples — plus the frozen Qwen-ViT's forward counted from its layer shapes), achieved TFLOP/s, MFU
+images), model FLOPs per step (forward + backward counted on a meta-device copy, where attention runs as plain
+matmuls: a backward costs two matmuls per forward matmul; neither a fused kernel's recomputation nor the forward
+recomputed by activation checkpointing is counted, so MFU with checkpointing on is model-FLOPs utilisation;
+`GeometryPretraining.measure_flops_per_batch` for geometry; joint: per packed sample — attention within a sample
+counted dense, none across samples — plus the frozen Qwen-ViT's forward from its layer shapes), achieved TFLOP/s, MFU
 against the device's bf16 peak (lightning's table; n/a on a CPU), and peak memory (CUDA: max allocated during
 the timed steps; CPU: the process's peak RSS so far). A case that runs out of memory is retried with half the
 batch, down to 1 clip, and the sizes that did not fit are listed. JSON: {"train": {...}, "env": {...}}.
