@@ -71,9 +71,9 @@ class DinoEncoder(nn.Module):
             raise ValueError(
                 f"model/dino_encoder.py: image size {height}x{width} is not a multiple of the patch size {self.patch_size}"
             )
-        mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-        x = (images - mean) / std
+        # per channel with Python constants: no host-to-device copy (a blocking one would sync the step)
+        x = torch.stack([(images[:, c] - mean) / std for c, (mean, std) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD))],
+                        dim=1)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             tokens = self.vit.forward_features(x)
         return tokens[:, self.vit.num_prefix_tokens :]

@@ -140,11 +140,20 @@ def attention(
     mask: torch.Tensor | BlockMask | None,
 ) -> torch.Tensor:
     """Rotary + grouped-query attention. q (B, L, H, hd), k/v (B, L, Hkv, hd), cos/sin (B, L, hd);
-    mask None (unmasked SDPA), bool (L, L) True = may attend (SDPA) or a BlockMask (flex). -> (B, L, H·hd)."""
+    mask None (unmasked SDPA), bool (L, L) True = may attend (SDPA) or a BlockMask (flex). -> (B, L, H·hd).
+
+    Attention runs in the dtype of v (the projections' compute dtype: bf16 under autocast): q and k leave the
+    QK-norm in fp32 when its weight is fp32, and are cast after the rotary. The unmasked path on CUDA in
+    half precision (the geometry fast path) uses the flash kernel's native grouped-query attention; elsewhere
+    the KV heads are repeated (the memory-efficient and math kernels, any dtype, any mask).
+    """
     cos, sin = cos[:, None].to(q.dtype), sin[:, None].to(q.dtype)
-    q = apply_rotary(q.transpose(1, 2), cos, sin)
-    k = apply_rotary(k.transpose(1, 2), cos, sin)
+    q = apply_rotary(q.transpose(1, 2), cos, sin).to(v.dtype)
+    k = apply_rotary(k.transpose(1, 2), cos, sin).to(v.dtype)
     v = v.transpose(1, 2)
+    if mask is None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        out = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        return out.transpose(1, 2).flatten(2)
     groups = q.shape[1] // k.shape[1]
     k, v = _expand_kv(k, groups), _expand_kv(v, groups)
     if mask is None:

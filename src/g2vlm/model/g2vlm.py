@@ -17,7 +17,7 @@ from torch import nn
 from g2vlm.model.config import ModelConfig
 from g2vlm.model.dino_encoder import DinoEncoder, DinoProjector
 from g2vlm.model.expert_router import ExpertRouterStack
-from g2vlm.model.heads import GeometryHeads
+from g2vlm.model.heads import ContextDecoderBlock, DecoderBlock, GeometryHeads
 from g2vlm.model.outputs import GeometryOutput, ModelOutput
 from g2vlm.model.packing import PackedBatch
 from g2vlm.model.rope import geometry_positions, mrope_cos_sin
@@ -116,6 +116,16 @@ class G2VLM(nn.Module):
         blocks (which matters only when the encoder trains; a frozen one keeps no activations)."""
         self.trunk.gradient_checkpointing = enabled
         self.dino.vit.set_grad_checkpointing(enabled)
+
+    def compile_blocks(self, **options) -> None:
+        """The `torch.compile` switch: compile each trunk layer's geometry path and each head decoder block
+        (regional compilation: the layers share one compiled graph, so compile time does not grow with depth).
+        `options` go to `torch.compile` (e.g. `mode`, `backend`). The joint (packed) path stays eager."""
+        for layer in self.trunk.layers:
+            layer.forward_geometry = torch.compile(layer.forward_geometry, **options)
+        for module in self.heads.modules():
+            if isinstance(module, (DecoderBlock, ContextDecoderBlock)):
+                module.compile(**options)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters per part (for per-part learning rates and gradient-norm logging)."""

@@ -171,7 +171,8 @@ class CameraHead(nn.Module):
         x = self.more_mlps(x.mean(dim=1))
         rotation = rotation_from_9d(self.fc_rot(x))
         translation = self.fc_t(x)
-        bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], device=x.device, dtype=rotation.dtype).expand(x.shape[0], 1, 4)
+        bottom = rotation.new_zeros(x.shape[0], 1, 4)  # (0, 0, 0, 1), made on the device (no host-to-device copy)
+        bottom[..., 3] = 1.0
         return torch.cat([torch.cat([rotation, translation[:, :, None]], dim=2), bottom], dim=1)
 
 

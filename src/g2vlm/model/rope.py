@@ -44,9 +44,9 @@ def mrope_cos_sin(
         raise ValueError(f"model/rope.py mrope_cos_sin: position_ids must be (3, ..., L), got {tuple(position_ids.shape)}")
     device = position_ids.device
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float() / head_dim))
-    # axis of each frequency pair: [0]*section_t + [1]*section_h + [2]*section_w
-    axis = torch.repeat_interleave(torch.arange(3, device=device), torch.tensor(mrope_section, device=device),
-                                   output_size=sum(mrope_section))  # output_size: also runs on the meta device
+    # axis of each frequency pair: [0]*section_t + [1]*section_h + [2]*section_w, made on the device (no
+    # host-to-device copy, which would sync a CUDA step; also runs on the meta device)
+    axis = torch.cat([torch.full((n,), i, dtype=torch.long, device=device) for i, n in enumerate(mrope_section)])
     positions = position_ids.float()  # (3, *batch, L)
     # (*batch, L, head_dim/2): pair j rotates by position[axis[j]] * inv_freq[j]
     selected = positions.movedim(0, -1)[..., axis]
