@@ -39,6 +39,24 @@ def build_character_tokenizer(folder: str | Path):
     return load_tokenizer(folder)
 
 
+def train_bpe_tokenizer(folder: str | Path, texts, vocab_size: int = 512):
+    """Train a byte-level BPE of `vocab_size` ids (special tokens included) on `texts` (an iterable of strings),
+    write it to `folder`; return it loaded."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(QWEN_SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    backend.train_from_iterator(texts, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(folder))
+    return load_tokenizer(folder)
+
+
 def load_tokenizer(folder: str | Path):
     """A tokenizer from a local folder (a Qwen2-VL model folder or one written by `build_character_tokenizer`).
     Raises ValueError naming the folder when it is missing or lacks a Qwen2-VL special token."""

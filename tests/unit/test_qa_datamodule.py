@@ -93,3 +93,17 @@ def test_tokenizer_needs_a_local_folder_with_the_special_tokens(tmp_path, tokeni
     tokenizer = load_tokenizer(tokenizer_folder)
     assert len(tokenizer) <= 128  # fits the tiny presets' vocabulary
     assert tokenizer.decode(tokenizer("2.5 m, <|im_end|>", add_special_tokens=False)["input_ids"]) == "2.5 m, <|im_end|>"
+
+
+def test_trained_bpe_keeps_the_special_tokens_whole(tmp_path):
+    from g2vlm.datamodules.qa_tokenizer import QWEN_SPECIAL_TOKENS, train_bpe_tokenizer
+
+    texts = [f"<|im_start|>user\nHow far is the red box {i}.{i} m?<|im_end|>\n" for i in range(50)]
+    tokenizer = train_bpe_tokenizer(tmp_path / "bpe", texts, vocab_size=300)
+    assert len(tokenizer) <= 300
+    text = "<|im_start|>user\nHow far is the blue sphere, 2.75 m?<|im_end|>\n"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == text
+    assert len(ids) < len(text) / 2  # merges learnt on the corpus: far fewer ids than characters
+    for token in QWEN_SPECIAL_TOKENS:
+        assert len(tokenizer(token, add_special_tokens=False)["input_ids"]) == 1
