@@ -24,6 +24,7 @@ Photometry (kornia): colour jitter with one draw per clip (never shared across c
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import kornia.augmentation
@@ -97,6 +98,39 @@ def reduction_box(box: CropBox, target_hw: tuple[int, int]) -> CropBox:
     return CropBox(box.left, box.top, box.width - box.width % factor, box.height - box.height % factor)
 
 
+@functools.lru_cache(maxsize=1024)
+def nearest_source_indices(source_length: int, target_length: int) -> np.ndarray:
+    """(target_length,) int64: the source pixel each output pixel takes when `source_length` pixels are resampled
+    nearest-exact to `target_length`. Computed by resampling an index ramp with torch's own nearest-exact kernel
+    (float32), so gathering with these indices equals `F.interpolate(..., mode="nearest-exact")`. Read-only."""
+    ramp = torch.arange(source_length, dtype=torch.float32).view(1, 1, source_length)
+    indices = F.interpolate(ramp, size=target_length, mode="nearest-exact")[0, 0].to(torch.int64).numpy()
+    indices.flags.writeable = False
+    return indices
+
+
+def resample_images(
+    images: torch.Tensor, target_hw: tuple[int, int], reduction: int = 1, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cropped images (N, 3, h, w) uint8 or float -> (N, 3, H, W) in the input dtype: a box filter by the integer
+    `reduction` (see `reduction_factor`), then bilinear (see the module doc); uint8 results are rounded. Written into
+    `out` (N, 3, H, W) when given (an upscale of uint8 straight from the kernel, no intermediate tensor)."""
+    uint8_input = images.dtype == torch.uint8
+    if reduction > 1:  # the antialiasing step: an exact box filter by an integer factor
+        images = F.avg_pool2d(images if images.is_floating_point() else images.float(), reduction)
+    if reduction > 1 or tuple(images.shape[-2:]) != tuple(target_hw):
+        # When no axis shrinks, antialias=True is the same bilinear tent (support 1) and takes torch's fast
+        # separable uint8 kernel; when an axis shrinks (by < 2 here) plain bilinear keeps the result exact.
+        upscale = images.shape[-2] <= target_hw[0] and images.shape[-1] <= target_hw[1]
+        if upscale and out is not None and out.dtype == images.dtype:
+            # the kernel F.interpolate(mode="bilinear", antialias=True) dispatches to, with an output argument
+            return torch.ops.aten._upsample_bilinear2d_aa.out(images, list(target_hw), False, None, None, out=out)
+        images = F.interpolate(images, target_hw, mode="bilinear", align_corners=False, antialias=upscale)
+    if uint8_input and images.is_floating_point():
+        images = images.round_().to(torch.uint8)
+    return images if out is None else out.copy_(images)
+
+
 def crop_resize(
     images: torch.Tensor,
     depth_m: torch.Tensor | None,
@@ -112,30 +146,20 @@ def crop_resize(
     depth_m (N, H, W), mask (N, H, W), K (N, 3, 3).
     """
     box = reduction_box(box, target_hw)
-    reduction = reduction_factor(box, target_hw)
     rows = slice(box.top, box.top + box.height)
     cols = slice(box.left, box.left + box.width)
     same_size = (box.height, box.width) == tuple(target_hw)
-    uint8_input = images.dtype == torch.uint8
     images = images[..., rows, cols]
-    if reduction > 1:  # the antialiasing step: an exact box filter by an integer factor
-        images = F.avg_pool2d(images if images.is_floating_point() else images.float(), reduction)
     if not same_size:
-        # When no axis shrinks, antialias=True is the same bilinear tent (support 1) and takes torch's fast
-        # separable uint8 kernel; when an axis shrinks (by < 2 here) plain bilinear keeps the result exact.
-        upscale = images.shape[-2] <= target_hw[0] and images.shape[-1] <= target_hw[1]
-        images = F.interpolate(images, target_hw, mode="bilinear", align_corners=False, antialias=upscale)
-    if uint8_input and images.is_floating_point():
-        images = images.round_().to(torch.uint8)
-    if depth_m is not None:
-        depth_m = depth_m[..., rows, cols]
-        if not same_size:
-            depth_m = F.interpolate(depth_m[:, None], target_hw, mode="nearest-exact")[:, 0]
-    if mask is not None:
-        mask = mask[..., rows, cols]
-        if not same_size:
-            mask = F.interpolate(mask[:, None].to(torch.uint8), target_hw, mode="nearest-exact")[:, 0].bool()
-    return images, depth_m, mask, crop_resize_intrinsics(K, box, target_hw)
+        images = resample_images(images, target_hw, reduction_factor(box, target_hw))
+        row_indices = torch.from_numpy(nearest_source_indices(box.height, target_hw[0]) + box.top)
+        col_indices = torch.from_numpy(nearest_source_indices(box.width, target_hw[1]) + box.left)
+    resampled = []
+    for values in (depth_m, mask):  # nearest: values are picked, never blended
+        if values is not None:
+            values = values[..., rows, cols] if same_size else values.index_select(-2, row_indices).index_select(-1, col_indices)
+        resampled.append(values)
+    return images, resampled[0], resampled[1], crop_resize_intrinsics(K, box, target_hw)
 
 
 class ClipColorJitter:

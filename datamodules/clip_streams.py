@@ -11,9 +11,11 @@ Distributed contract (reference lightning-anchors.md §5):
 - Validation: shards split exactly (`urls[rank::world][worker::workers]`), one pass, every clip once.
 
 Budget batching: per training batch, draw N views in [views_min, views_max] and an aspect ratio; the batch holds
-floor(image_budget / N) clips of N views at one size. Images leave the workers as uint8 (photometric
-augmentation and the float conversion happen on the device, see `MultiViewDataModule`). Samples that fail are
-skipped into a `SkipLog`; the counts ride on the next batch (`MultiViewBatch.skipped`).
+floor(image_budget / N) clips of N views at one size. Each batch is assembled in place (`BatchAssembler`: one
+memory block per batch, decoded straight into it); images leave the workers as uint8 and depth as its stored
+uint16 units (photometric augmentation and the float conversions happen on the device, see
+`MultiViewDataModule` and `MultiViewBatch`). Samples that fail are skipped into a `SkipLog`; the counts ride on
+the next batch (`MultiViewBatch.skipped`).
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 import webdataset as wds
-from g2vlm.datamodules.augmentation import crop_box, crop_resize
+from g2vlm.datamodules.augmentation import CropBox, crop_box
 from g2vlm.datamodules.batch import MultiViewBatch
+from g2vlm.datamodules.batch_assembly import BatchAssembler, ScratchBuffer
 from g2vlm.datamodules.clip_reader import ClipRecord, SkipLog, iter_clip_records
 from g2vlm.datamodules.schema import SampleError
 from g2vlm.datamodules.view_sampling import evenly_spaced_views, sample_training_views
@@ -100,82 +102,19 @@ class BatchRecipe:
         return height, width
 
 
-def prepare_clip(
-    record: ClipRecord,
-    frame_indices: list[int],
-    target_hw: tuple[int, int],
-    recipe: BatchRecipe,
+def clip_crop_box(
+    record: ClipRecord, frame_indices: Sequence[int], target_hw: tuple[int, int], recipe: BatchRecipe,
     rng: np.random.Generator | None,
-) -> dict:
-    """Decode the picked frames of one clip, crop/resize them (random when rng is given, else centred on the
-    principal point) with K updated, and build the validity mask. Images stay uint8. Raises SampleError."""
-    clip = record.decode(frame_indices)
+) -> CropBox:
+    """The crop of one clip: a focal crop placed at random (training, `rng` given) or the full-scale box centred on
+    the principal point of the first picked view (validation)."""
     meta = record.meta
-    images = torch.from_numpy(clip.images).permute(0, 3, 1, 2)
-    depth_m = torch.from_numpy(clip.depth_m) if clip.depth_m is not None else None
-    mask = torch.from_numpy(clip.mask) if clip.mask is not None else None
-    K = torch.from_numpy(clip.K)
-    principal_point = (float(K[0, 0, 2]), float(K[0, 1, 2]))
-    if rng is not None:
-        scale = float(rng.uniform(*recipe.crop_scale_range))
-        box = crop_box((meta.height, meta.width), target_hw, scale, rng if recipe.random_crop else None, principal_point)
-    else:
-        box = crop_box((meta.height, meta.width), target_hw, 1.0, None, principal_point)
-    images, depth_m, mask, K = crop_resize(images, depth_m, mask, K, box, target_hw)
-    if depth_m is None:
-        depth_m = torch.zeros(len(frame_indices), *target_hw)
-        valid = torch.zeros(len(frame_indices), *target_hw, dtype=torch.bool)
-    else:
-        valid = depth_m > 0
-        if meta.z_far is not None or mask is not None:
-            if meta.z_far is not None:
-                valid &= depth_m < meta.z_far
-            if mask is not None:
-                valid &= mask
-            depth_m = depth_m.masked_fill(~valid, 0.0)
-    return {
-        "images": images, "depth_m": depth_m, "valid": valid, "K": K.float(),
-        "camera_to_world": torch.from_numpy(clip.camera_to_world).float(), "has_depth": meta.has_depth,
-        "dataset": meta.dataset, "key": record.key, "frame_ids": [meta.frame_ids[i] for i in frame_indices],
-    }
-
-
-def _empty(like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """An empty contiguous tensor of `shape`; inside a DataLoader worker in shared memory (as torch's
-    default_collate does), so handing the batch to the main process copies nothing more."""
-    if get_worker_info() is None:
-        return like.new_empty(shape)
-    numel = math.prod(shape)
-    storage = like.untyped_storage()._new_shared(numel * like.element_size(), device=like.device)
-    return like.new(storage).resize_(*shape)
-
-
-def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
-    return torch.stack(tensors, out=_empty(tensors[0], (len(tensors), *tensors[0].shape)))
-
-
-def _stack_images(images: list[torch.Tensor]) -> torch.Tensor:
-    """(N, 3, H, W) uint8 clips -> (B, N, 3, H, W), stored channels-last ((B, N, H, W, 3) memory): the resampled
-    and decoded images already are, so the copy is a plain memcpy. `with_float_images` makes it contiguous."""
-    views, channels, height, width = images[0].shape
-    out = _empty(images[0], (len(images), views, height, width, channels))
-    for slot, clip in enumerate(images):
-        out[slot].copy_(clip.permute(0, 2, 3, 1))
-    return out.permute(0, 1, 4, 2, 3)
-
-
-def collate(items: list[dict]) -> MultiViewBatch:
-    return MultiViewBatch(
-        images=_stack_images([item["images"] for item in items]),
-        depth_m=_stack([item["depth_m"] for item in items]),
-        valid=_stack([item["valid"] for item in items]),
-        K=_stack([item["K"] for item in items]),
-        camera_to_world=_stack([item["camera_to_world"] for item in items]),
-        has_depth=torch.tensor([item["has_depth"] for item in items], dtype=torch.bool),
-        dataset_names=[item["dataset"] for item in items],
-        keys=[item["key"] for item in items],
-        frame_ids=[item["frame_ids"] for item in items],
-    )
+    K = meta.K[frame_indices[0]]
+    principal_point = (float(K[0, 2]), float(K[1, 2]))
+    if rng is None:
+        return crop_box((meta.height, meta.width), target_hw, 1.0, None, principal_point)
+    scale = float(rng.uniform(*recipe.crop_scale_range))
+    return crop_box((meta.height, meta.width), target_hw, scale, rng if recipe.random_crop else None, principal_point)
 
 
 def _with_skips(batch: MultiViewBatch, skips: SkipLog) -> MultiViewBatch:
@@ -276,21 +215,22 @@ class TrainClipBatches(IterableDataset):
 
     def _budget_batches(self, records: Iterator[ClipRecord], rng: np.random.Generator, skips: SkipLog) -> Iterator[MultiViewBatch]:
         recipe = self.recipe
+        scratch = ScratchBuffer()
         while True:
             num_views = int(rng.integers(recipe.views_min, recipe.views_max + 1))
             if recipe.aspect_ratio_range is None:
                 target_hw = tuple(recipe.image_size)
             else:
                 target_hw = recipe.training_size(float(np.exp(rng.uniform(*np.log(recipe.aspect_ratio_range)))))
-            items: list[dict] = []
-            while len(items) < recipe.image_budget // num_views:
+            batch = BatchAssembler(recipe.image_budget // num_views, num_views, target_hw, scratch)
+            while not batch.full:
                 record = next(records)
                 frames = sample_training_views(record.meta.num_frames, num_views, rng, recipe.view_window)
                 try:
-                    items.append(prepare_clip(record, frames, target_hw, recipe, rng))
+                    batch.add(record, frames, clip_crop_box(record, frames, target_hw, recipe, rng))
                 except SampleError as error:
                     skips.record(error, record.url)
-            yield _with_skips(collate(items), skips)
+            yield _with_skips(batch.batch(), skips)
 
 
 class ValClipBatches(IterableDataset):
@@ -312,23 +252,26 @@ class ValClipBatches(IterableDataset):
             )
         recipe = self.recipe
         skips = SkipLog()
+        scratch = ScratchBuffer()
+        target_hw = tuple(recipe.image_size)
         batch_size = max(1, recipe.image_budget // recipe.val_views)
-        items: list[dict] = []
+        batch: BatchAssembler | None = None
         pending: MultiViewBatch | None = None  # held back one step so skips at the end ride on the last batch
         for record in iter_clip_records(slot_shards(self.urls, self.rank, self.world_size, worker, workers), skips):
             frames = evenly_spaced_views(record.meta.num_frames, recipe.val_views)
+            batch = batch or BatchAssembler(batch_size, recipe.val_views, target_hw, scratch)
             try:
-                items.append(prepare_clip(record, frames, tuple(recipe.image_size), recipe, None))
+                batch.add(record, frames, clip_crop_box(record, frames, target_hw, recipe, None))
             except SampleError as error:
                 skips.record(error, record.url)
                 continue
-            if len(items) == batch_size:
+            if batch.full:
                 if pending is not None:
                     yield _with_skips(pending, skips)
-                pending, items = collate(items), []
-        if items:
+                pending, batch = batch.batch(), None
+        if batch is not None and batch.count:
             if pending is not None:
                 yield _with_skips(pending, skips)
-            pending = collate(items)
+            pending = batch.batch()
         if pending is not None:
             yield _with_skips(pending, skips)

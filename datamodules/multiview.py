@@ -19,7 +19,9 @@ from the DataLoader. Training epochs are `train_batches_per_epoch` batches on ev
 restart count is saved in the checkpoint and mixed into the seed): statistically equivalent, not a replay.
 Images travel as uint8 and become float32 in [0, 1] on the device (`on_after_batch_transfer`), where the
 per-clip colour jitter runs too; a LightningModule that overrides `on_after_batch_transfer` itself must call
-`batch.with_float_images()` (Lightning then uses the module's hook instead of this one).
+`batch.with_float_images()` (Lightning then uses the module's hook instead of this one). Depth travels as its
+stored uint16 units; `batch.depth_m` and `batch.valid` compute metres and validity wherever the batch is. The
+loaders pin their batches only when the trainer runs on a CUDA device.
 Samples skipped for bad data are counted per reason in `skipped_counts` (this rank's totals, summed from the
 batches in `on_before_batch_transfer`; log them from the LightningModule, e.g. at epoch end).
 """
@@ -117,8 +119,13 @@ class MultiViewDataModule(L.LightningDataModule):
     def _loader(self, dataset) -> DataLoader:
         return DataLoader(
             dataset, batch_size=None, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-            prefetch_factor=2 if self.num_workers > 0 else None,
+            prefetch_factor=2 if self.num_workers > 0 else None, pin_memory=self._on_cuda(),
         )
+
+    def _on_cuda(self) -> bool:
+        """Whether the trainer runs on a CUDA device (page-locked batches then copy to it faster)."""
+        strategy = getattr(self.trainer, "strategy", None)
+        return strategy is not None and strategy.root_device.type == "cuda"
 
     def train_dataset(self) -> TrainClipBatches:
         if not self.train_shards:

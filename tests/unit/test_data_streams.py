@@ -92,7 +92,7 @@ def test_device_hook_makes_float_images_and_jitters_per_rank_reproducibly():
 
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (2, 3, 3, 8, 8), dtype=torch.uint8, generator=generator)
-    batch = MultiViewBatch(images=images, depth_m=torch.ones(2, 3, 8, 8), valid=torch.ones(2, 3, 8, 8, dtype=torch.bool),
+    batch = MultiViewBatch(images=images, depth=torch.ones(2, 3, 8, 8, dtype=torch.uint16), depth_scale=torch.ones(2),
                            K=torch.eye(3).expand(2, 3, 3, 3), camera_to_world=torch.eye(4).expand(2, 3, 4, 4),
                            has_depth=torch.ones(2, dtype=torch.bool), dataset_names=["a", "a"], keys=["k0", "k1"],
                            frame_ids=[[0, 1, 2]] * 2)

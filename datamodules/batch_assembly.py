@@ -1,0 +1,241 @@
+"""Assemble a `MultiViewBatch` in place: each clip is decoded, cropped and resized straight into its slot of one
+preallocated memory block.
+
+Why one block: inside a DataLoader worker the block is shared memory (as torch's default_collate makes), and a
+batch whose tensors are all views of one block crosses to the main process as one file descriptor; fresh
+shared-memory pages are the dearest bytes of the hand-off, so the block holds only what the model needs in its
+stored form: images uint8 (B, N, H, W, 3), depth uint16 units (B, N, H, W) with a per-clip scale, K and
+camera_to_world float32, has_depth. Masked pixels and those at or beyond z_far are zeroed in the units, so
+validity is `depth_m > 0` (see `MultiViewBatch`). A clip that stores float depth (.npy) switches the batch to
+float32 metres (scale 1): exact for every clip, at the price of a second block for that batch.
+
+Per frame: JPEG and depth PNG decoded once; the crop is copied into the batch (no resize needed) or into a
+reused contiguous scratch buffer that the resize kernel reads for all views at once and writes into the batch;
+depth and masks are gathered nearest-exact with cached indices (`augmentation.nearest_source_indices`). The
+result equals `augmentation.crop_resize` of the decoded clip, bit for bit (images, depth, K).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from g2vlm.datamodules.augmentation import (
+    CropBox,
+    crop_resize_intrinsics,
+    nearest_source_indices,
+    reduction_box,
+    reduction_factor,
+    resample_images,
+)
+from g2vlm.datamodules.batch import MultiViewBatch
+from g2vlm.datamodules.clip_reader import ClipRecord
+from g2vlm.datamodules.decoding import (
+    decode_depth_npy,
+    decode_depth_png,
+    decode_jpeg,
+    decode_mask_png,
+    depth_to_metres,
+)
+from g2vlm.datamodules.schema import REASON_DECODE, SampleError, frame_member
+from torch.utils.data import get_worker_info
+
+_ALIGN = 64  # byte alignment of each array inside a block
+
+
+def allocate_block(nbytes: int) -> torch.Tensor:
+    """A 1-D uint8 tensor of `nbytes`; inside a DataLoader worker in shared memory (handing it to the main process
+    then copies nothing), elsewhere ordinary memory."""
+    if get_worker_info() is None:
+        return torch.empty(nbytes, dtype=torch.uint8)
+    return torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(max(nbytes, 1)))[:nbytes]
+
+
+class _Block:
+    """Arrays carved out of one `allocate_block`: torch views (for the batch) and numpy views (for writing)."""
+
+    def __init__(self, arrays: dict[str, tuple[tuple[int, ...], torch.dtype]]):
+        offsets, end = {}, 0
+        for name, (shape, dtype) in arrays.items():
+            offsets[name] = end
+            end += -(-math.prod(shape) * dtype.itemsize // _ALIGN) * _ALIGN
+        self.memory = allocate_block(end)
+        self.tensors = {
+            name: self.memory[offsets[name]:offsets[name] + math.prod(shape) * dtype.itemsize].view(dtype).view(shape)
+            for name, (shape, dtype) in arrays.items()
+        }
+        self.arrays = {name: tensor.numpy() for name, tensor in self.tensors.items()}
+
+
+@functools.lru_cache(maxsize=256)
+def _units_below(depth_scale: float, z_far: float) -> int:
+    """The number of uint16 units u whose metres float32(u) * float32(depth_scale) lie below z_far: the units at
+    or above it are beyond z_far (metres grow with u, so the valid units are a prefix)."""
+    metres = np.arange(65536, dtype=np.float32) * np.float32(depth_scale)
+    return int(np.count_nonzero(torch.from_numpy(metres) < z_far))
+
+
+class ScratchBuffer:
+    """A reusable, growing uint8 buffer for the contiguous crops the resize reads (one per stream: reused pages
+    cost nothing, fresh ones are faulted in by the kernel)."""
+
+    def __init__(self):
+        self._buffer = np.empty(0, dtype=np.uint8)
+
+    def array(self, shape: tuple[int, ...]) -> np.ndarray:
+        size = math.prod(shape)
+        if self._buffer.size < size:
+            self._buffer = np.empty(size, dtype=np.uint8)
+        return self._buffer[:size].reshape(shape)
+
+
+class BatchAssembler:
+    """Up to `capacity` clips of `num_views` views at `target_hw` (H, W), decoded straight into one block.
+
+    `add` raises `SampleError` (decode, bad_depth) for a bad clip; its slot stays free for the next clip.
+    `batch()` returns the clips added so far as a `MultiViewBatch` (views into the block)."""
+
+    def __init__(self, capacity: int, num_views: int, target_hw: tuple[int, int], scratch: ScratchBuffer):
+        height, width = target_hw
+        self.capacity, self.num_views, self.target_hw = capacity, num_views, (int(height), int(width))
+        self.scratch = scratch
+        self.block = _Block({
+            "images": ((capacity, num_views, height, width, 3), torch.uint8),
+            "depth": ((capacity, num_views, height, width), torch.uint16),
+            "K": ((capacity, num_views, 3, 3), torch.float32),
+            "camera_to_world": ((capacity, num_views, 4, 4), torch.float32),
+            "depth_scale": ((capacity,), torch.float32),
+            "has_depth": ((capacity,), torch.bool),
+        })
+        self.metres: torch.Tensor | None = None  # float32 (capacity, N, H, W) once a clip stores float depth
+        self.count = 0
+        self.dataset_names: list[str] = []
+        self.keys: list[str] = []
+        self.frame_ids: list[list[int]] = []
+
+    @property
+    def full(self) -> bool:
+        return self.count == self.capacity
+
+    def add(self, record: ClipRecord, frame_indices: Sequence[int], box: CropBox) -> None:
+        """Decode the frames `frame_indices` of `record`, crop them to `box` (trimmed by `reduction_box`) and
+        resize to the target size into the next slot, K updated exactly. Raises SampleError."""
+        if self.full:
+            raise ValueError("datamodules/batch_assembly.py: the batch is full")
+        meta, slot, target = record.meta, self.count, self.target_hw
+        frame_indices = [int(index) for index in frame_indices]
+        if len(frame_indices) != self.num_views:
+            raise ValueError(f"datamodules/batch_assembly.py: {len(frame_indices)} frames for {self.num_views} views")
+        box = reduction_box(box, target)
+        same_size = (box.height, box.width) == target
+        rows = slice(box.top, box.top + box.height)
+        cols = slice(box.left, box.left + box.width)
+        row_indices = None if same_size else nearest_source_indices(box.height, target[0]) + box.top
+        col_indices = None if same_size else nearest_source_indices(box.width, target[1]) + box.left
+        arrays = self.block.arrays
+        crops = arrays["images"][slot] if same_size else self.scratch.array((self.num_views, box.height, box.width, 3))
+        units = arrays["depth"][slot]
+        float_depth = False
+        for view, index in enumerate(frame_indices):
+            member = frame_member(index, "jpg")
+            rgb = decode_jpeg(record.members[member], f"{record.key}.{member}")
+            np.copyto(crops[view], self._checked(record, rgb, member)[rows, cols])
+            if not meta.has_depth:
+                continue
+            member = record.depth_member(index)
+            name = f"{record.key}.{member}"
+            if member.endswith("png"):
+                stored = decode_depth_png(record.members[member], name)
+            else:
+                stored = depth_to_metres(decode_depth_npy(record.members[member], name), meta.depth_scale, name)
+                float_depth = True
+            stored = self._checked(record, stored, member)
+            depth_view = self._metres().numpy()[slot, view] if float_depth else units[view]
+            self._resampled(stored, rows, cols, row_indices, col_indices, out=depth_view)
+            member = frame_member(index, "mask.png")
+            if member in record.members:
+                keep = self._checked(record, decode_mask_png(record.members[member], f"{record.key}.{member}"), member)
+                depth_view[~self._resampled(keep, rows, cols, row_indices, col_indices)] = 0
+        if not same_size:
+            images = torch.from_numpy(crops).permute(0, 3, 1, 2)
+            resample_images(images, target, reduction_factor(box, target), out=self.block.tensors["images"][slot].permute(0, 3, 1, 2))
+        self._finish_depth(slot, meta.has_depth, float_depth, meta.depth_scale, meta.z_far)
+        K = crop_resize_intrinsics(torch.from_numpy(meta.K[frame_indices]), box, target)
+        self.block.tensors["K"][slot] = K.float()
+        self.block.tensors["camera_to_world"][slot] = torch.from_numpy(meta.camera_to_world[frame_indices]).float()
+        arrays["has_depth"][slot] = meta.has_depth
+        self.dataset_names.append(meta.dataset)
+        self.keys.append(record.key)
+        self.frame_ids.append([meta.frame_ids[index] for index in frame_indices])
+        self.count += 1
+
+    def batch(self) -> MultiViewBatch:
+        count, tensors = self.count, self.block.tensors
+        return MultiViewBatch(
+            images=tensors["images"][:count].permute(0, 1, 4, 2, 3),
+            depth=(tensors["depth"] if self.metres is None else self.metres)[:count],
+            depth_scale=tensors["depth_scale"][:count],
+            K=tensors["K"][:count],
+            camera_to_world=tensors["camera_to_world"][:count],
+            has_depth=tensors["has_depth"][:count],
+            dataset_names=self.dataset_names,
+            keys=self.keys,
+            frame_ids=self.frame_ids,
+        )
+
+    def _finish_depth(self, slot: int, has_depth: bool, float_depth: bool, depth_scale: float, z_far: float | None) -> None:
+        """Zero the depth beyond z_far, set the slot's scale; a clip without depth gets zeros."""
+        units = self.block.arrays["depth"][slot]
+        scales = self.block.arrays["depth_scale"]
+        if float_depth:  # metres: the old float path, compared in float32
+            metres = self.metres[slot]
+            if z_far is not None:
+                metres.masked_fill_(~(metres < z_far), 0.0)
+            scales[slot] = 1.0
+            return
+        if not has_depth:
+            units.fill(0)
+        elif z_far is not None:
+            units[units >= _units_below(depth_scale, z_far)] = 0
+        scales[slot] = depth_scale
+        if self.metres is not None:  # the batch holds float32 metres: convert this clip's units exactly
+            depth_to_metres(units, depth_scale, out=self.metres[slot].numpy())
+            scales[slot] = 1.0
+
+    def _metres(self) -> torch.Tensor:
+        """The float32 metres of the batch, created (with the slots so far converted exactly) on first use."""
+        if self.metres is None:
+            shape = self.block.tensors["depth"].shape
+            self.metres = allocate_block(math.prod(shape) * 4).view(torch.float32).view(shape)
+            scales = self.block.arrays["depth_scale"]
+            for slot in range(self.count):
+                depth_to_metres(self.block.arrays["depth"][slot], float(scales[slot]), out=self.metres[slot].numpy())
+                scales[slot] = 1.0
+        return self.metres
+
+    @staticmethod
+    def _resampled(values: np.ndarray, rows: slice, cols: slice, row_indices, col_indices, out=None) -> np.ndarray:
+        """(H0, W0) values cropped to rows x cols, resampled nearest-exact when indices are given (into `out`)."""
+        if row_indices is None:
+            cropped = values[rows, cols]
+            if out is None:
+                return cropped
+            np.copyto(out, cropped)
+            return out
+        picked_rows = np.take(values, row_indices, axis=0)
+        if out is None:
+            return np.take(picked_rows, col_indices, axis=1)
+        return np.take(picked_rows, col_indices, axis=1, out=out, mode="clip")
+
+    @staticmethod
+    def _checked(record: ClipRecord, array: np.ndarray, member: str) -> np.ndarray:
+        if array.shape[:2] != (record.meta.height, record.meta.width):
+            raise SampleError(
+                REASON_DECODE,
+                f"{record.key}.{member}: size {array.shape[1]}x{array.shape[0]} differs from meta width x height "
+                f"{record.meta.width}x{record.meta.height}",
+            )
+        return array
