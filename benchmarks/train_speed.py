@@ -112,7 +112,8 @@ def add_train(benchmarks: argparse._SubParsersAction) -> None:
                             f"{name}: {' '.join(c.id for c in suite.cases)}" for name, suite in SUITES.items()))
     add_common_arguments(parser, warmup=3, steps=10)
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the trunk layers and head blocks (G2VLM.compile_blocks)")
+                        help="torch.compile the trunk layers' geometry path and the head blocks "
+                             "(G2VLM.compile_blocks; the joint cases' packed path stays eager)")
     parser.set_defaults(run=run_train)
 
 
