@@ -10,6 +10,7 @@ Frames decode lazily: `ClipRecord.decode(frame_indices)` decodes only the frames
 from __future__ import annotations
 
 import collections
+import gzip
 import json
 import logging
 import os
@@ -80,57 +81,119 @@ def split_member_name(name: str) -> tuple[str, str]:
     return (os.path.join(directory, stem) if directory else stem), suffix.lower()
 
 
-class _CountingReader:
-    """A read-only stream wrapper that counts the bytes read through it."""
-
-    def __init__(self, stream):
-        self.stream = stream
-        self.count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size)
-        self.count += len(data)
-        return data
+_BLOCK = tarfile.BLOCKSIZE
+_END_BLOCK = bytes(_BLOCK)
+_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
+_SKIPPED_TYPES = (tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE)
 
 
-def _tar_mode(url: str) -> str:
-    return "r|gz" if url.endswith((".tar.gz", ".tgz")) else "r|"
+def _read_exactly(stream, size: int, what: str) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise tarfile.ReadError(f"{what}: {len(data)} of {size} bytes")
+    return data
+
+
+def _header_number(field: bytes, what: str) -> int:
+    """A numeric header field: NUL/space-terminated octal, or GNU base-256 (first byte 0x80 or 0xff)."""
+    if field[:1] in (b"\x80", b"\xff"):
+        value = int.from_bytes(field[1:], "big")
+        return value - (256 ** (len(field) - 1)) if field[:1] == b"\xff" else value
+    digits = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(digits, 8) if digits else 0
+    except ValueError:
+        raise tarfile.ReadError(f"{what}: not an octal number {field!r}") from None
+
+
+def _checksum_matches(header: bytes) -> bool:
+    """The stored header checksum equals the sum of the header bytes (the checksum field counted as eight
+    spaces), over unsigned bytes or, as some old writers computed it, over signed bytes."""
+    stored = _header_number(header[148:156], "header checksum")
+    unsigned = sum(header) - sum(header[148:156]) + 8 * 32
+    if stored == unsigned:
+        return True
+    return stored == unsigned - 256 * sum(1 for byte in header[:148] + header[156:] if byte > 127)
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    """'LENGTH KEY=VALUE\\n' records of a pax extended header."""
+    records, position = {}, 0
+    while position < len(data) and data[position:position + 1] != b"\0":
+        length_text, _, _ = data[position:position + 20].partition(b" ")
+        try:
+            length = int(length_text)
+        except ValueError:
+            raise tarfile.ReadError(f"bad pax record at byte {position}") from None
+        key, _, value = data[position + len(length_text) + 1:position + length - 1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        position += length
+    return records
+
+
+def iter_tar_members(stream) -> Iterator[tuple[str, bytes]]:
+    """(name, data) of the regular files of an (uncompressed) tar stream, in order: ustar, GNU (long names) and pax
+    (path, size) headers; directories and links are passed over. One read per header and one per member, which
+    costs a fraction of `tarfile`'s streaming reader. Raises `tarfile.ReadError` for a cut or corrupt archive, also
+    for one cut at a member boundary (a tar ends with an all-zero end-of-archive block; a missing one means the
+    end was lost)."""
+    long_name: str | None = None
+    pax: dict[str, str] = {}
+    while True:
+        header = stream.read(_BLOCK)
+        if len(header) != _BLOCK:
+            raise tarfile.ReadError("no end-of-archive block" if not header else f"a header cut at {len(header)} bytes")
+        if header == _END_BLOCK:
+            return
+        if not _checksum_matches(header):
+            raise tarfile.ReadError("bad header checksum")
+        name = header[:100].split(b"\0", 1)[0]
+        if header[257:262] == b"ustar" and header[345:346] != b"\0":
+            name = header[345:500].split(b"\0", 1)[0] + b"/" + name
+        name = name.decode("utf-8", "surrogateescape")
+        size = int(pax["size"]) if "size" in pax else _header_number(header[124:136], f"{name}: size")
+        kind = header[156:157]
+        data = _read_exactly(stream, size, f"member {name}")
+        if size % _BLOCK:
+            _read_exactly(stream, _BLOCK - size % _BLOCK, f"member {name} padding")
+        if kind == tarfile.GNUTYPE_LONGNAME:
+            long_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        elif kind == tarfile.XHDTYPE:
+            pax = _pax_records(data)
+        elif kind in (tarfile.XGLTYPE, tarfile.GNUTYPE_LONGLINK):
+            continue
+        else:
+            name = pax.get("path", long_name or name)
+            long_name, pax = None, {}
+            if kind in _FILE_TYPES:
+                yield name, data
+            elif kind not in _SKIPPED_TYPES:
+                raise tarfile.ReadError(f"member {name}: unsupported tar member type {kind!r}")
+
+
+def _tar_stream(raw, url: str):
+    return gzip.GzipFile(fileobj=raw, mode="rb") if url.endswith((".tar.gz", ".tgz")) else raw
 
 
 def iter_raw_samples(url: str, skips: SkipLog) -> Iterator[RawSample]:
     """Group the members of one shard into samples. A truncated shard is counted once as `truncated`, its
     incomplete last sample is dropped and reading stops there. A repeated member ends the sample as `schema`.
-
-    Python's streaming tar reader takes a shard cut at a member boundary or inside a header for a clean end, so
-    a plain tar must also hold at least one (end-of-archive) block after the last member's data, as every tar
-    writer leaves; compressed shards report truncation through their decompressor."""
+    A shard cut at a member boundary is truncated too (`iter_tar_members`)."""
     key: str | None = None
     members: dict[str, bytes] = {}
     broken = False
     try:
         with wds.gopen(url, "rb") as raw:
-            stream = _CountingReader(raw)
-            data_end = 0
-            with tarfile.open(fileobj=stream, mode=_tar_mode(url)) as tar:
-                for info in tar:
-                    data_end = info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-                    if not info.isfile():
-                        continue
-                    data = tar.extractfile(info).read()
-                    if len(data) != info.size:
-                        raise tarfile.ReadError(f"member {info.name} has {len(data)} of {info.size} bytes")
-                    member_key, suffix = split_member_name(info.name)
-                    if member_key != key:
-                        if key is not None and not broken:
-                            yield RawSample(key, url, members)
-                        key, members, broken = member_key, {}, False
-                    if suffix in members and not broken:
-                        skips.record(SampleError(REASON_SCHEMA, f"{key}: member '{suffix}' appears twice"), url)
-                        broken = True
-                    members[suffix] = data
-            total = stream.count + len(raw.read())
-            if _tar_mode(url) == "r|" and total < data_end + tarfile.BLOCKSIZE:
-                raise tarfile.ReadError(f"no end-of-archive block after byte {data_end} ({total} bytes)")
+            for name, data in iter_tar_members(_tar_stream(raw, url)):
+                member_key, suffix = split_member_name(name)
+                if member_key != key:
+                    if key is not None and not broken:
+                        yield RawSample(key, url, members)
+                    key, members, broken = member_key, {}, False
+                if suffix in members and not broken:
+                    skips.record(SampleError(REASON_SCHEMA, f"{key}: member '{suffix}' appears twice"), url)
+                    broken = True
+                members[suffix] = data
     except (tarfile.TarError, EOFError, OSError, ValueError) as error:
         skips.record(SampleError(REASON_TRUNCATED, f"{key or 'first sample'}: shard ends early ({error})"), url)
         return
