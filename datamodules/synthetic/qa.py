@@ -15,8 +15,9 @@ Objects are named by colour and class ("the green box"), only when that name is 
 with a point (red for the first object, blue for the second) at the centroid of their visible pixels, on
 SPAR's 0-1000 scale; the loader draws the markers onto the semantic (ViT) copy of the image. Ambiguous cases are
 not asked: depth pairs differ by at least 0.3 m and 10 %, left/right centres by 10 % of the width, camera
-motions are at least 0.3 m with one axis 1.5x the other. Options are shuffled, so every letter is equally
-likely to be right. Every sample carries the geometry of its images (the multi-view clip schema), so the
+motions are at least 0.3 m with one axis 1.5x the other. Two-option questions list their options in a fixed
+order (left, right; the red-marked object, the blue-marked one) and the random choice of the pair makes either
+letter equally likely to be right; the four camera motions are shuffled. Every sample carries the geometry of its images (the multi-view clip schema), so the
 `vg_ce` variant can add the geometry loss.
 
 Everything depends only on (seed, scene index): the scene as in `synthetic.shards`, the questions from their
@@ -96,12 +97,10 @@ class SceneFacts:
         return [i for i in self.names if self.visible[view, i]]
 
 
-def _options(rng: np.random.Generator, correct: str, others: list[str]) -> tuple[str, str]:
-    """Shuffle the options -> ('A. x B. y ...', letter of the correct one)."""
-    options = [correct, *others]
-    order = rng.permutation(len(options))
-    text = " ".join(f"{string.ascii_uppercase[k]}. {options[j]}" for k, j in enumerate(order))
-    return text, string.ascii_uppercase[int(np.nonzero(order == 0)[0][0])]
+def _options(options: list[str], correct: str) -> tuple[str, str]:
+    """-> ('A. x B. y ...', letter of the correct option)."""
+    text = " ".join(f"{string.ascii_uppercase[k]}. {option}" for k, option in enumerate(options))
+    return text, string.ascii_uppercase[options.index(correct)]
 
 
 def _pair(facts: SceneFacts, rng: np.random.Generator, candidates: list[int]) -> tuple[int, int] | None:
@@ -154,9 +153,8 @@ def depth_order(facts: SceneFacts, rng: np.random.Generator) -> Question | None:
     za, zb = points[a, 2], points[b, 2]
     if abs(za - zb) < max(MIN_DEPTH_GAP_M, 0.1 * min(za, zb)):
         return None
-    near, far = (a, b) if za < zb else (b, a)
     label = {a: f"{facts.names[a]} (red point)", b: f"{facts.names[b]} (blue point)"}
-    options, letter = _options(rng, label[near], [label[far]])
+    options, letter = _options([label[a], label[b]], label[a if za < zb else b])
     question = f"Which object is closer to the camera? {options} {CHOICE_PROMPT}"
     markers = [facts.marker(a, view, 0, "red"), facts.marker(b, view, 0, "blue")]
     return Question("depth_order", "multiple_choice", question, letter, [view], markers)
@@ -173,7 +171,7 @@ def left_right(facts: SceneFacts, rng: np.random.Generator) -> Question | None:
     u = K[0, 0] * points[:, 0] / points[:, 2] + K[0, 2]
     if abs(u[a] - u[b]) < 0.1 * facts.scene.width:
         return None
-    options, letter = _options(rng, "left" if u[a] < u[b] else "right", ["right" if u[a] < u[b] else "left"])
+    options, letter = _options(["left", "right"], "left" if u[a] < u[b] else "right")
     question = (f"Is the centre of {facts.names[a]} (red point) to the left or to the right of the centre of "
                 f"{facts.names[b]} (blue point) in this image? {options} {CHOICE_PROMPT}")
     markers = [facts.marker(a, view, 0, "red"), facts.marker(b, view, 0, "blue")]
@@ -195,8 +193,8 @@ def camera_motion(facts: SceneFacts, rng: np.random.Generator) -> Question | Non
         correct = "moved right" if sideways > 0 else "moved left"
     else:
         return None
-    others = [o for o in ("moved forward", "moved backward", "moved left", "moved right") if o != correct]
-    options, letter = _options(rng, correct, others)
+    motions = ["moved forward", "moved backward", "moved left", "moved right"]
+    options, letter = _options([motions[i] for i in rng.permutation(len(motions))], correct)
     question = f"How did the camera move from the first image to the second image? {options} {CHOICE_PROMPT}"
     return Question("camera_motion", "multiple_choice", question, letter, [first, last], [])
 
