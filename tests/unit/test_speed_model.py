@@ -125,6 +125,35 @@ def test_compile_switch_keeps_outputs_and_shares_one_graph_across_layers():
     assert model.trunk.layers[0].geometric.q_proj.weight.grad is not None
 
 
+def test_checkpointing_covers_the_fp32_heads():
+    """With checkpointing on, the head decoders keep only their block inputs for backward (the fp32 heads run on
+    every token: at g2vlm-2b, 224², 4 × 24 views, 58 GiB of saved tensors without it, 4 GiB with it, counted on
+    the meta device), and the gradients are unchanged."""
+    config = model_config("tiny", geometry_heads=HeadsConfig(depth=2, heads=4, point_dim=32, camera_dim=16))
+    torch.manual_seed(0)
+    model = G2VLM(config)
+    tokens = torch.randn(2, 3, 8 * 8, config.width)
+
+    def saved_bytes_and_gradients(checkpointing: bool):
+        model.set_gradient_checkpointing(checkpointing)
+        model.zero_grad(set_to_none=True)
+        saved = []
+
+        def pack(tensor):
+            saved.append(tensor.numel() * tensor.element_size())
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            output = model.heads(tokens, 8, 8)
+        (output["depth"].sum() + output["camera_to_world"].sum() + output["global_points"].sum()).backward()
+        return sum(saved), {name: p.grad for name, p in model.heads.named_parameters()}
+
+    full, gradients = saved_bytes_and_gradients(False)
+    checkpointed, checkpointed_gradients = saved_bytes_and_gradients(True)
+    assert checkpointed < full / 2
+    for name, gradient in gradients.items():
+        torch.testing.assert_close(checkpointed_gradients[name], gradient, msg=name)
+
 # ------------------------------------------------------------------------------------------------- CUDA only
 def _cuda_trunk_step(model: G2VLM, images: torch.Tensor) -> None:
     """Encoder + trunk forward under bf16 autocast, backward, clipping, a fused AdamW step."""

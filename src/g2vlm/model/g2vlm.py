@@ -17,7 +17,7 @@ from torch import nn
 from g2vlm.model.config import ModelConfig
 from g2vlm.model.dino_encoder import DinoEncoder, DinoProjector
 from g2vlm.model.expert_router import ExpertRouterStack
-from g2vlm.model.heads import ContextDecoderBlock, DecoderBlock, GeometryHeads
+from g2vlm.model.heads import ContextDecoderBlock, Decoder, DecoderBlock, GeometryHeads
 from g2vlm.model.outputs import GeometryOutput, ModelOutput
 from g2vlm.model.packing import PackedBatch
 from g2vlm.model.rope import geometry_positions, mrope_cos_sin
@@ -112,9 +112,13 @@ class G2VLM(nn.Module):
         return out
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
-        """Per-layer activation checkpointing (non-reentrant) of the trunk and of the DINO encoder's
-        blocks (which matters only when the encoder trains; a frozen one keeps no activations)."""
+        """Per-layer activation checkpointing (non-reentrant) of the trunk, of the head decoders' blocks and
+        of the DINO encoder's blocks (which matters only when the encoder trains; a frozen one keeps no
+        activations)."""
         self.trunk.gradient_checkpointing = enabled
+        for module in self.heads.modules():
+            if isinstance(module, Decoder):
+                module.gradient_checkpointing = enabled
         self.dino.vit.set_grad_checkpointing(enabled)
 
     def compile_blocks(self, **options) -> None:

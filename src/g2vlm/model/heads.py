@@ -24,6 +24,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from g2vlm.geometry.rotation import rotation_from_9d
 from g2vlm.model.config import HeadsConfig
@@ -111,17 +112,25 @@ class ContextDecoderBlock(nn.Module):
 
 
 class Decoder(nn.Module):
-    """`depth` blocks then a linear output. x (B·N, P, D) -> (B·N, P, out_dim)."""
+    """`depth` blocks then a linear output. x (B·N, P, D) -> (B·N, P, out_dim).
+
+    gradient_checkpointing: per-block activation checkpointing (non-reentrant; set by
+    `G2VLM.set_gradient_checkpointing`). The fp32 blocks run on every token of every frame, so without it the
+    heads hold most of a checkpointed trunk's activation memory."""
 
     def __init__(self, width: int, config: HeadsConfig, out_dim: int, cross: bool = False) -> None:
         super().__init__()
         block = ContextDecoderBlock if cross else DecoderBlock
         self.blocks = nn.ModuleList(block(width, config.heads, config.mlp_ratio) for _ in range(config.depth))
         self.linear_out = nn.Linear(width, out_dim)
+        self.gradient_checkpointing = False
 
     def forward(self, x, cos, sin, context=None):
         for block in self.blocks:
-            x = block(x, cos, sin, context)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, cos, sin, context, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, context)
         return self.linear_out(x)
 
 
