@@ -195,3 +195,16 @@ def test_cuda_geometry_trunk_runs_on_the_flash_kernel():
     images = torch.rand(2, 3, 3, 32, 32, device="cuda")
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # raises if any trunk attention cannot use flash
         _cuda_trunk_step(model, images)
+
+
+@pytest.mark.gpu
+def test_cuda_block_mask_is_built_compiled_and_equals_the_eager_one():
+    from g2vlm.model.packing import Geometry, Text, pack
+
+    config = model_config("tiny")
+    samples = [[Text(torch.arange(150)), Geometry(torch.rand(2, 3, 32, 32)), Text(torch.arange(40), supervised=True)],
+               [Text(torch.arange(90)), Geometry(torch.rand(1, 3, 32, 32))]]
+    batch = pack(samples, config)
+    eager, compiled = batch.block_mask(), batch.to("cuda").block_mask()
+    for name in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices"):
+        torch.testing.assert_close(getattr(compiled, name).cpu(), getattr(eager, name), msg=name)

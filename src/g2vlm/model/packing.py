@@ -100,7 +100,10 @@ class PackedBatch:
         return same_sample & (causal | same_span)
 
     def block_mask(self):
-        """The same rule as a flex-attention BlockMask (block size 128), on the batch's device."""
+        """The same rule as a flex-attention BlockMask (block size 128), on the batch's device.
+
+        On CUDA the mask construction is compiled: built eagerly it evaluates the rule on all T² pairs at once
+        (0.77 GB of temporaries measured at 8,192 tokens on a CPU; ~19 GB extrapolated to 40,960)."""
         from torch.nn.attention.flex_attention import create_block_mask
 
         sample, order, span = self.token_sample, self.token_order, self.token_span
@@ -109,7 +112,8 @@ class PackedBatch:
             return (sample[q] == sample[k]) & ((order[k] <= order[q]) | ((span[q] == span[k]) & (span[q] >= 0)))
 
         length = self.num_tokens
-        return create_block_mask(mask_mod, None, None, length, length, device=sample.device)
+        return create_block_mask(mask_mod, None, None, length, length, device=sample.device,
+                                 _compile=sample.device.type == "cuda")
 
 
 def _meta(sample_id: int, order: int, n: int, spans: torch.Tensor) -> torch.Tensor:
