@@ -28,7 +28,7 @@ matmuls: a backward costs two matmuls per forward matmul; neither a fused kernel
 recomputed by activation checkpointing is counted, so MFU with checkpointing on is model-FLOPs utilisation;
 `GeometryPretraining.measure_flops_per_batch` for geometry; joint: per packed sample — attention within a sample
 counted dense, none across samples — plus the frozen Qwen-ViT's forward from its layer shapes), achieved TFLOP/s, MFU
-against the device's bf16 peak (lightning's table; n/a on a CPU), and peak memory (CUDA: max allocated during
+against the device's dense bf16 peak (`peak_bf16_flops`; n/a on a CPU), and peak memory (CUDA: max allocated during
 the timed steps; CPU: the process's peak RSS so far). A case that runs out of memory is retried with half the
 batch, down to 1 clip, and the sizes that did not fit are listed. JSON: {"train": {...}, "env": {...}}.
 """
@@ -182,13 +182,32 @@ def select_cases(suite: Suite, ids: list[str]) -> list[GeometryCase | JointCase]
     return [known[case_id] for case_id in ids]
 
 
-def device_settings(device) -> dict:
-    """Peak bf16 FLOP/s of the device (None on a CPU or an unknown GPU) and the numeric settings of the step."""
+H100_SXM_DENSE_BF16 = 989.4e12  # lightning's "h100 sxm" entry; the H200 has the same tensor cores
+
+
+def peak_bf16_flops(device) -> tuple[int | None, str]:
+    """(dense bf16 FLOP/s of the device, where the figure comes from); None on a CPU or an unknown GPU.
+
+    lightning's `get_available_flops`, except for the H200: lightning has no entry for the plain name
+    "NVIDIA H200", and its "h200 sxm1" entry (2,000 TFLOP/s) is the with-sparsity figure; the H200 has the
+    H100 SXM's compute, whose dense bf16 peak is used."""
     import torch
     from lightning.fabric.utilities.throughput import get_available_flops
 
+    if device.type != "cuda":
+        return None, "none on a CPU"
+    if "h200" in torch.cuda.get_device_name(device).lower():
+        return int(H100_SXM_DENSE_BF16), "H200: dense bf16 of the H100 SXM (lightning lists the sparse figure)"
+    return get_available_flops(device, torch.bfloat16), "lightning get_available_flops(device, bfloat16)"
+
+
+def device_settings(device) -> dict:
+    """Peak bf16 FLOP/s of the device (None on a CPU or an unknown GPU) and the numeric settings of the step."""
+    import torch
+
     cuda = device.type == "cuda"
-    return {"peak_bf16_flops": get_available_flops(device, torch.bfloat16) if cuda else None,
+    peak, source = peak_bf16_flops(device)
+    return {"peak_bf16_flops": peak, "peak_bf16_flops_source": source,
             "precision": "bf16 autocast (heads, geometry, losses fp32)" if cuda else "fp32",
             "fp32_matmul_precision": torch.get_float32_matmul_precision() if cuda else None,
             "optimizer": f"AdamW ({'fused' if cuda else 'foreach'})"}

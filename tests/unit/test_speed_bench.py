@@ -122,3 +122,12 @@ def test_joint_flops_equal_a_count_of_the_real_model():
     with sdpa_kernel(SDPBackend.MATH):
         counted = measure_flops(model, lambda: model(batch), loss_fn=lambda out: out.logits.float().sum())
     assert joint_flops(config, sample) == counted
+
+
+def test_peak_flops_are_dense_bf16_figures(monkeypatch):
+    from g2vlm.benchmarks.train_speed import peak_bf16_flops
+
+    assert peak_bf16_flops(torch.device("cpu"))[0] is None
+    for name, expected in (("NVIDIA H100 80GB HBM3", 989.4e12), ("NVIDIA H200", 989.4e12), ("NVIDIA A100-SXM4-80GB", 312e12)):
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, name=name: name)
+        assert peak_bf16_flops(torch.device("cuda"))[0] == pytest.approx(expected), name
