@@ -12,7 +12,7 @@ TORCH_PAIR ?= torch===2.15.0 torchvision===0.29.2
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-full test-slurm slurm-up slurm-down lint doctor demo bench-depth bench-pose bench-pointmap bench-data consolidate
+.PHONY: help install test test-full test-slurm slurm-up slurm-down lint doctor demo bench-depth bench-pose bench-pointmap bench-train bench-infer bench-data consolidate
 
 help: ## list the targets
 	@echo "g2vlm — make TARGET"
@@ -66,6 +66,12 @@ bench-pose: $(STAMP) ## relative-pose benchmark (synthetic, co3dv2, re10k): [CKP
 
 bench-pointmap: $(STAMP) ## point-map benchmark (synthetic, 7scenes, nrgbd, eth3d, dtu): [CKPT=] [DATASETS=] [ROOT_<NAME>=] [PRED=] [OUT=]
 	$(BIN)/g2vlm bench pointmap $(call bench_args,pointmap)
+
+bench-train: $(STAMP) ## training-step speed: step time, tokens/s, images/s, MFU, peak memory (g2vlm-2b on CUDA, small on CPU) [OUT=] [ARGS=]
+	$(BIN)/g2vlm bench train --out $(or $(OUT),runs/bench/train.json) $(ARGS)
+
+bench-infer: $(STAMP) ## reconstruction time and peak memory vs number of views, beside VGGT's H100 table [OUT=] [ARGS=]
+	$(BIN)/g2vlm bench infer --out $(or $(OUT),runs/bench/infer.json) $(ARGS)
 
 bench-data: $(STAMP) ## multi-view loader throughput (clips/s, frames/s per worker) beside raw decode
 	$(BIN)/python -m g2vlm.benchmarks.data_throughput
