@@ -46,7 +46,9 @@ class GeometryPretraining(L.LightningModule):
         betas, eps: AdamW moments (official (0.9, 0.95), 1e-15).
         warmup_steps: linear warmup steps.
         min_learning_rate: floor of the cosine schedule (official 1e-7).
-        gradient_checkpointing: activation checkpointing per trunk layer.
+        gradient_checkpointing: activation checkpointing per trunk layer, DINO block and head decoder block.
+        compile: regional `torch.compile` of the trunk layers and head blocks (`G2VLM.compile_blocks`); pays on
+            CUDA, not at the CPU demo's size.
         init_weights: starting weights: a model file (safetensors written by `g2vlm import-weights`), whose
             stored config must be the preset's, or a single-file Lightning checkpoint of this module (e.g. the
             output of `g2vlm consolidate`). Loaded strictly. None: random initialisation.
@@ -66,6 +68,7 @@ class GeometryPretraining(L.LightningModule):
         min_learning_rate: float = 1e-7,
         gradient_checkpointing: bool = False,
         init_weights: str | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["loss"])
@@ -100,6 +103,8 @@ class GeometryPretraining(L.LightningModule):
         self.model.freeze(*FREEZE_GROUPS, frozen=False)
         self.model.freeze(*self.freeze_groups)
         self.model.set_gradient_checkpointing(self.hparams.gradient_checkpointing)
+        if self.hparams.compile:
+            self.model.compile_blocks()
 
     def forward(self, images: torch.Tensor) -> GeometryOutput:
         return self.model.forward_geometry(images)
@@ -171,7 +176,9 @@ class GeometryPretraining(L.LightningModule):
         h = self.hparams
         groups = adamw_parameter_groups(self.model.parameter_groups(), h.learning_rate, h.weight_decay,
                                         h.part_learning_rates)
-        optimizer = torch.optim.AdamW(groups, lr=h.learning_rate, betas=tuple(h.betas), eps=h.eps)
+        on_cuda = all(p.is_cuda for group in groups for p in group["params"])
+        optimizer = torch.optim.AdamW(groups, lr=h.learning_rate, betas=tuple(h.betas), eps=h.eps,
+                                      fused=on_cuda or None)
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = warmup_cosine_schedule(optimizer, min(h.warmup_steps, total_steps), total_steps,
                                            h.min_learning_rate / h.learning_rate)
@@ -185,10 +192,10 @@ class GeometryPretraining(L.LightningModule):
             return
         squared_total = None
         for part, parameters in self.model.parameter_groups().items():
-            grads = [p.grad for p in parameters if p.grad is not None]
+            grads = [p.grad.detach() for p in parameters if p.grad is not None]
             if not grads:
                 continue
-            squared = torch.stack([g.detach().float().pow(2).sum() for g in grads]).sum()
+            squared = torch.stack(torch._foreach_norm(grads)).float().pow(2).sum()
             squared_total = squared if squared_total is None else squared_total + squared
             self.log(f"train/grad_norm/{part}", squared.sqrt())
         if squared_total is not None:
