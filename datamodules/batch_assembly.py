@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,23 +47,81 @@ from torch.utils.data import get_worker_info
 _ALIGN = 64  # byte alignment of each array inside a block
 
 
-def allocate_block(nbytes: int) -> torch.Tensor:
-    """A 1-D uint8 tensor of `nbytes`; inside a DataLoader worker in shared memory (handing it to the main process
-    then copies nothing), elsewhere ordinary memory."""
-    if get_worker_info() is None:
-        return torch.empty(nbytes, dtype=torch.uint8)
+def _shared_block(nbytes: int) -> torch.Tensor:
     return torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(max(nbytes, 1)))[:nbytes]
+
+
+def allocate_block(nbytes: int) -> torch.Tensor:
+    """A 1-D uint8 tensor of `nbytes`; inside a DataLoader worker in (fresh) shared memory, handing it to the main
+    process then copies nothing; elsewhere ordinary memory."""
+    return torch.empty(nbytes, dtype=torch.uint8) if get_worker_info() is None else _shared_block(nbytes)
+
+
+class SharedBlockPool:
+    """Shared-memory blocks reused across the batches of one DataLoader worker.
+
+    Fresh shared memory is dear: the kernel allocates and maps every 4 KiB page on first touch (~3 us a page on
+    a VM, far more than copying it), and a DataLoader hands each batch over in new shared memory. Here a block
+    goes out with its batch and comes back once the receiving process has dropped every tensor that uses it: a
+    `BlockLease` travels with the batch and, where it is unpickled, puts a finalizer on the block's storage
+    (torch keeps a storage's Python object alive as long as any tensor or numpy view uses it) that clears the
+    block's byte on a small shared board. The worker writes only into blocks whose byte is clear; when every
+    slot is out, a batch gets fresh, unpooled memory. A batch held forever just keeps its block.
+    """
+
+    def __init__(self, slots: int = 8):
+        self.board = _shared_block(slots)
+        self.board.zero_()
+        self._in_use = self.board.numpy()
+        self.blocks: list[torch.Tensor | None] = [None] * slots
+
+    def take(self, nbytes: int) -> tuple[torch.Tensor, BlockLease | None]:
+        """A block of nbytes and its lease (None for an unpooled block when every slot is out)."""
+        free = [slot for slot, block in enumerate(self.blocks) if block is None or not self._in_use[slot]]
+        fitting = [slot for slot in free if self.blocks[slot] is not None and self.blocks[slot].numel() >= nbytes]
+        if fitting:
+            slot = min(fitting, key=lambda slot: self.blocks[slot].numel())
+        elif free:  # an empty slot first, else replace the smallest free block by a larger one
+            slot = min(free, key=lambda slot: -1 if self.blocks[slot] is None else self.blocks[slot].numel())
+            self.blocks[slot] = _shared_block(nbytes)
+        else:
+            return _shared_block(nbytes), None
+        self._in_use[slot] = 1
+        return self.blocks[slot][:nbytes], BlockLease(self.board, slot, self.blocks[slot])
+
+
+class BlockLease:
+    """Keeps a pooled block's board byte set until the process that receives the batch drops the block."""
+
+    def __init__(self, board: torch.Tensor, slot: int, block: torch.Tensor):
+        self.board, self.slot, self.block = board, slot, block
+
+    def __reduce__(self):
+        return _watch_block, (self.board, self.slot, self.block)
+
+
+def _watch_block(board: torch.Tensor, slot: int, block: torch.Tensor) -> None:
+    """Runs where the batch is unpickled: clear the slot's byte once the block's storage is released there."""
+    weakref.finalize(block.untyped_storage(), _give_back, board, slot)
+
+
+def _give_back(board: torch.Tensor, slot: int) -> None:
+    board[slot] = 0
 
 
 class _Block:
     """Arrays carved out of one `allocate_block`: torch views (for the batch) and numpy views (for writing)."""
 
-    def __init__(self, arrays: dict[str, tuple[tuple[int, ...], torch.dtype]]):
+    def __init__(self, arrays: dict[str, tuple[tuple[int, ...], torch.dtype]], pool: SharedBlockPool | None):
         offsets, end = {}, 0
         for name, (shape, dtype) in arrays.items():
             offsets[name] = end
             end += -(-math.prod(shape) * dtype.itemsize // _ALIGN) * _ALIGN
-        self.memory = allocate_block(end)
+        self.lease: BlockLease | None = None
+        if pool is None:
+            self.memory = allocate_block(end)
+        else:
+            self.memory, self.lease = pool.take(end)
         self.tensors = {
             name: self.memory[offsets[name]:offsets[name] + math.prod(shape) * dtype.itemsize].view(dtype).view(shape)
             for name, (shape, dtype) in arrays.items()
@@ -98,7 +157,10 @@ class BatchAssembler:
     `add` raises `SampleError` (decode, bad_depth) for a bad clip; its slot stays free for the next clip.
     `batch()` returns the clips added so far as a `MultiViewBatch` (views into the block)."""
 
-    def __init__(self, capacity: int, num_views: int, target_hw: tuple[int, int], scratch: ScratchBuffer):
+    def __init__(
+        self, capacity: int, num_views: int, target_hw: tuple[int, int], scratch: ScratchBuffer,
+        pool: SharedBlockPool | None = None,
+    ):
         height, width = target_hw
         self.capacity, self.num_views, self.target_hw = capacity, num_views, (int(height), int(width))
         self.scratch = scratch
@@ -109,7 +171,7 @@ class BatchAssembler:
             "camera_to_world": ((capacity, num_views, 4, 4), torch.float32),
             "depth_scale": ((capacity,), torch.float32),
             "has_depth": ((capacity,), torch.bool),
-        })
+        }, pool)
         self.metres: torch.Tensor | None = None  # float32 (capacity, N, H, W) once a clip stores float depth
         self.count = 0
         self.dataset_names: list[str] = []
@@ -174,7 +236,7 @@ class BatchAssembler:
 
     def batch(self) -> MultiViewBatch:
         count, tensors = self.count, self.block.tensors
-        return MultiViewBatch(
+        batch = MultiViewBatch(
             images=tensors["images"][:count].permute(0, 1, 4, 2, 3),
             depth=(tensors["depth"] if self.metres is None else self.metres)[:count],
             depth_scale=tensors["depth_scale"][:count],
@@ -185,6 +247,8 @@ class BatchAssembler:
             keys=self.keys,
             frame_ids=self.frame_ids,
         )
+        batch._block_lease = self.block.lease  # pickled with the batch: the block returns to the pool when dropped
+        return batch
 
     def _finish_depth(self, slot: int, has_depth: bool, float_depth: bool, depth_scale: float, z_far: float | None) -> None:
         """Zero the depth beyond z_far, set the slot's scale; a clip without depth gets zeros."""

@@ -31,7 +31,7 @@ import numpy as np
 import webdataset as wds
 from g2vlm.datamodules.augmentation import CropBox, crop_box
 from g2vlm.datamodules.batch import MultiViewBatch
-from g2vlm.datamodules.batch_assembly import BatchAssembler, ScratchBuffer
+from g2vlm.datamodules.batch_assembly import BatchAssembler, ScratchBuffer, SharedBlockPool
 from g2vlm.datamodules.clip_reader import ClipRecord, SkipLog, iter_clip_records
 from g2vlm.datamodules.schema import SampleError
 from g2vlm.datamodules.view_sampling import evenly_spaced_views, sample_training_views
@@ -62,6 +62,12 @@ def worker_slot() -> tuple[int, int]:
     """(worker id, number of workers) of the current DataLoader worker; (0, 1) in the main process."""
     info = get_worker_info()
     return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+def worker_block_pool() -> SharedBlockPool | None:
+    """Inside a DataLoader worker, a pool of shared-memory batch blocks (reused once the main process drops a
+    batch); None in the main process."""
+    return SharedBlockPool() if get_worker_info() is not None else None
 
 
 def slot_shards(urls: Sequence[str], rank: int, world_size: int, worker: int, workers: int) -> list[str]:
@@ -215,14 +221,14 @@ class TrainClipBatches(IterableDataset):
 
     def _budget_batches(self, records: Iterator[ClipRecord], rng: np.random.Generator, skips: SkipLog) -> Iterator[MultiViewBatch]:
         recipe = self.recipe
-        scratch = ScratchBuffer()
+        scratch, pool = ScratchBuffer(), worker_block_pool()
         while True:
             num_views = int(rng.integers(recipe.views_min, recipe.views_max + 1))
             if recipe.aspect_ratio_range is None:
                 target_hw = tuple(recipe.image_size)
             else:
                 target_hw = recipe.training_size(float(np.exp(rng.uniform(*np.log(recipe.aspect_ratio_range)))))
-            batch = BatchAssembler(recipe.image_budget // num_views, num_views, target_hw, scratch)
+            batch = BatchAssembler(recipe.image_budget // num_views, num_views, target_hw, scratch, pool)
             while not batch.full:
                 record = next(records)
                 frames = sample_training_views(record.meta.num_frames, num_views, rng, recipe.view_window)
@@ -252,14 +258,14 @@ class ValClipBatches(IterableDataset):
             )
         recipe = self.recipe
         skips = SkipLog()
-        scratch = ScratchBuffer()
+        scratch, pool = ScratchBuffer(), worker_block_pool()
         target_hw = tuple(recipe.image_size)
         batch_size = max(1, recipe.image_budget // recipe.val_views)
         batch: BatchAssembler | None = None
         pending: MultiViewBatch | None = None  # held back one step so skips at the end ride on the last batch
         for record in iter_clip_records(slot_shards(self.urls, self.rank, self.world_size, worker, workers), skips):
             frames = evenly_spaced_views(record.meta.num_frames, recipe.val_views)
-            batch = batch or BatchAssembler(batch_size, recipe.val_views, target_hw, scratch)
+            batch = batch or BatchAssembler(batch_size, recipe.val_views, target_hw, scratch, pool)
             try:
                 batch.add(record, frames, clip_crop_box(record, frames, target_hw, recipe, None))
             except SampleError as error:

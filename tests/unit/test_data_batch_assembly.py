@@ -169,3 +169,44 @@ def test_resample_into_out_equals_interpolate():
         cropped = crops[..., box.top:box.top + box.height, box.left:box.left + box.width]
         assert resample_images(cropped, target, reduction_factor(box, target), out=out) is out
         assert torch.equal(out, expected)
+
+
+def write_clip_shard(path, clips: int) -> str:
+    from g2vlm.datamodules.shard_writer import ShardWriter
+
+    with ShardWriter(path, "pool") as writer:
+        for seed in range(clips):
+            record = make_record(seed, mask=seed % 3 == 0)
+            frames = [{suffix.split(".", 1)[1]: data for suffix, data in record.members.items()
+                       if suffix.startswith(f"{index:03d}.")} for index in range(FRAMES)]
+            writer.write(f"clip{seed}", record.meta, frames)
+    return str(path / "pool-000000.tar")
+
+
+def test_worker_blocks_are_reused_only_after_the_main_process_drops_them(tmp_path):
+    from g2vlm.datamodules.clip_streams import BatchRecipe, ValClipBatches
+    from torch.multiprocessing.reductions import fd_id
+    from torch.utils.data import DataLoader
+
+    shard = write_clip_shard(tmp_path, 12)
+    recipe = BatchRecipe(image_size=(24, 32), size_multiple=4, views_min=2, views_max=2, val_views=2, image_budget=2)
+    reference = list(ValClipBatches([shard], recipe))  # in process: ordinary memory
+    assert len(reference) == 12
+
+    def same(batch: MultiViewBatch, expected: MultiViewBatch) -> bool:
+        return batch.keys == expected.keys and all(
+            torch.equal(getattr(batch, name), getattr(expected, name))
+            for name in ("images", "depth", "depth_scale", "K", "camera_to_world", "has_depth"))
+
+    def block_file(batch: MultiViewBatch) -> tuple[int, int]:
+        return fd_id(batch.images.untyped_storage()._share_fd_cpu_()[0])
+
+    loader = DataLoader(ValClipBatches([shard], recipe), batch_size=None, num_workers=1)
+    held = list(loader)  # every batch kept: no block may be written again
+    assert all(same(batch, expected) for batch, expected in zip(held, reference, strict=True))
+    assert len({block_file(batch) for batch in held}) == 12  # 8 pooled blocks, then fresh ones
+    files = []
+    for batch, expected in zip(loader, reference, strict=True):  # each batch dropped after its check
+        assert same(batch, expected)
+        files.append(block_file(batch))
+    assert len(set(files)) < 12  # blocks came back and were reused
