@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -35,6 +36,9 @@ def add_to(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--val-scenes", type=int, default=100, help="held-out scenes (default 100)")
     parser.add_argument("--minutes", type=float, default=7.0, help="training time cap in minutes (default 7)")
     parser.add_argument("--workers", type=int, default=2, help="rendering processes (default 2)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for training and evaluation (default: torch's; on a machine shared with "
+                             "other jobs, 1 avoids OpenMP stalls)")
     parser.add_argument("--skip-training", action="store_true", help="evaluate the existing checkpoint only")
     parser.add_argument("--out", default="runs/geometry-demo/report", help="folder for the table JSON, PNG and PLY")
     parser.set_defaults(run=run)
@@ -56,12 +60,13 @@ def make_shards(train_scenes: int, val_scenes: int, workers: int) -> None:
         print(f"[demo] rendered {scenes} {split} scenes in {time.perf_counter() - start:.0f} s")
 
 
-def train(minutes: float) -> None:
-    max_time = f"00:00:{int(minutes):02d}:{int(round(60 * (minutes % 1))):02d}"
+def train(minutes: float, threads: int | None) -> None:
+    max_time = f"00:00:{int(minutes):02d}:{round(60 * (minutes % 1)):02d}"
     command = [sys.executable, "-m", "g2vlm", "fit", "--config", str(DEMO_CONFIG), "--trainer.max_time", max_time]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
     print(f"[demo] training: {' '.join(command[1:])}", flush=True)
     start = time.perf_counter()
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, env=env)
     print(f"[demo] trained in {(time.perf_counter() - start) / 60:.1f} min")
 
 
@@ -189,9 +194,13 @@ def print_table(results: dict[str, dict[str, float]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     make_shards(args.train_scenes, args.val_scenes, args.workers)
     if not args.skip_training:
-        train(args.minutes)
+        train(args.minutes, args.threads)
     checkpoint = RUN_DIR / "checkpoints" / "last.ckpt"
     if not checkpoint.is_file():
         print(f"[demo] no checkpoint at {checkpoint}: run `g2vlm demo` without --skip-training", file=sys.stderr)
