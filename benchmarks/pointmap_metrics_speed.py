@@ -1,10 +1,13 @@
 """Time the point-map metrics (Umeyama + ICP + Acc/Comp + normals + NC) on a synthetic room scan.
 
-The GT is an analytic box room seen by N cameras (every pixel valid); the prediction is the GT under a
-random similarity transform plus Gaussian noise and a few outliers, so the run exercises alignment, ICP and
-all nearest-neighbour queries the way a real evaluation does.
+The GT is an analytic box room seen by N cameras (every pixel valid). The prediction is either
+- `noisy` (default): the GT under a random similarity transform plus Gaussian noise and a few outliers, so the
+  run exercises alignment, ICP and all nearest-neighbour queries the way a real evaluation does; or
+- `collapsed`: what an untrained model gives — every frame the same near-constant depth plane in its own camera
+  frame (identity poses); after the Sim(3) alignment it is a small blob far from the GT walls, the slow case
+  of nearest-neighbour search.
 
-    python benchmarks/pointmap_metrics_speed.py --points 200000
+    python benchmarks/pointmap_metrics_speed.py --points 200000 [--prediction collapsed]
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ def room_depth(camera_to_world: torch.Tensor, K: torch.Tensor, height: int, widt
     return best  # the ray parameter with camera z = 1 is the z-depth
 
 
-def make_scan(points: int, frames: int, noise_m: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_scan(
+    points: int, frames: int, noise_m: float, seed: int, prediction: str = "noisy"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     side = max(int(math.sqrt(points / frames)), 4)
     height, width = side, math.ceil(points / frames / side)
@@ -55,12 +60,15 @@ def make_scan(points: int, frames: int, noise_m: float, seed: int) -> tuple[torc
     camera_to_world = torch.stack(poses)
     depth = room_depth(camera_to_world, K, height, width)
     gt = unproject_depth(depth, K.expand(frames, 3, 3), camera_to_world)
+    valid = torch.isfinite(depth)
+    if prediction == "collapsed":
+        flat = 1.0 + 0.01 * torch.randn(height, width, generator=generator)
+        return unproject_depth(flat, K).expand(frames, height, width, 3).clone(), gt, valid
     rotation = rotation_from_9d(torch.randn(9, generator=generator))
     pred = 1.7 * gt @ rotation.T + torch.tensor([0.5, -1.0, 2.0])
     pred = pred + noise_m * 1.7 * torch.randn(pred.shape, generator=generator)
     outliers = torch.rand(pred.shape[:-1], generator=generator) < 0.01
     pred[outliers] += torch.randn(int(outliers.sum()), 3, generator=generator)
-    valid = torch.isfinite(depth)
     return pred, gt, valid
 
 
@@ -68,14 +76,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, default=200_000, help="approximate number of valid points (default 200000)")
     parser.add_argument("--frames", type=int, default=8, help="views in the sequence (default 8)")
-    parser.add_argument("--noise-m", type=float, default=0.01, help="Gaussian noise on the prediction, metres (default 0.01)")
+    parser.add_argument("--prediction", choices=("noisy", "collapsed"), default="noisy",
+                        help="noisy: GT under a similarity plus noise and outliers (default); collapsed: an untrained model's")
+    parser.add_argument("--noise-m", type=float, default=0.01, help="Gaussian noise of the noisy prediction, metres (default 0.01)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs; the best is reported (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    pred, gt, valid = make_scan(args.points, args.frames, args.noise_m, args.seed)
+    pred, gt, valid = make_scan(args.points, args.frames, args.noise_m, args.seed, args.prediction)
     times, cpu_times = [], []
     for _ in range(args.repeats):
         metric = PointMapMetrics()
@@ -87,6 +97,7 @@ def main() -> None:
     report = {
         "points": int(valid.sum()),
         "frames": args.frames,
+        "prediction": args.prediction,
         "threads": torch.get_num_threads(),
         "seconds_best": round(min(times), 3),
         "seconds_all": [round(t, 3) for t in times],

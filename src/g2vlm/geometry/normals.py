@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from g2vlm.geometry.nearest_neighbors import VoxelGridIndex
+from g2vlm.geometry.nearest_neighbors import NearestNeighborIndex
 from g2vlm.geometry.precision import outside_autocast, upcast
 from g2vlm.geometry.vector import cross
 
@@ -116,15 +116,16 @@ def _neighbour_difference(points: torch.Tensor, valid: torch.Tensor, dim: int) -
 
 
 @outside_autocast
-def knn_normals(points: torch.Tensor, k: int = 30, index: VoxelGridIndex | None = None) -> torch.Tensor:
+def knn_normals(points: torch.Tensor, k: int = 30, index: NearestNeighborIndex | None = None) -> torch.Tensor:
     """Unoriented unit normals of a point cloud by PCA over each point's k nearest neighbours (itself
     included), as Open3D's `estimate_normals` with its default KNN(30) search. (M, 3) -> (M, 3).
 
     Points with fewer than 3 neighbours get (0, 0, 1), as Open3D. Pass the cloud's prebuilt `index` to reuse it.
-    Cost: one k-NN query (see `VoxelGridIndex`) plus a batched 3x3 eigendecomposition.
+    Cost: one k-NN query of the M points (see `g2vlm.geometry.nearest_neighbors`) plus a batched 3x3
+    eigendecomposition.
     """
     (points,) = upcast(points)
-    index = index if index is not None else VoxelGridIndex(points, points_per_voxel=max(4.0, k / 2))
+    index = index if index is not None else NearestNeighborIndex(points)
     _, neighbours = index.query(points, k=k)
     found = neighbours >= 0
     neighbourhood = index.reference[neighbours.clamp(min=0)]  # (M, k, 3)

@@ -10,15 +10,11 @@ correspondence distance (0.1 scene units; 100 for DTU in mm), as Open3D's defaul
   NC = (NC1 + NC2) / 2 (mean and median versions).
 Sequences are averaged with equal weight.
 
-Cost per sequence of M points: one grid build per cloud (O(M log M)); ICP does one exact 9-NN query of the M
-points and then, per iteration (at most 30), O(M) work plus a search for the few points whose nearest GT point
-may have changed; Accuracy reuses ICP's final correspondences (only points beyond the threshold are searched
-again); Completeness is one nearest-neighbour query of the GT points and the normals two 30-NN queries. See
-`g2vlm.geometry.nearest_neighbors` (exact voxel-grid search, no open3d/scipy). Measured with
-`python benchmarks/pointmap_metrics_speed.py`: 200,976 points in about 11 s of CPU time on one core of the
-project's shared 2-core machine. The search cost per query grows with the density of the other cloud times
-the squared distance to it, so predictions far from the GT (e.g. untrained models, errors of decimetres) take
-much longer: 50k points with 0.3 m noise took about 11 s.
+Cost per sequence of M points: two kd-tree builds (O(M log M)); ICP does one nearest-neighbour query of
+the M points bounded by its threshold per iteration (at most 30); Accuracy and Completeness are one
+nearest-neighbour query each, the normals two 30-NN queries. See `g2vlm.geometry.nearest_neighbors` (scipy's
+exact cKDTree): queries far from the other cloud (a collapsed or badly wrong prediction) cost much more than
+near ones. Measured with `python benchmarks/pointmap_metrics_speed.py`: see its docstring.
 """
 
 from __future__ import annotations
@@ -28,7 +24,7 @@ from torchmetrics import Metric
 
 from g2vlm.geometry.alignment import masked_median, umeyama_sim3
 from g2vlm.geometry.icp import icp_point_to_point
-from g2vlm.geometry.nearest_neighbors import VoxelGridIndex
+from g2vlm.geometry.nearest_neighbors import NearestNeighborIndex
 from g2vlm.geometry.normals import knn_normals
 
 POINT_MAP_METRIC_NAMES = (
@@ -53,16 +49,13 @@ def point_map_scores(
     gt_points = gt_points.to(torch.float32)
     scale, rotation, translation = umeyama_sim3(pred_points, gt_points)
     aligned = scale * pred_points @ rotation.T + translation
-    gt_index = VoxelGridIndex(gt_points)
-    icp = icp_point_to_point(aligned, gt_points, icp_max_distance, max_iterations=icp_max_iterations, target_index=gt_index)
-    aligned = icp.aligned
-    # ICP already knows the exact nearest GT point of every aligned point within its threshold
-    accuracy, nearest_gt = icp.nearest_distance.clone()[:, None], icp.nearest.clone()[:, None]
-    far = nearest_gt[:, 0] < 0
-    if far.any():
-        accuracy[far], nearest_gt[far] = gt_index.query(aligned[far], k=1)
-    pred_index = VoxelGridIndex(aligned)
-    completeness, nearest_pred = pred_index.query(gt_points, k=1)
+    gt_index = NearestNeighborIndex(gt_points)
+    aligned = icp_point_to_point(
+        aligned, gt_points, icp_max_distance, max_iterations=icp_max_iterations, target_index=gt_index
+    ).aligned
+    pred_index = NearestNeighborIndex(aligned)
+    accuracy, nearest_gt = gt_index.query(aligned)
+    completeness, nearest_pred = pred_index.query(gt_points)
     pred_normals = knn_normals(aligned, k=normal_neighbors, index=pred_index)
     gt_normals = knn_normals(gt_points, k=normal_neighbors, index=gt_index)
     nc1 = (gt_normals[nearest_gt[:, 0]] * pred_normals).sum(-1).abs()
