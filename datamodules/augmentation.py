@@ -71,11 +71,12 @@ def crop_box(
     return CropBox(left, top, width, height)
 
 
-def crop_resize_intrinsics(K: torch.Tensor, box: CropBox, target_hw: tuple[int, int]) -> torch.Tensor:
-    """K (..., 3, 3) of the source -> K of the crop `box` resized to target_hw (H, W). Exact (see module doc)."""
+def crop_resize_intrinsics(K: torch.Tensor | np.ndarray, box: CropBox, target_hw: tuple[int, int]) -> torch.Tensor | np.ndarray:
+    """K (..., 3, 3) of the source (a tensor or a numpy array) -> K of the crop `box` resized to target_hw (H, W),
+    of the same kind. Exact (see module doc)."""
     scale_x = target_hw[1] / box.width
     scale_y = target_hw[0] / box.height
-    updated = K.clone()
+    updated = K.copy() if isinstance(K, np.ndarray) else K.clone()
     updated[..., 0, 0] = K[..., 0, 0] * scale_x
     updated[..., 0, 1] = K[..., 0, 1] * scale_x
     updated[..., 0, 2] = (K[..., 0, 2] - box.left + 0.5) * scale_x - 0.5

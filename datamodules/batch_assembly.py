@@ -144,11 +144,12 @@ class ScratchBuffer:
     def __init__(self):
         self._buffer = np.empty(0, dtype=np.uint8)
 
-    def array(self, shape: tuple[int, ...]) -> np.ndarray:
-        size = math.prod(shape)
-        if self._buffer.size < size:
-            self._buffer = np.empty(size, dtype=np.uint8)
-        return self._buffer[:size].reshape(shape)
+    def array(self, shape: tuple[int, ...], dtype: np.dtype = np.uint8) -> np.ndarray:
+        """A C-contiguous array of `shape` and `dtype` over the buffer (its contents are left as they were)."""
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        if self._buffer.size < nbytes:
+            self._buffer = np.empty(nbytes, dtype=np.uint8)
+        return self._buffer[:nbytes].view(dtype).reshape(shape)
 
 
 class BatchAssembler:
@@ -187,7 +188,7 @@ class BatchAssembler:
         resize to the target size into the next slot, K updated exactly. Raises SampleError."""
         if self.full:
             raise ValueError("datamodules/batch_assembly.py: the batch is full")
-        meta, slot, target = record.meta, self.count, self.target_hw
+        meta, slot, target, arrays = record.meta, self.count, self.target_hw, self.block.arrays
         frame_indices = [int(index) for index in frame_indices]
         if len(frame_indices) != self.num_views:
             raise ValueError(f"datamodules/batch_assembly.py: {len(frame_indices)} frames for {self.num_views} views")
@@ -195,44 +196,55 @@ class BatchAssembler:
         same_size = (box.height, box.width) == target
         rows = slice(box.top, box.top + box.height)
         cols = slice(box.left, box.left + box.width)
-        row_indices = None if same_size else nearest_source_indices(box.height, target[0]) + box.top
-        col_indices = None if same_size else nearest_source_indices(box.width, target[1]) + box.left
-        arrays = self.block.arrays
+        # colour first, then depth: one decoder at a time keeps its code and tables warm
         crops = arrays["images"][slot] if same_size else self.scratch.array((self.num_views, box.height, box.width, 3))
-        units = arrays["depth"][slot]
-        float_depth = False
         for view, index in enumerate(frame_indices):
             member = frame_member(index, "jpg")
             rgb = decode_jpeg(record.members[member], f"{record.key}.{member}")
             np.copyto(crops[view], self._checked(record, rgb, member)[rows, cols])
-            if not meta.has_depth:
-                continue
-            member = record.depth_member(index)
-            name = f"{record.key}.{member}"
-            if member.endswith("png"):
-                stored = decode_depth_png(record.members[member], name)
-            else:
-                stored = depth_to_metres(decode_depth_npy(record.members[member], name), meta.depth_scale, name)
-                float_depth = True
-            stored = self._checked(record, stored, member)
-            depth_view = self._metres().numpy()[slot, view] if float_depth else units[view]
-            self._resampled(stored, rows, cols, row_indices, col_indices, out=depth_view)
-            member = frame_member(index, "mask.png")
-            if member in record.members:
-                keep = self._checked(record, decode_mask_png(record.members[member], f"{record.key}.{member}"), member)
-                depth_view[~self._resampled(keep, rows, cols, row_indices, col_indices)] = 0
-        if not same_size:
+        if not same_size:  # all views in one call, written straight into the batch
             images = torch.from_numpy(crops).permute(0, 3, 1, 2)
-            resample_images(images, target, reduction_factor(box, target), out=self.block.tensors["images"][slot].permute(0, 3, 1, 2))
+            out = self.block.tensors["images"][slot].permute(0, 3, 1, 2)
+            resample_images(images, target, reduction_factor(box, target), out=out)
+        float_depth = False
+        if meta.has_depth:
+            depth_members = [record.depth_member(index) for index in frame_indices]
+            float_depth = any(not member.endswith("png") for member in depth_members)
+            self._add_depth(record, slot, frame_indices, depth_members, float_depth, box, same_size)
         self._finish_depth(slot, meta.has_depth, float_depth, meta.depth_scale, meta.z_far)
-        K = crop_resize_intrinsics(torch.from_numpy(meta.K[frame_indices]), box, target)
-        self.block.tensors["K"][slot] = K.float()
-        self.block.tensors["camera_to_world"][slot] = torch.from_numpy(meta.camera_to_world[frame_indices]).float()
+        arrays["K"][slot] = crop_resize_intrinsics(meta.K[frame_indices], box, target)
+        arrays["camera_to_world"][slot] = meta.camera_to_world[frame_indices]
         arrays["has_depth"][slot] = meta.has_depth
         self.dataset_names.append(meta.dataset)
         self.keys.append(record.key)
         self.frame_ids.append([meta.frame_ids[index] for index in frame_indices])
         self.count += 1
+
+    def _add_depth(
+        self, record: ClipRecord, slot: int, frame_indices: list[int], depth_members: list[str], float_depth: bool,
+        box: CropBox, same_size: bool,
+    ) -> None:
+        """Depth of the picked frames into the slot: uint16 units, or float32 metres when a frame of the clip
+        stores float depth (its 16-bit frames then converted exactly); masked pixels zeroed."""
+        meta, target = record.meta, self.target_hw
+        rows = slice(box.top, box.top + box.height)
+        cols = slice(box.left, box.left + box.width)
+        row_indices = None if same_size else nearest_source_indices(box.height, target[0]) + box.top
+        col_indices = None if same_size else nearest_source_indices(box.width, target[1]) + box.left
+        out = self._metres().numpy()[slot] if float_depth else self.block.arrays["depth"][slot]
+        for view, (index, member) in enumerate(zip(frame_indices, depth_members)):
+            name = f"{record.key}.{member}"
+            if member.endswith("png"):
+                stored = decode_depth_png(record.members[member], name)
+                if float_depth:
+                    stored = depth_to_metres(stored, meta.depth_scale, name)
+            else:
+                stored = depth_to_metres(decode_depth_npy(record.members[member], name), meta.depth_scale, name)
+            self._resampled(self._checked(record, stored, member), rows, cols, row_indices, col_indices, out[view])
+            member = frame_member(index, "mask.png")
+            if member in record.members:
+                keep = self._checked(record, decode_mask_png(record.members[member], f"{record.key}.{member}"), member)
+                out[view][~self._resampled(keep, rows, cols, row_indices, col_indices)] = 0
 
     def batch(self) -> MultiViewBatch:
         count, tensors = self.count, self.block.tensors
@@ -280,8 +292,7 @@ class BatchAssembler:
                 scales[slot] = 1.0
         return self.metres
 
-    @staticmethod
-    def _resampled(values: np.ndarray, rows: slice, cols: slice, row_indices, col_indices, out=None) -> np.ndarray:
+    def _resampled(self, values: np.ndarray, rows: slice, cols: slice, row_indices, col_indices, out=None) -> np.ndarray:
         """(H0, W0) values cropped to rows x cols, resampled nearest-exact when indices are given (into `out`)."""
         if row_indices is None:
             cropped = values[rows, cols]
@@ -289,9 +300,10 @@ class BatchAssembler:
                 return cropped
             np.copyto(out, cropped)
             return out
-        picked_rows = np.take(values, row_indices, axis=0)
         if out is None:
-            return np.take(picked_rows, col_indices, axis=1)
+            return np.take(np.take(values, row_indices, axis=0), col_indices, axis=1)
+        picked_rows = self.scratch.array((len(row_indices), values.shape[1]), values.dtype)
+        np.take(values, row_indices, axis=0, out=picked_rows, mode="clip")
         return np.take(picked_rows, col_indices, axis=1, out=out, mode="clip")
 
     @staticmethod

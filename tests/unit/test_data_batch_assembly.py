@@ -111,9 +111,12 @@ def test_assembled_clip_equals_decode_then_crop_resize(case, kind):
 
 def test_a_float_depth_clip_switches_the_batch_to_exact_metres():
     target_hw, box = BOXES["focal crop, upscale"]
+    mixed_clip = make_record(9)  # frame 3 stores float depth, the others 16-bit PNGs
+    mixed_clip.members["003.depth.npy"] = make_record(10, float_depth=True).members.pop("003.depth.npy")
+    del mixed_clip.members["003.depth.png"]
     records = [make_record(3, mask=True), make_record(4, float_depth=True), make_record(5, has_depth=False),
-               make_record(6, z_far=5.0)]
-    assembler = BatchAssembler(4, 2, target_hw, ScratchBuffer())
+               make_record(6, z_far=5.0), mixed_clip]
+    assembler = BatchAssembler(5, 2, target_hw, ScratchBuffer())
     for record in records:
         assembler.add(record, [0, 3], box)
     batch = assembler.batch()
