@@ -4,7 +4,9 @@
 
 1. Renders procedural rooms and asks questions with exact answers about them (`g2vlm shard synthetic-qa`):
    left/right and depth order of two marked objects (multiple choice), the depth of a marked object and the
-   number of visible objects (numeric); training scenes and held-out scenes (another seed); trains a small
+   number of visible objects (numeric). Training scenes get multi-turn conversations (up to 6 questions about
+   one view, objects marked once: the image tokens are paid once per 6 answers); held-out scenes (another seed)
+   get single questions, the evaluation's format. Then it trains a small
    byte-level BPE tokenizer (512 ids, the Qwen special tokens) on the training conversations.
 2. Trains the `small` preset with a semantic side from scratch: `lightning fit --config
    experiments/reasoning/demo.yaml` (TensorBoard logs and checkpoints under runs/reasoning-demo/).
@@ -39,7 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m g2vlm.benchmarks.spar_demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-scenes", type=int, default=800, help="training scenes (default 800)")
-    parser.add_argument("--questions", type=int, default=12, help="questions per training scene (default 12)")
+    parser.add_argument("--conversations", type=int, default=3,
+                        help="training conversations per scene (default 3), each up to --turns questions about one view")
+    parser.add_argument("--turns", type=int, default=6, help="questions per training conversation (default 6)")
     parser.add_argument("--val-scenes", type=int, default=150, help="held-out scenes, 4 questions each (default 150)")
     parser.add_argument("--minutes", type=float, default=6.0, help="training time cap in minutes (default 6)")
     parser.add_argument("--workers", type=int, default=2, help="rendering processes (default 2)")
@@ -48,14 +52,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def make_data(train_scenes: int, questions: int, val_scenes: int, workers: int) -> None:
+def make_data(train_scenes: int, conversations: int, turns: int, val_scenes: int, workers: int) -> None:
     from g2vlm.datamodules.qa_template import RECONSTRUCT_PROMPT, SYSTEM_PROMPT
     from g2vlm.datamodules.qa_tokenizer import train_bpe_tokenizer
     from g2vlm.datamodules.synthetic.qa import write_synthetic_qa_shards
 
-    for split, scenes, per_scene, seed in (("train", train_scenes, questions, 0), ("val", val_scenes, 4, 1)):
+    for split, scenes, per_scene, split_turns, seed in (("train", train_scenes, conversations, turns, 0),
+                                                        ("val", val_scenes, 4, 1, 1)):
         index = DATA_DIR / f"synthetic_qa-{split}-index.json"
-        expected = {"scenes": scenes, "questions": per_scene, "tasks": list(TASKS)}
+        expected = {"scenes": scenes, "samples": per_scene, "turns": split_turns, "tasks": list(TASKS)}
         marker = DATA_DIR / f"synthetic_qa-{split}-request.json"
         if index.is_file() and marker.is_file() and json.loads(marker.read_text()) == expected:
             print(f"[demo] {split}: {scenes} scenes already in {DATA_DIR}")
@@ -65,9 +70,9 @@ def make_data(train_scenes: int, questions: int, val_scenes: int, workers: int) 
         start = time.perf_counter()
         written = write_synthetic_qa_shards(DATA_DIR, scenes=scenes, views=VIEWS, height=SIZE, width=SIZE, seed=seed,
                                             split=split, questions_per_scene=per_scene, tasks=TASKS, workers=workers,
-                                            progress=True)
+                                            progress=True, turns=split_turns)
         marker.write_text(json.dumps(expected))
-        print(f"[demo] {split}: {written['total_samples']} questions about {scenes} scenes in "
+        print(f"[demo] {split}: {written['total_samples']} conversations about {scenes} scenes in "
               f"{time.perf_counter() - start:.0f} s")
     head = f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{RECONSTRUCT_PROMPT}"
     texts = [f"{head}{q}<|im_end|>\n<|im_start|>assistant\n{a}<|im_end|>" for r in _records("train") for q, a in r.qa.turns]
@@ -110,14 +115,16 @@ def baselines(train_answers: dict[str, list[str]], kinds: dict[str, str]) -> dic
 
 def evaluate(out_dir: Path) -> dict:
     import torch
+    from g2vlm.datamodules.synthetic.qa import NUMERIC_TASKS
 
     from g2vlm.lit.spatial_reasoning import load_reasoning_checkpoint, score_qa, template_for
 
     train_answers: dict[str, list[str]] = defaultdict(list)
     kinds: dict[str, str] = {}
     for record in _records("train"):
-        train_answers[record.qa.task].append(record.qa.final_answer)
-        kinds[record.qa.task] = record.qa.answer_type
+        for task, (_, answer) in zip(record.qa.turn_tasks or [record.qa.task], record.qa.turns):
+            train_answers[task].append(answer)
+            kinds[task] = "numeric" if task in NUMERIC_TASKS else "multiple_choice"
     constant = baselines(train_answers, kinds)
     module, checkpoint = load_reasoning_checkpoint(RUN_DIR / "checkpoints" / "last.ckpt", "cpu")
     template = template_for(module, checkpoint)
@@ -172,7 +179,7 @@ def format_report(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
-    make_data(args.train_scenes, args.questions, args.val_scenes, args.workers)
+    make_data(args.train_scenes, args.conversations, args.turns, args.val_scenes, args.workers)
     if not args.skip_training:
         train(args.minutes)
     report = evaluate(Path(args.out))

@@ -18,7 +18,8 @@ Fields of KEY.json:
         (pixel = value * size / 1000): {"kind": "point", "colour": c, "image": i, "xy": [x, y]} or
         {"kind": "box", "colour": c, "image": i, "box": [x1, y1, x2, y2]}; colour one of MARKER_COLOURS;
     reconstruct (optional bool, default true): feed the images to the geometric expert as well (spatial data);
-        false for general VQA, which the official recipe runs without DINO images.
+        false for general VQA, which the official recipe runs without DINO images;
+    turn_tasks (optional): the task of every turn, when a conversation mixes tasks (then `task` names the mix).
 
 Problems raise `schema.SampleError` (reasons `schema`, `missing_frame`) naming the member and the field.
 """
@@ -77,6 +78,7 @@ class QARecord:
     num_images: int
     markers: list[Marker] = field(default_factory=list)
     reconstruct: bool = True
+    turn_tasks: list[str] | None = None
 
     @property
     def final_answer(self) -> str:
@@ -94,6 +96,8 @@ class QARecord:
             record["markers"] = [marker.to_json() for marker in self.markers]
         if not self.reconstruct:
             record["reconstruct"] = False
+        if self.turn_tasks is not None:
+            record["turn_tasks"] = list(self.turn_tasks)
         return record
 
 
@@ -153,8 +157,13 @@ def validate_qa_record(record: Any, where: str = "json") -> QARecord:
     reconstruct = record.get("reconstruct", True)
     if not isinstance(reconstruct, bool):
         raise SampleError(REASON_SCHEMA, f"{where}: field 'reconstruct' must be a boolean, got {reconstruct!r}")
+    turn_tasks = record.get("turn_tasks")
+    if turn_tasks is not None and (not isinstance(turn_tasks, list) or len(turn_tasks) != len(turns)
+                                   or not all(isinstance(t, str) and t for t in turn_tasks)):
+        raise SampleError(REASON_SCHEMA, f"{where}: field 'turn_tasks' must list one task name per turn ({len(turns)})")
     return QARecord(dataset, scene, task, answer_type, turns, num_images,
-                    [_marker(m, num_images, f"{where} markers[{i}]") for i, m in enumerate(markers)], reconstruct)
+                    [_marker(m, num_images, f"{where} markers[{i}]") for i, m in enumerate(markers)], reconstruct,
+                    turn_tasks)
 
 
 @dataclass

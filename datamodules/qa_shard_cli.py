@@ -23,7 +23,10 @@ def add_synthetic_qa(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scenes", type=int, required=True, help="number of scenes")
     parser.add_argument("--views", type=int, default=2, help="views rendered per scene (default 2)")
     parser.add_argument("--size", type=parse_size, default=(64, 64), help="image size HxW (default 64x64)")
-    parser.add_argument("--questions", type=int, default=4, help="questions per scene (default 4)")
+    parser.add_argument("--questions", type=int, default=4,
+                        help="samples per scene (default 4): single questions, or conversations with --turns")
+    parser.add_argument("--turns", type=int, default=1,
+                        help="questions per sample (default 1); > 1: conversations about one view, objects marked once")
     parser.add_argument("--tasks", default=None, help="comma-separated tasks (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
     parser.add_argument("--split", default="train", help="split name in the shard names (default train)")
@@ -42,7 +45,7 @@ def run_synthetic_qa(args: argparse.Namespace) -> int:
     index = write_synthetic_qa_shards(
         args.out, scenes=args.scenes, views=args.views, height=height, width=width, seed=args.seed,
         split=args.split, questions_per_scene=args.questions, tasks=tasks, workers=args.workers,
-        samples_per_shard=args.samples_per_shard, progress=not args.no_progress,
+        samples_per_shard=args.samples_per_shard, progress=not args.no_progress, turns=args.turns,
     )
     print(f"wrote {index['total_samples']} QA samples ({index['total_images']} images) in {len(index['shards'])} "
           f"shards ({index['total_bytes'] / 2**20:.1f} MiB) to {args.out} in {time.perf_counter() - start:.1f} s")

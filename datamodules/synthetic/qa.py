@@ -47,6 +47,8 @@ DATASET_NAME = "synthetic_qa"
 NUMERIC_PROMPT = "Please answer the question using a single word or phrase."
 CHOICE_PROMPT = "Answer with the option's letter from the given choices directly."
 TASKS = ("object_distance", "object_depth", "object_count", "depth_order", "left_right", "camera_motion")
+SINGLE_VIEW_TASKS = ("object_depth", "object_count", "depth_order", "left_right")
+MARKER_ORDER = ("red", "blue", "green", "yellow")
 NUMERIC_TASKS = ("object_distance", "object_depth", "object_count")
 MIN_DEPTH_GAP_M = 0.3
 MIN_MOTION_M = 0.3
@@ -125,57 +127,102 @@ def object_distance(facts: SceneFacts, rng: np.random.Generator) -> Question | N
     return Question("object_distance", "numeric", question, f"{distance:.2f}", views, markers)
 
 
-def object_depth(facts: SceneFacts, rng: np.random.Generator) -> Question | None:
-    view = int(rng.integers(len(facts.scene.camera_to_world)))
-    candidates = [i for i in facts.named_visible(view) if facts.camera_points(view)[i, 2] > 0]
-    if not candidates:
-        return None
-    obj = int(rng.choice(candidates))
+def _label(facts: SceneFacts, obj: int, colour: str) -> str:
+    return f"{facts.names[obj]} ({colour} point)"
+
+
+def depth_question(facts: SceneFacts, view: int, obj: int, colour: str) -> Question | None:
     depth = float(facts.camera_points(view)[obj, 2])
-    question = f"How far is the centre of {facts.names[obj]} (red point) from the camera, in metres of depth? {NUMERIC_PROMPT}"
-    return Question("object_depth", "numeric", question, f"{depth:.2f}", [view], [facts.marker(obj, view, 0, "red")])
+    if depth <= 0:
+        return None
+    question = (f"How far is the centre of {_label(facts, obj, colour)} from the camera, in metres of depth? "
+                f"{NUMERIC_PROMPT}")
+    return Question("object_depth", "numeric", question, f"{depth:.2f}", [view], [facts.marker(obj, view, 0, colour)])
 
 
-def object_count(facts: SceneFacts, rng: np.random.Generator) -> Question | None:
-    view = int(rng.integers(len(facts.scene.camera_to_world)))
-    count = int(facts.visible[view].sum())
+def count_question(facts: SceneFacts, view: int) -> Question:
     question = f"How many objects (boxes, spheres and cylinders) can be seen in this image? {NUMERIC_PROMPT}"
-    return Question("object_count", "numeric", question, str(count), [view], [])
+    return Question("object_count", "numeric", question, str(int(facts.visible[view].sum())), [view], [])
 
 
-def depth_order(facts: SceneFacts, rng: np.random.Generator) -> Question | None:
-    view = int(rng.integers(len(facts.scene.camera_to_world)))
+def order_question(facts: SceneFacts, view: int, a: int, colour_a: str, b: int, colour_b: str) -> Question | None:
     points = facts.camera_points(view)
-    pair = _pair(facts, rng, [i for i in facts.named_visible(view) if points[i, 2] > 0])
-    if pair is None:
-        return None
-    a, b = pair
     za, zb = points[a, 2], points[b, 2]
-    if abs(za - zb) < max(MIN_DEPTH_GAP_M, 0.1 * min(za, zb)):
+    if min(za, zb) <= 0 or abs(za - zb) < max(MIN_DEPTH_GAP_M, 0.1 * min(za, zb)):
         return None
-    label = {a: f"{facts.names[a]} (red point)", b: f"{facts.names[b]} (blue point)"}
-    options, letter = _options([label[a], label[b]], label[a if za < zb else b])
+    label_a, label_b = _label(facts, a, colour_a), _label(facts, b, colour_b)
+    options, letter = _options([label_a, label_b], label_a if za < zb else label_b)
     question = f"Which object is closer to the camera? {options} {CHOICE_PROMPT}"
-    markers = [facts.marker(a, view, 0, "red"), facts.marker(b, view, 0, "blue")]
+    markers = [facts.marker(a, view, 0, colour_a), facts.marker(b, view, 0, colour_b)]
     return Question("depth_order", "multiple_choice", question, letter, [view], markers)
 
 
-def left_right(facts: SceneFacts, rng: np.random.Generator) -> Question | None:
-    view = int(rng.integers(len(facts.scene.camera_to_world)))
+def side_question(facts: SceneFacts, view: int, a: int, colour_a: str, b: int, colour_b: str) -> Question | None:
     points = facts.camera_points(view)
-    pair = _pair(facts, rng, [i for i in facts.named_visible(view) if points[i, 2] > 0])
-    if pair is None:
+    if min(points[a, 2], points[b, 2]) <= 0:
         return None
-    a, b = pair
     K = facts.scene.K[view]
     u = K[0, 0] * points[:, 0] / points[:, 2] + K[0, 2]
     if abs(u[a] - u[b]) < 0.1 * facts.scene.width:
         return None
     options, letter = _options(["left", "right"], "left" if u[a] < u[b] else "right")
-    question = (f"Is the centre of {facts.names[a]} (red point) to the left or to the right of the centre of "
-                f"{facts.names[b]} (blue point) in this image? {options} {CHOICE_PROMPT}")
-    markers = [facts.marker(a, view, 0, "red"), facts.marker(b, view, 0, "blue")]
+    question = (f"Is the centre of {_label(facts, a, colour_a)} to the left or to the right of the centre of "
+                f"{_label(facts, b, colour_b)} in this image? {options} {CHOICE_PROMPT}")
+    markers = [facts.marker(a, view, 0, colour_a), facts.marker(b, view, 0, colour_b)]
     return Question("left_right", "multiple_choice", question, letter, [view], markers)
+
+
+def _random_view(facts: SceneFacts, rng: np.random.Generator) -> int:
+    return int(rng.integers(len(facts.scene.camera_to_world)))
+
+
+def object_depth(facts: SceneFacts, rng: np.random.Generator) -> Question | None:
+    view = _random_view(facts, rng)
+    candidates = facts.named_visible(view)
+    return depth_question(facts, view, int(rng.choice(candidates)), "red") if candidates else None
+
+
+def object_count(facts: SceneFacts, rng: np.random.Generator) -> Question | None:
+    return count_question(facts, _random_view(facts, rng))
+
+
+def depth_order(facts: SceneFacts, rng: np.random.Generator) -> Question | None:
+    view = _random_view(facts, rng)
+    pair = _pair(facts, rng, facts.named_visible(view))
+    return order_question(facts, view, pair[0], "red", pair[1], "blue") if pair else None
+
+
+def left_right(facts: SceneFacts, rng: np.random.Generator) -> Question | None:
+    view = _random_view(facts, rng)
+    pair = _pair(facts, rng, facts.named_visible(view))
+    return side_question(facts, view, pair[0], "red", pair[1], "blue") if pair else None
+
+
+def view_conversation(facts: SceneFacts, rng: np.random.Generator, turns: int,
+                      tasks: tuple[str, ...] = SINGLE_VIEW_TASKS) -> list[Question]:
+    """Up to `turns` single-view questions about one view, as one conversation: up to four named visible objects
+    are marked red, blue, green and yellow once, and every question refers to them by these markers."""
+    view = _random_view(facts, rng)
+    objects = [int(i) for i in rng.permutation(facts.named_visible(view))[: len(MARKER_ORDER)]]
+    colour = dict(zip(objects, MARKER_ORDER))
+    candidates: list[Question | None] = []
+    if "object_count" in tasks:
+        candidates.append(count_question(facts, view))
+    for a in objects:
+        if "object_depth" in tasks:
+            candidates.append(depth_question(facts, view, a, colour[a]))
+        for b in objects:
+            if a == b:
+                continue
+            if a > b:  # each pair once, in a random order (the other order's answer would follow from this one)
+                continue
+            first, second = (a, b) if rng.random() < 0.5 else (b, a)
+            if "left_right" in tasks:
+                candidates.append(side_question(facts, view, first, colour[first], second, colour[second]))
+            if "depth_order" in tasks:
+                candidates.append(order_question(facts, view, first, colour[first], second, colour[second]))
+    valid = [q for q in candidates if q is not None]
+    return [valid[i] for i in rng.permutation(len(valid))[:turns]]
 
 
 def camera_motion(facts: SceneFacts, rng: np.random.Generator) -> Question | None:
@@ -224,10 +271,12 @@ def scene_questions(facts: SceneFacts, rng: np.random.Generator, count: int, tas
 
 def render_qa_samples(
     scene_index: int, *, seed: int, views: int, height: int, width: int, questions_per_scene: int,
-    tasks: tuple[str, ...] = TASKS, min_pixels: int = 8,
+    tasks: tuple[str, ...] = TASKS, min_pixels: int = 8, turns: int = 1,
 ) -> list[tuple[str, dict[str, Any], list[bytes], dict[str, Any], list[dict[str, bytes]]]]:
-    """Render one scene and ask its questions: [(key, QA record, JPEGs, meta record, depth frames)] for
-    `QAShardWriter.write`."""
+    """Render one scene and ask about it: [(key, QA record, JPEGs, meta record, depth frames)] for
+    `QAShardWriter.write`. turns = 1: `questions_per_scene` single questions (tasks in turn); turns > 1:
+    `questions_per_scene` conversations of up to `turns` single-view questions about one view each
+    (`view_conversation`; task "conversation")."""
     scene = sample_scene(seed, scene_index, views, height, width)
     rendering = render(scene)
     facts = SceneFacts(scene, rendering, min_pixels)
@@ -237,17 +286,28 @@ def render_qa_samples(
     jpegs = [encode_jpeg(rgb, JPEG_QUALITY) for rgb in rendering.rgb]
     depths = [encode_depth_png(depth, compress_level=1) for depth in depth_units]
     name = scene_name(seed, scene_index)
+    if turns == 1:
+        conversations = [[q] for q in scene_questions(facts, rng, questions_per_scene, tasks)]
+    else:
+        single_view = tuple(t for t in tasks if t in SINGLE_VIEW_TASKS)
+        conversations = [c for c in (view_conversation(facts, rng, turns, single_view)
+                                     for _ in range(questions_per_scene)) if c]
     samples = []
-    for number, q in enumerate(scene_questions(facts, rng, questions_per_scene, tasks)):
-        record = QARecord(DATASET_NAME, name, q.task, q.answer_type, [(q.question, q.answer)], len(q.views), q.markers)
+    for number, questions in enumerate(conversations):
+        first = questions[0]
+        markers = list({(m.colour, m.image): m for q in questions for m in q.markers}.values())
+        task, answer_type = (first.task, first.answer_type) if len(questions) == 1 else ("conversation", "free_form")
+        record = QARecord(DATASET_NAME, name, task, answer_type, [(q.question, q.answer) for q in questions],
+                          len(first.views), markers,
+                          turn_tasks=[q.task for q in questions] if len(questions) > 1 else None)
         meta = ClipMeta(
-            dataset=DATASET_NAME, scene=name, frame_ids=list(q.views), width=width, height=height,
-            K=scene.K[q.views], camera_to_world=scene.camera_to_world[q.views], depth_scale=DEPTH_SCALE_M,
+            dataset=DATASET_NAME, scene=name, frame_ids=list(first.views), width=width, height=height,
+            K=scene.K[first.views], camera_to_world=scene.camera_to_world[first.views], depth_scale=DEPTH_SCALE_M,
             depth_is_metric=True, has_depth=True,
         )
         key = sanitize_key(f"{DATASET_NAME}__{name}__q{number:03d}")
-        samples.append((key, record.to_json(), [jpegs[v] for v in q.views], meta.to_json(),
-                        [{"depth.png": depths[v]} for v in q.views]))
+        samples.append((key, record.to_json(), [jpegs[v] for v in first.views], meta.to_json(),
+                        [{"depth.png": depths[v]} for v in first.views]))
     return samples
 
 
@@ -263,12 +323,12 @@ def _rendered(scenes: int, workers: int, **args: Any) -> Iterator[list]:
 def write_synthetic_qa_shards(
     out_dir: str | Path, scenes: int, views: int, height: int, width: int, seed: int = 0, split: str = "train",
     questions_per_scene: int = 4, tasks: tuple[str, ...] = TASKS, workers: int = 1, samples_per_shard: int = 1000,
-    progress: bool = False,
+    progress: bool = False, turns: int = 1,
 ) -> dict[str, Any]:
     """Scenes 0..scenes-1 of `seed` -> `<out_dir>/synthetic_qa-<split>-NNNNNN.tar` plus the index; returns the
-    index. The output does not depend on `workers`."""
+    index. `turns` > 1 writes conversations (see `render_qa_samples`). The output does not depend on `workers`."""
     rendered = _rendered(scenes, workers, seed=seed, views=views, height=height, width=width,
-                         questions_per_scene=questions_per_scene, tasks=tuple(tasks))
+                         questions_per_scene=questions_per_scene, tasks=tuple(tasks), turns=turns)
     if progress:
         from tqdm import tqdm
 
