@@ -2,9 +2,9 @@
 preallocated memory block.
 
 Why one block: inside a DataLoader worker the block is shared memory (as torch's default_collate makes), and a
-batch whose tensors are all views of one block crosses to the main process as one file descriptor; fresh
-shared-memory pages are the dearest bytes of the hand-off, so the block holds only what the model needs in its
-stored form: images uint8 (B, N, H, W, 3), depth uint16 units (B, N, H, W) with a per-clip scale, K and
+batch whose tensors are all views of one block crosses to the main process as one file descriptor. Fresh
+shared-memory pages are the dearest bytes of the hand-off: blocks come from a `SharedBlockPool` and are reused
+once the main process has dropped them, and a block holds only what the model needs in its stored form: images uint8 (B, N, H, W, 3), depth uint16 units (B, N, H, W) with a per-clip scale, K and
 camera_to_world float32, has_depth. Masked pixels and those at or beyond z_far are zeroed in the units, so
 validity is `depth_m > 0` (see `MultiViewBatch`). A clip that stores float depth (.npy) switches the batch to
 float32 metres (scale 1): exact for every clip, at the price of a second block for that batch.
@@ -66,10 +66,12 @@ class SharedBlockPool:
     `BlockLease` travels with the batch and, where it is unpickled, puts a finalizer on the block's storage
     (torch keeps a storage's Python object alive as long as any tensor or numpy view uses it) that clears the
     block's byte on a small shared board. The worker writes only into blocks whose byte is clear; when every
-    slot is out, a batch gets fresh, unpooled memory. A batch held forever just keeps its block.
+    slot is out, a batch gets fresh, unpooled memory. A batch held forever just keeps its block. Six slots cover
+    what a worker has out at once (prefetch_factor 2 queued, the batch in use, Lightning's one batch ahead) with
+    little idle memory: at most `slots` blocks of the largest batch per worker.
     """
 
-    def __init__(self, slots: int = 8):
+    def __init__(self, slots: int = 6):
         self.board = _shared_block(slots)
         self.board.zero_()
         self._in_use = self.board.numpy()

@@ -207,7 +207,7 @@ def test_worker_blocks_are_reused_only_after_the_main_process_drops_them(tmp_pat
     loader = DataLoader(ValClipBatches([shard], recipe), batch_size=None, num_workers=1)
     held = list(loader)  # every batch kept: no block may be written again
     assert all(same(batch, expected) for batch, expected in zip(held, reference, strict=True))
-    assert len({block_file(batch) for batch in held}) == 12  # 8 pooled blocks, then fresh ones
+    assert len({block_file(batch) for batch in held}) == 12  # the pooled blocks, then fresh ones
     files = []
     for batch, expected in zip(loader, reference, strict=True):  # each batch dropped after its check
         assert same(batch, expected)
