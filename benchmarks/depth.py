@@ -6,7 +6,9 @@
   "scale")`) and scored on GT > 0 (and < the cap).
 - `video`: a whole sequence in one forward; one L1 scale-and-shift per sequence (solved exactly; the official
   code runs Adam on the same objective).
-Metrics run on the model's device (the GPU when there is one), mono images in groups of METRIC_BATCH.
+Metrics run on the model's device (the GPU when there is one), on groups of alignment units (images or
+sequences) of one size, up to METRIC_PIXELS GT pixels per update: a few large tensor ops instead of many small
+ones (on a busy CPU every small multi-threaded op can wait milliseconds for its threads).
 Caps: Sintel and Bonn count GT < 70 m only; Sintel clips the aligned prediction at 70 m. Aggregation: every
 image's (mono) or sequence's (video) metrics weighted by its valid-pixel count.
 """
@@ -25,7 +27,7 @@ from g2vlm.benchmarks.predictions import PredictionFolder
 from g2vlm.metrics.depth import METRIC_NAMES, DepthMetrics
 
 MODES = ("mono", "video")
-METRIC_BATCH = 64  # mono images scored per metric update (fewer, larger tensor ops: the metric cost stays small)
+METRIC_PIXELS = 1 << 22  # GT pixels of the alignment units scored per metric update (bounds its memory)
 
 
 class _Run:
@@ -42,6 +44,7 @@ class _Run:
         self.reading_seconds = 0.0
         self.metric_seconds = 0.0
         self.queued: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.queued_pixels = 0
 
     def read(self, frame: DepthFrame, with_image: bool) -> tuple[np.ndarray | None, np.ndarray] | None:
         start = time.perf_counter()
@@ -66,18 +69,18 @@ class _Run:
         self.metric_seconds += time.perf_counter() - start
 
     def queue(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
-        """Mono images pred (B, h, w), gt (B, H, W), scored in groups of METRIC_BATCH of one size."""
-        key = (tuple(pred.shape[1:]), tuple(gt.shape[1:]))
-        group = self.queued.setdefault(key, [])
-        group.append((pred, gt))
-        if sum(len(p) for p, _ in group) >= METRIC_BATCH:
-            self.flush(key)
+        """Alignment units pred (B, ..., h, w), gt (B, ..., H, W) (images or sequences), grouped by size and
+        scored once METRIC_PIXELS GT pixels are queued."""
+        self.queued.setdefault((tuple(pred.shape[1:]), tuple(gt.shape[1:])), []).append((pred, gt))
+        self.queued_pixels += gt.numel()
+        if self.queued_pixels >= METRIC_PIXELS:
+            self.flush()
 
-    def flush(self, key: tuple | None = None) -> None:
-        for group_key in [key] if key is not None else list(self.queued):
-            group = self.queued.pop(group_key, [])
-            if group:
-                self.score(torch.cat([p for p, _ in group]), torch.cat([g for _, g in group]))
+    def flush(self) -> None:
+        for group in self.queued.values():
+            self.score(torch.cat([p for p, _ in group]), torch.cat([g for _, g in group]))
+        self.queued.clear()
+        self.queued_pixels = 0
 
 
 def evaluate_depth(dataset: DepthDataset, mode: str = "mono", predictor: GeometryPredictor | None = None,
@@ -174,7 +177,7 @@ def _video(run: _Run, sequence: str | None, frames: tuple[DepthFrame, ...], pred
         depth = predictor.predict(predictor.prepare(rgbs)[None]).depth  # (1, N, h, w)
     else:
         depth = torch.from_numpy(np.stack(preds))[None]
-    run.score(depth, torch.from_numpy(np.stack(gts))[None])
+    run.queue(depth, torch.from_numpy(np.stack(gts))[None])
     run.images += len(gts)
 
 
