@@ -7,7 +7,7 @@ For each size (224x224 and 392x518, H x W) it renders synthetic shards at that s
   the decoders the loader uses and nothing else;
 - pipeline: the training loader of `MultiViewDataModule` (the DataLoader settings training uses) with W workers:
   tar reading, validation, view sampling, decoding, focal crop + resize with the K update, depth masking, batch
-  assembly in shared memory, hand-off to the main process. The output size equals the stored size and the focal
+  assembly in (pooled) shared memory, hand-off to the main process. The output size equals the stored size and the focal
   crop factor is drawn from the default (0.8, 1.0), so nearly every clip is cropped and resized back up; all 8
   views per clip. Images leave the loader as uint8 and depth as uint16 units; the float conversions and the
   colour jitter run on the training device (`MultiViewDataModule.on_after_batch_transfer`), not here.
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from g2vlm.datamodules.batch_assembly import BatchAssembler, ScratchBuffer
+from g2vlm.datamodules.batch_assembly import BatchAssembler, ScratchBuffer, SharedBlockPool
 from g2vlm.datamodules.clip_reader import SkipLog, iter_clip_records
 from g2vlm.datamodules.clip_streams import BatchRecipe, clip_crop_box
 from g2vlm.datamodules.decoding import decode_depth_png, decode_jpeg
@@ -115,11 +115,11 @@ def pipeline_rate(shards: str, size: tuple[int, int], workers: int, batches: int
 def stage_costs(shards: list[str], size: tuple[int, int]) -> dict:
     """CPU milliseconds per frame of each pipeline stage, measured in this process (where the time goes):
     tar reading + meta validation; JPEG + PNG decoding; the rest of batch assembly (crop, resize, depth gather and
-    masking, K update, writes into the batch block)."""
+    masking, K update, writes into a pooled batch block, as in a worker)."""
     recipe = BatchRecipe(image_size=size, size_multiple=1, views_min=VIEWS, views_max=VIEWS, val_views=VIEWS,
                          image_budget=CLIPS_PER_BATCH * VIEWS)
     rng = np.random.default_rng(0)
-    scratch = ScratchBuffer()
+    scratch, pool = ScratchBuffer(), SharedBlockPool()  # as in a loader worker
     clock = time.process_time
     start = clock()
     records = list(iter_clip_records(shards, SkipLog()))
@@ -127,7 +127,8 @@ def stage_costs(shards: list[str], size: tuple[int, int]) -> dict:
     decode = assemble = 0.0
     frames = list(range(VIEWS))
     for first in range(0, len(records) - 1, CLIPS_PER_BATCH):  # streaming, as in the loader
-        batch = BatchAssembler(CLIPS_PER_BATCH, VIEWS, size, scratch)
+        pool.board.zero_()  # the previous batches were dropped: their blocks are back in the pool
+        batch = BatchAssembler(CLIPS_PER_BATCH, VIEWS, size, scratch, pool)
         for record in records[first:first + CLIPS_PER_BATCH]:
             start = clock()
             for index in frames:
