@@ -66,7 +66,8 @@ class SharedBlockPool:
     `BlockLease` travels with the batch and, where it is unpickled, puts a finalizer on the block's storage
     (torch keeps a storage's Python object alive as long as any tensor or numpy view uses it) that clears the
     block's byte on a small shared board. The worker writes only into blocks whose byte is clear; when every
-    slot is out, a batch gets fresh, unpooled memory. A batch held forever just keeps its block. Six slots cover
+    slot is out, a batch gets fresh, unpooled memory. A batch held forever just keeps its block; one handed on to
+    yet another process must be copied first (only the process that received it watches the block). Six slots cover
     what a worker has out at once (prefetch_factor 2 queued, the batch in use, Lightning's one batch ahead) with
     little idle memory: at most `slots` blocks of the largest batch per worker.
     """

@@ -208,8 +208,12 @@ def test_worker_blocks_are_reused_only_after_the_main_process_drops_them(tmp_pat
     held = list(loader)  # every batch kept: no block may be written again
     assert all(same(batch, expected) for batch, expected in zip(held, reference, strict=True))
     assert len({block_file(batch) for batch in held}) == 12  # the pooled blocks, then fresh ones
-    files = []
-    for batch, expected in zip(loader, reference, strict=True):  # each batch dropped after its check
+    files, kept = [], []
+    for index, (batch, expected) in enumerate(zip(loader, reference, strict=True)):  # dropped after the check...
         assert same(batch, expected)
         files.append(block_file(batch))
+        if index in (0, 1):  # ...but for one numpy view of depth and one tensor view of the images
+            kept.append((batch.depth[0].numpy() if index == 0 else batch.images[0, 1], expected))
     assert len(set(files)) < 12  # blocks came back and were reused
+    np.testing.assert_array_equal(kept[0][0], kept[0][1].depth[0].numpy())  # the views kept their blocks
+    assert torch.equal(kept[1][0], kept[1][1].images[0, 1])
