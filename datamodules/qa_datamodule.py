@@ -144,6 +144,7 @@ class QADataModule(L.LightningDataModule):
         max_tokens: token budget of one packed batch (official 40,960 per GPU).
         train_batches_per_epoch: batches per epoch on every rank.
         draw_markers: draw the question's markers on the ViT copies (SPAR); the geometry copy stays clean.
+        markers_on_geometry: draw them on the geometry copies too (not official; for models trained from scratch).
         num_workers, shuffle_buffer, seed: loader workers per rank, training shuffle buffer, stream seed.
     """
 
@@ -161,6 +162,7 @@ class QADataModule(L.LightningDataModule):
         max_tokens: int = 40960,
         train_batches_per_epoch: int = 1000,
         draw_markers: bool = True,
+        markers_on_geometry: bool = False,
         num_workers: int = 2,
         shuffle_buffer: int = 64,
         seed: int = 0,
@@ -171,7 +173,8 @@ class QADataModule(L.LightningDataModule):
         self.train_shards, self.val_shards, self.train_weights = train_shards, val_shards, train_weights
         self.template_args = dict(geometry_size=tuple(geometry_size), vit_size=tuple(vit_size),
                                   geometry_patch_size=geometry_patch_size, vit_patch_size=vit_patch_size,
-                                  vit_merge_size=vit_merge_size, draw_markers=draw_markers)
+                                  vit_merge_size=vit_merge_size, draw_markers=draw_markers,
+                                  markers_on_geometry=markers_on_geometry)
         self.max_tokens = max_tokens
         self.train_batches_per_epoch = train_batches_per_epoch
         self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed

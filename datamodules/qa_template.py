@@ -17,6 +17,8 @@ Images: each copy is the largest centred box of its target's aspect ratio resize
 `geometry_size`, e.g. 518x518; ViT: `vit_size`, e.g. 756x756), with intrinsics updated exactly (depth and K
 ride along for the geometry loss). Markers (points and boxes on SPAR's 0-1000 scale) are drawn on the full
 image before the ViT resize, 20 px (dot radius, box stroke) at the 768 px scale of the official recipe.
+`markers_on_geometry` also draws them on the geometry copy (not the official recipe: for models trained from
+scratch, whose Qwen-style ViT has no absolute position to ground a marker with, see experiments/reasoning/demo.yaml).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class QATemplate:
 
     def __init__(self, tokenizer, geometry_size: tuple[int, int], vit_size: tuple[int, int],
                  geometry_patch_size: int = 14, vit_patch_size: int = 14, vit_merge_size: int = 2,
-                 draw_markers: bool = True, system_prompt: str = SYSTEM_PROMPT):
+                 draw_markers: bool = True, system_prompt: str = SYSTEM_PROMPT, markers_on_geometry: bool = False):
         self.tokenizer = tokenizer
         self.tokens = ChatTokens.of(tokenizer)
         self.geometry_size = tuple(int(v) for v in geometry_size)
@@ -77,6 +79,7 @@ class QATemplate:
         self.geometry_tokens_per_image = (self.geometry_size[0] // geometry_patch_size) * (self.geometry_size[1] // geometry_patch_size)
         self.vit_tokens_per_image = (self.vit_size[0] // vit_unit) * (self.vit_size[1] // vit_unit)
         self.draw_markers = draw_markers
+        self.markers_on_geometry = markers_on_geometry
         self.system_prompt = system_prompt
 
     def encode(self, text: str) -> list[int]:
@@ -119,7 +122,7 @@ class QATemplate:
         if record.meta is not None:
             clip = record.clip().decode()
             images = list(clip.images)
-            frames = torch.from_numpy(clip.images).permute(0, 3, 1, 2)
+            frames = torch.from_numpy(np.stack(self._geometry_images(images, record))).permute(0, 3, 1, 2)
             depth_m = torch.from_numpy(clip.depth_m) if clip.depth_m is not None else None
             K = torch.from_numpy(clip.K)
             box = crop_box(frames.shape[-2:], target, 1.0, None, (float(K[0, 0, 2]), float(K[0, 1, 2])))
@@ -136,9 +139,14 @@ class QATemplate:
         else:
             images = [decode_jpeg(record.members[frame_member(i, "jpg")], f"{record.key}.{frame_member(i, 'jpg')}")
                       for i in range(record.qa.num_images)]
-            frames = torch.stack([self._resized(image, target) for image in images])
+            frames = torch.stack([self._resized(image, target) for image in self._geometry_images(images, record)])
             geometry = None
         return images, frames.contiguous(), geometry
+
+    def _geometry_images(self, images: list[np.ndarray], record: QASampleRecord) -> list[np.ndarray]:
+        if not self.markers_on_geometry:
+            return images
+        return [draw_markers(image, [m for m in record.qa.markers if m.image == i]) for i, image in enumerate(images)]
 
     @staticmethod
     def _resized(image: np.ndarray, target: tuple[int, int]) -> torch.Tensor:

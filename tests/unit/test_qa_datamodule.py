@@ -62,6 +62,12 @@ def test_template_labels_turns_and_markers(tokenizer_folder, tmp_path):
     assert red > 240 and green < 15 and blue < 15
     assert (vit[0].int() - 128).abs().max() <= 2 and (geometry.int() - 128).abs().max() <= 2
     assert sample.num_tokens == sum(p.ids.numel() for p in sample.parts if isinstance(p, TextPart)) + 2 * 16 + 2 * 64
+    # markers_on_geometry (not official, for models trained from scratch) marks the geometry copy too
+    marked = _module(tokenizer_folder, [shard], val_shards=[shard], markers_on_geometry=True)
+    (sample,) = next(iter(marked.val_dataloader())).samples
+    frames = next(p.frames for p in sample.parts if isinstance(p, GeometryPart))
+    red, green, blue = frames[1, :, 16, 16].tolist()
+    assert red > 240 and green < 15 and blue < 15 and (frames[0].int() - 128).abs().max() <= 2
 
 
 def test_budget_packing_and_mixing(tokenizer_folder, tmp_path):

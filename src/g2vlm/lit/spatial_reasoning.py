@@ -333,4 +333,5 @@ def template_for(module: SpatialReasoning, record: dict, geometry_size: tuple[in
         raise ValueError("the checkpoint records no QADataModule image sizes; give --geometry-size and --vit-size")
     config = module.model_config
     return QATemplate(module.tokenizer, tuple(geometry_size), tuple(vit_size), config.dino.patch_size,
-                      config.vit.patch_size, config.vit.spatial_merge_size, draw_markers=data.get("draw_markers", True))
+                      config.vit.patch_size, config.vit.spatial_merge_size, draw_markers=data.get("draw_markers", True),
+                      markers_on_geometry=data.get("markers_on_geometry", False))
