@@ -6,11 +6,12 @@ only the order of exact distance ties can differ from a brute-force search. Sear
 
 Cost: building the tree is O(M log M) (about 0.05 s of CPU for 200k points). A query whose neighbours
 are close by relative to the cloud's extent (ICP correspondences, k-NN normals, a reasonable
-prediction) costs O(log M + k): measured about 2 µs for k = 1 and 8 µs for k = 30 per query on a
-200k-point room scan (one core). Queries far from a surface cloud cost much more: kd-tree cells are
-bounded by split planes, which cut a surface across but never along its normal, so from a distance d
-a query visits about M·(d / L)² points of a surface of extent L — about 100–300 µs per query 1 m from a
-200k-point room (`benchmarks/pointmap_metrics_speed.py --prediction collapsed`).
+prediction) costs O(log M + k): measured about 1 µs for k = 1 and 4 µs for k = 30 per query on a
+200k-point room scan (one core). Queries far from a surface cloud cost much more, and more the farther
+they are: kd-tree cells are bounded by split planes, which cut a surface across but hardly ever along its
+normal, so a query at distance d searches the cells of about M·(d / L)² points of a surface of extent L.
+Measured on the same scan with a collapsed prediction (an untrained model's, 0.3–1 m from the walls):
+about 500 µs per query (`benchmarks/pointmap_metrics_speed.py --prediction collapsed`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from scipy.spatial import cKDTree
 from g2vlm.geometry.precision import outside_autocast, upcast
 
 
+# points per kd-tree leaf: as fast as scipy's default 16 near the cloud, 2–5x faster far from it (fewer cells)
+LEAF_SIZE = 64
+
+
 class NearestNeighborIndex:
     """Exact k-NN over a fixed reference cloud (M, 3) (fp32; float64 kept): build once, query many times."""
 
@@ -32,7 +37,7 @@ class NearestNeighborIndex:
         if reference.ndim != 2 or reference.shape[-1] != 3 or len(reference) == 0:
             raise ValueError(f"geometry/nearest_neighbors.py: reference must be a non-empty (M, 3), got {tuple(reference.shape)}")
         self.reference = reference
-        self._tree = cKDTree(_to_numpy(reference))
+        self._tree = cKDTree(_to_numpy(reference), leafsize=LEAF_SIZE)
 
     @outside_autocast
     def query(
