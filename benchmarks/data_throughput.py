@@ -16,7 +16,8 @@ Wall-clock rates depend on what else runs on the machine; CPU time does much les
 frame (read from /proc) beside the raw decode's CPU seconds per frame give a load-independent ratio. The main
 process's CPU per frame (receiving the batches) is printed too. Stage costs are measured in this process.
 
-    python -m g2vlm.benchmarks.data_throughput [--workers 1 2] [--clips 24] [--batches 24] [--repeats 3] [--json out.json]
+    python -m g2vlm.benchmarks.data_throughput [--workers 1 2] [--clips 24] [--batches 24] [--repeats 3]
+        [--data-dir DIR] [--json out.json]
 """
 
 from __future__ import annotations
@@ -156,7 +157,8 @@ def _paired_ratios(raws: list[dict], pipelines: list[dict]) -> dict:
     cpu = [raw["cpu_ms_per_frame"] / run["worker_cpu_ms_per_frame"] for raw, run in zip(raws, pipelines)
            if run["worker_cpu_ms_per_frame"]]
     return {"wall_ratio": statistics.median(wall), "wall_ratio_range": [min(wall), max(wall)],
-            "cpu_ratio": statistics.median(cpu) if cpu else None, "cpu_ratio_range": [min(cpu), max(cpu)] if cpu else None}
+            "cpu_ratio": statistics.median(cpu) if cpu else None,
+            "cpu_ratio_range": [min(cpu), max(cpu)] if cpu else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="loader worker counts (default 1 2)")
     parser.add_argument("--clips", type=int, default=24, help="synthetic clips per size (default 24)")
     parser.add_argument("--batches", type=int, default=24, help="timed batches (2 clips each) per worker (default 24)")
-    parser.add_argument("--repeats", type=int, default=3, help="measurements of each rate, medians reported (default 3)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="measurements of each rate, medians reported (default 3)")
     parser.add_argument("--data-dir", help="keep the rendered shards here (default: a temporary folder)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -180,11 +183,11 @@ def main(argv: list[str] | None = None) -> int:
                                        split="bench", workers=2, clips_per_shard=max(1, args.clips // 4))
             shards = sorted(str(path) for path in out.glob("synthetic-bench-*.tar"))
             raws, pipelines = [], {workers: [] for workers in args.workers}
+            pattern = str(out / "synthetic-bench-*.tar")
             for _ in range(args.repeats):
                 raws.append(raw_decode_rate(shards, repeats=2))
                 for workers in args.workers:
-                    pipelines[workers].append(pipeline_rate(str(out / "synthetic-bench-*.tar"), (height, width), workers,
-                                                            args.batches))
+                    pipelines[workers].append(pipeline_rate(pattern, (height, width), workers, args.batches))
             results.append({
                 "size": f"{height}x{width}", "repeats": args.repeats, "raw_decode": _median_rows(raws),
                 "pipeline": {f"{workers} worker(s)": {**_median_rows(rows), **_paired_ratios(raws, rows)}
@@ -199,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     for row in results:
         raw = row["raw_decode"]["frames_per_s"]
-        cells = [f"{p['frames_per_s_per_worker']:7.1f}/w ({p['wall_ratio']:4.2f}x raw)" for p in row["pipeline"].values()]
+        cells = [f"{p['frames_per_s_per_worker']:7.1f}/w ({p['wall_ratio']:4.2f}x raw)"
+                 for p in row["pipeline"].values()]
         print(f"{row['size']:<10} {raw:11.1f} " + " ".join(f"{cell:>22}" for cell in cells))
     print("CPU ms per frame by stage (in-process): " + ", ".join(results[0]["stage_cpu_ms_per_frame"]))
     for row in results:
@@ -216,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                 low, high = one["cpu_ratio_range"]
                 line += (f"; by CPU time (load-independent): {one['worker_cpu_ms_per_frame']:.2f} ms/frame in the "
                          f"worker vs {row['raw_decode']['cpu_ms_per_frame']:.2f} raw = {one['cpu_ratio']:.2f}x "
-                         f"({low:.2f}-{high:.2f}), {verdict} it; main process {one['main_cpu_ms_per_frame']:.2f} ms/frame")
+                         f"({low:.2f}-{high:.2f}), {verdict} it; main process "
+                         f"{one['main_cpu_ms_per_frame']:.2f} ms/frame")
             print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -71,7 +71,9 @@ def crop_box(
     return CropBox(left, top, width, height)
 
 
-def crop_resize_intrinsics(K: torch.Tensor | np.ndarray, box: CropBox, target_hw: tuple[int, int]) -> torch.Tensor | np.ndarray:
+def crop_resize_intrinsics(
+    K: torch.Tensor | np.ndarray, box: CropBox, target_hw: tuple[int, int]
+) -> torch.Tensor | np.ndarray:
     """K (..., 3, 3) of the source (a tensor or a numpy array) -> K of the crop `box` resized to target_hw (H, W),
     of the same kind. Exact (see module doc)."""
     scale_x = target_hw[1] / box.width
@@ -158,7 +160,10 @@ def crop_resize(
     resampled = []
     for values in (depth_m, mask):  # nearest: values are picked, never blended
         if values is not None:
-            values = values[..., rows, cols] if same_size else values.index_select(-2, row_indices).index_select(-1, col_indices)
+            if same_size:
+                values = values[..., rows, cols]
+            else:
+                values = values.index_select(-2, row_indices).index_select(-1, col_indices)
         resampled.append(values)
     return images, resampled[0], resampled[1], crop_resize_intrinsics(K, box, target_hw)
 

@@ -4,8 +4,9 @@ preallocated memory block.
 Why one block: inside a DataLoader worker the block is shared memory (as torch's default_collate makes), and a
 batch whose tensors are all views of one block crosses to the main process as one file descriptor. Fresh
 shared-memory pages are the dearest bytes of the hand-off: blocks come from a `SharedBlockPool` and are reused
-once the main process has dropped them, and a block holds only what the model needs in its stored form: images uint8 (B, N, H, W, 3), depth uint16 units (B, N, H, W) with a per-clip scale, K and
-camera_to_world float32, has_depth. Masked pixels and those at or beyond z_far are zeroed in the units, so
+once the main process has dropped them, and a block holds only what the model needs in its stored form: images
+uint8 (B, N, H, W, 3), depth uint16 units (B, N, H, W) with a per-clip scale, K and camera_to_world float32,
+has_depth. Masked pixels and those at or beyond z_far are zeroed in the units, so
 validity is `depth_m > 0` (see `MultiViewBatch`). A clip that stores float depth (.npy) switches the batch to
 float32 metres (scale 1): exact for every clip, at the price of a second block for that batch.
 
@@ -265,7 +266,9 @@ class BatchAssembler:
         batch._block_lease = self.block.lease  # pickled with the batch: the block returns to the pool when dropped
         return batch
 
-    def _finish_depth(self, slot: int, has_depth: bool, float_depth: bool, depth_scale: float, z_far: float | None) -> None:
+    def _finish_depth(
+        self, slot: int, has_depth: bool, float_depth: bool, depth_scale: float, z_far: float | None
+    ) -> None:
         """Zero the depth beyond z_far, set the slot's scale; a clip without depth gets zeros."""
         units = self.block.arrays["depth"][slot]
         scales = self.block.arrays["depth_scale"]
@@ -295,7 +298,9 @@ class BatchAssembler:
                 scales[slot] = 1.0
         return self.metres
 
-    def _resampled(self, values: np.ndarray, rows: slice, cols: slice, row_indices, col_indices, out=None) -> np.ndarray:
+    def _resampled(
+        self, values: np.ndarray, rows: slice, cols: slice, row_indices, col_indices, out=None
+    ) -> np.ndarray:
         """(H0, W0) values cropped to rows x cols, resampled nearest-exact when indices are given (into `out`)."""
         if row_indices is None:
             cropped = values[rows, cols]

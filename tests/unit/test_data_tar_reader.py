@@ -70,7 +70,8 @@ def test_corrupt_or_cut_archives_are_refused(cut):
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         third = tar.getmembers()[2]  # the depth PNG: its header follows the JPEG's padded data
     broken = {
-        "flipped header byte": data[:third.offset + 10] + bytes([data[third.offset + 10] ^ 0xFF]) + data[third.offset + 11:],
+        "flipped header byte": data[:third.offset + 10] + bytes([data[third.offset + 10] ^ 0xFF])
+        + data[third.offset + 11:],
         "inside a member": data[:third.offset - 300],
         "at a member boundary": data[:third.offset],
         "inside a header": data[:third.offset + 100],
