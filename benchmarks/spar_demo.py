@@ -126,6 +126,7 @@ def evaluate(out_dir: Path) -> dict:
             train_answers[task].append(answer)
             kinds[task] = "numeric" if task in NUMERIC_TASKS else "multiple_choice"
     constant = baselines(train_answers, kinds)
+    torch.set_num_threads(1)  # tiny per-token steps: one thread is as fast, and robust on a shared machine
     module, checkpoint = load_reasoning_checkpoint(RUN_DIR / "checkpoints" / "last.ckpt", "cpu")
     template = template_for(module, checkpoint)
     scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
