@@ -1,4 +1,5 @@
-"""SPAR-Bench (and any QA shards) scoring: per task, the Low / Medium / High groups as published, beside the paper.
+"""SPAR-Bench (and any QA shards) scoring: per task, the Low / Medium / High groups as published, beside the paper;
+plus the answer parsing of MindCube and OmniSpatial (end of file).
 
 Scoring rules are SPAR-Bench's official lmms-eval task (`g2vlm.metrics.spatial_qa`; reference
 data-and-benchmarks.md §1.5): MRA for the 8 numeric Low tasks, SPAR's lenient exact match for multiple choice,
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -132,3 +134,57 @@ def checkpoint_answers(checkpoint: str | Path, shards: list[str], device: str, m
     for qa_record in records:
         sample = template.build(qa_record)
         yield sample.key, sample.task, sample.answer_type, module.answer(sample, max_new_tokens), sample.answer
+
+
+# ------------------------------------------------------------------ MindCube and OmniSpatial answer parsing
+# (reference data-and-benchmarks.md §2; their scorers are exact match on the parsed letter)
+_MINDCUBE_PATTERNS = (
+    re.compile(r"\b([A-E])\."),                                                     # "X." anywhere
+    re.compile(r"<Answer>\s*\(?([A-E])\)?", re.IGNORECASE),                        # inside <Answer> tags
+    re.compile(r"(?:my answer is|answer is|answer\s*:)\s*\(?([A-E])\)?", re.IGNORECASE),  # "Answer: X", ...
+    re.compile(r"^\s*\(?([A-E])\)?\s*$", re.MULTILINE),                             # a bare letter on a line
+)
+MINDCUBE_SETTINGS = ("around", "rotation", "translation", "among")
+
+
+def mindcube_answer(text: str) -> str | None:
+    """MindCube's extraction: the first pattern of its priority list that matches decides; its LAST match wins."""
+    for pattern in _MINDCUBE_PATTERNS:
+        found = pattern.findall(text)
+        if found:
+            return found[-1].upper()
+    return None
+
+
+def mindcube_setting(sample_id: str) -> str:
+    """The setting a MindCube question belongs to, by a substring of its id (else `other`)."""
+    return next((name for name in MINDCUBE_SETTINGS if name in sample_id), "other")
+
+
+def mindcube_scores(items: Iterable[tuple[str, str, str]]) -> dict[str, float]:
+    """items: (id, prediction, gt letter) -> accuracy (percent) per setting and `overall`, which leaves out
+    `translation` as MindCube does."""
+    correct: dict[str, list[float]] = defaultdict(list)
+    for sample_id, prediction, answer in items:
+        correct[mindcube_setting(sample_id)].append(float(mindcube_answer(prediction) == answer.strip().upper()))
+    out = {name: 100.0 * sum(v) / len(v) for name, v in correct.items()}
+    counted = [x for name, v in correct.items() if name != "translation" for x in v]
+    out["overall"] = 100.0 * sum(counted) / len(counted) if counted else math.nan
+    return out
+
+
+def omnispatial_answer(text: str) -> str | None:
+    """OmniSpatial's default extraction "Answer: X" (A-D), then a JSON {"answer": ...}, then a bare letter."""
+    found = re.findall(r"Answer:\s*\(?([A-D])\)?", text)
+    if found:
+        return found[-1]
+    match = re.search(r"\{[^{}]*\}", text)
+    if match:
+        try:
+            value = json.loads(match.group(0)).get("answer")
+        except (json.JSONDecodeError, AttributeError):
+            value = None
+        if isinstance(value, str) and value.strip()[:1].upper() in "ABCD" and value.strip():
+            return value.strip()[0].upper()
+    bare = text.strip().strip(".()").upper()
+    return bare if bare in ("A", "B", "C", "D") else None

@@ -76,3 +76,19 @@ def test_bench_spar_errors_are_one_line(tmp_path, capsys):
     path.write_text("not json\n")
     assert _bench("--predictions", str(path), "--data", str(tmp_path)) == 2
     assert "p.jsonl:1: not JSON" in capsys.readouterr().err
+
+
+def test_mindcube_and_omnispatial_answer_parsing():
+    from g2vlm.benchmarks.spar import mindcube_answer, mindcube_scores, omnispatial_answer
+
+    assert mindcube_answer("I think B. no wait, C. is right") == "C"  # "X." decides, its last match wins
+    assert mindcube_answer("<Answer>d</Answer>") == "D"
+    assert mindcube_answer("After thinking, my answer is (E)") == "E"
+    assert mindcube_answer("hmm\nA\n") == "A" and mindcube_answer("no letter here") is None
+    scores = mindcube_scores([("among_1", "A.", "A"), ("around_2", "B.", "A"), ("translation_3", "C.", "C"),
+                              ("rotation_4", "Answer: D", "D")])
+    assert scores["among"] == 100.0 and scores["around"] == 0.0 and scores["translation"] == 100.0
+    assert scores["overall"] == pytest.approx(200.0 / 3)  # translation is left out of the overall score
+    assert omnispatial_answer("reasoning... Answer: C") == "C"
+    assert omnispatial_answer('{"answer": "b"}') == "B"
+    assert omnispatial_answer("(D).") == "D" and omnispatial_answer("maybe E") is None
