@@ -70,3 +70,11 @@ def test_knn_normals_of_planes_are_unoriented_axes():
     plane = torch.cat([torch.rand(500, 2, generator=g), torch.zeros(500, 1)], -1)
     normals = knn_normals(plane, k=30)
     torch.testing.assert_close(normals[:, 2].abs(), torch.ones(500), atol=1e-5, rtol=0)
+
+
+def test_knn_normals_of_clouds_smaller_than_k():
+    square = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.5, 0.5, 0.0]])
+    tilted = square @ torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.6, 0.8], [0.0, -0.8, 0.6]]).T  # normal R e_z = (0, 0.8, 0.6)
+    normals = knn_normals(tilted, k=30)  # every point uses all 5
+    torch.testing.assert_close((normals @ torch.tensor([0.0, 0.8, 0.6])).abs(), torch.ones(5), atol=1e-5, rtol=0)
+    assert knn_normals(square[:2], k=30).tolist() == [[0.0, 0.0, 1.0]] * 2  # fewer than 3 points: Open3D's default

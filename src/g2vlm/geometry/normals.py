@@ -120,21 +120,17 @@ def knn_normals(points: torch.Tensor, k: int = 30, index: NearestNeighborIndex |
     """Unoriented unit normals of a point cloud by PCA over each point's k nearest neighbours (itself
     included), as Open3D's `estimate_normals` with its default KNN(30) search. (M, 3) -> (M, 3).
 
-    Points with fewer than 3 neighbours get (0, 0, 1), as Open3D. Pass the cloud's prebuilt `index` to reuse it.
-    Cost: one k-NN query of the M points (see `g2vlm.geometry.nearest_neighbors`) plus a batched 3x3
-    eigendecomposition.
+    A cloud of fewer than 3 points gets (0, 0, 1) everywhere, as Open3D; with fewer than k points every point
+    uses them all. Pass the cloud's prebuilt `index` to reuse it. Cost: one k-NN query of the M points (see
+    `g2vlm.geometry.nearest_neighbors`) plus a batched 3x3 eigendecomposition.
     """
     (points,) = upcast(points)
     index = index if index is not None else NearestNeighborIndex(points)
+    k = min(k, len(index.reference))
+    if k < 3:
+        return torch.tensor([0.0, 0.0, 1.0], dtype=points.dtype, device=points.device).expand(len(points), 3).clone()
     _, neighbours = index.query(points, k=k)
-    found = neighbours >= 0
-    neighbourhood = index.reference[neighbours.clamp(min=0)]  # (M, k, 3)
-    weight = found.to(points.dtype).unsqueeze(-1)
-    count = weight.sum(-2).clamp(min=1)
-    mean = (neighbourhood * weight).sum(-2) / count
-    centred = (neighbourhood - mean.unsqueeze(-2)) * weight
-    covariance = centred.transpose(-1, -2) @ centred / count.unsqueeze(-1)
-    _, eigenvectors = torch.linalg.eigh(covariance)
-    normals = eigenvectors[..., :, 0]
-    fallback = torch.tensor([0.0, 0.0, 1.0], dtype=points.dtype, device=points.device)
-    return torch.where((found.sum(-1) >= 3).unsqueeze(-1), normals, fallback)
+    neighbourhood = index.reference[neighbours]  # (M, k, 3)
+    centred = neighbourhood - neighbourhood.mean(-2, keepdim=True)
+    covariance = centred.transpose(-1, -2) @ centred / k
+    return torch.linalg.eigh(covariance).eigenvectors[..., :, 0]
