@@ -24,7 +24,6 @@ from scipy.spatial import cKDTree
 
 from g2vlm.geometry.precision import outside_autocast, upcast
 
-
 # points per kd-tree leaf: as fast as scipy's default 16 near the cloud, 2–5x faster far from it (fewer cells)
 LEAF_SIZE = 64
 
