@@ -12,7 +12,7 @@ TORCH_PAIR ?= torch===2.15.0 torchvision===0.29.2
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-full test-slurm slurm-up slurm-down lint doctor demo bench-depth bench-pose bench-pointmap bench-train bench-infer bench-data consolidate
+.PHONY: help install test test-full test-slurm slurm-up slurm-down lint doctor demo bench-depth bench-pose bench-pointmap bench-spar demo-reasoning bench-train bench-infer bench-data consolidate
 
 help: ## list the targets
 	@echo "g2vlm — make TARGET"
@@ -66,6 +66,13 @@ bench-pose: $(STAMP) ## relative-pose benchmark (synthetic, co3dv2, re10k): [CKP
 
 bench-pointmap: $(STAMP) ## point-map benchmark (synthetic, 7scenes, nrgbd, eth3d, dtu): [CKPT=] [DATASETS=] [ROOT_<NAME>=] [PRED=] [OUT=]
 	$(BIN)/g2vlm bench pointmap $(call bench_args,pointmap)
+
+bench-spar: $(STAMP) ## SPAR-Bench scoring: make bench-spar DATA=dir (CKPT=ckpt | PREDICTIONS=answers.jsonl)
+	@test -n "$(DATA)" || { echo "usage: make bench-spar DATA=<qa shards dir> (CKPT=<ckpt> | PREDICTIONS=<jsonl>)" >&2; exit 2; }
+	$(BIN)/g2vlm bench spar --data $(DATA) $(if $(CKPT),--ckpt $(CKPT),--predictions $(PREDICTIONS))
+
+demo-reasoning: $(STAMP) ## synthetic spatial QA -> train the tiny reasoning model on CPU -> accuracy / MRA vs baselines
+	$(BIN)/python -m g2vlm.benchmarks.spar_demo
 
 bench-train: $(STAMP) ## training-step speed: step time, tokens/s, images/s, MFU, peak memory (g2vlm-2b on CUDA, small on CPU) [OUT=] [ARGS=]
 	$(BIN)/g2vlm bench train --out $(or $(OUT),runs/bench/train.json) $(ARGS)
