@@ -4,16 +4,15 @@
         writer.write(key, record, images)                       # images: JPEG bytes, one per image
         writer.write(key, record, images, meta=meta, frames=geometry_frames)   # with the clip geometry
 
-Shards are `<prefix>-NNNNNN.tar`, rolled by size or sample count, with an index `<prefix>-index.json`
+Shards are `<prefix>-NNNNNN.tar`, rolled by size or sample count (`tar_writer.RollingTarWriter`, shared with the
+clip writer), with an index `<prefix>-index.json`
 ({"prefix", "shards": [{"name", "samples", "images", "bytes"}], "total_samples", "total_images", "total_bytes"}).
 Reading is tolerant as for clips: truncated shards end early, bad samples are skipped into a `SkipLog`.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,46 +26,28 @@ from g2vlm.datamodules.schema import (
     ClipMeta,
     SampleError,
     frame_member,
-    sanitize_key,
     validate_meta,
 )
 from g2vlm.datamodules.shard_writer import validate_frames
+from g2vlm.datamodules.tar_writer import RollingTarWriter
 
-TAR_BLOCK = 512
 
-
-class QAShardWriter:
+class QAShardWriter(RollingTarWriter):
     """Context manager writing validated QA samples into size-rolled tar shards plus an index JSON."""
+
+    source = "datamodules/qa_shards.py"
+    sample_field, item_field = "samples", "images"
 
     def __init__(self, out_dir: str | Path, prefix: str, max_shard_bytes: int = 1 << 30,
                  max_samples_per_shard: int | None = None):
-        if "." in prefix or "/" in prefix:
-            raise ValueError(f"datamodules/qa_shards.py: prefix {prefix!r} must not contain '.' or '/'")
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.prefix = prefix
-        self.max_shard_bytes = max_shard_bytes
-        self.max_samples_per_shard = max_samples_per_shard
-        self.shards: list[dict[str, Any]] = []
-        self._tar: tarfile.TarFile | None = None
-        self._keys: set[str] = set()
-        self._index: dict[str, Any] | None = None
-
-    @property
-    def index_path(self) -> Path:
-        return self.out_dir / f"{self.prefix}-index.json"
+        super().__init__(out_dir, prefix, max_shard_bytes, max_samples_per_shard)
 
     def write(self, key: str, record: QARecord | Mapping[str, Any], images: list[bytes],
               meta: ClipMeta | Mapping[str, Any] | None = None, frames: list[Mapping[str, bytes]] | None = None) -> None:
         """Validate one QA sample and append it. images: encoded JPEG bytes, one per image. meta/frames: the
         optional geometry (frames: per image the depth/mask members, suffix -> bytes; the jpg comes from
         `images`). Raises SampleError (the sample is not written) or ValueError (bad key, writer closed)."""
-        if key != sanitize_key(key):
-            raise ValueError(f"datamodules/qa_shards.py: key {key!r} is not sanitised (use schema.sanitize_key)")
-        if self._index is not None:
-            raise ValueError("datamodules/qa_shards.py: write() after close()")
-        if key in self._keys:
-            raise ValueError(f"datamodules/qa_shards.py: key {key!r} written twice")
+        self._check_key(key)
         qa_json = record.to_json() if isinstance(record, QARecord) else dict(record)
         qa = validate_qa_record(qa_json, f"{key}.{QA_SUFFIX}")
         if len(images) != qa.num_images:
@@ -87,54 +68,7 @@ class QAShardWriter:
             if frames:
                 raise ValueError(f"datamodules/qa_shards.py: {key}: geometry frames given without meta")
             members += [(f"{key}.{frame_member(i, 'jpg')}", bytes(data)) for i, data in enumerate(images)]
-        size = sum(TAR_BLOCK + -(-len(data) // TAR_BLOCK) * TAR_BLOCK for _, data in members)
-        current = self.shards[-1] if self._tar is not None else None
-        if current is None or (current["samples"] > 0 and (
-            current["bytes"] + size > self.max_shard_bytes
-            or (self.max_samples_per_shard is not None and current["samples"] >= self.max_samples_per_shard)
-        )):
-            self._open_next_shard()
-            current = self.shards[-1]
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            self._tar.addfile(info, io.BytesIO(data))
-        current["samples"] += 1
-        current["images"] += qa.num_images
-        current["bytes"] += size
-        self._keys.add(key)
-
-    def _open_next_shard(self) -> None:
-        if self._tar is not None:
-            self._tar.close()
-        path = self.out_dir / f"{self.prefix}-{len(self.shards):06d}.tar"
-        self._tar = tarfile.open(path, "w")  # noqa: SIM115 (open across write() calls; closed in close())
-        self.shards.append({"name": path.name, "samples": 0, "images": 0, "bytes": 0})
-
-    def close(self) -> dict[str, Any]:
-        """Close the last shard and write the index JSON; returns the index. Closing twice is harmless."""
-        if self._index is not None:
-            return self._index
-        if self._tar is not None:
-            self._tar.close()
-            self._tar = None
-        for shard in self.shards:
-            shard["bytes"] = (self.out_dir / shard["name"]).stat().st_size
-        self._index = {
-            "prefix": self.prefix, "shards": self.shards,
-            "total_samples": sum(s["samples"] for s in self.shards),
-            "total_images": sum(s["images"] for s in self.shards),
-            "total_bytes": sum(s["bytes"] for s in self.shards),
-        }
-        self.index_path.write_text(json.dumps(self._index, indent=1))
-        return self._index
-
-    def __enter__(self) -> QAShardWriter:  # noqa: PYI034
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+        self._append(key, members, items=qa.num_images)
 
 
 def iter_qa_samples(urls: Iterable[str], skips: SkipLog) -> Iterator[QASampleRecord]:
