@@ -244,3 +244,27 @@ def test_dl3dv_camera_and_intrinsics_hand_computed():
     # intrinsics of a 400 x 300 image (corner origin) for the 100 x 75 stored image: x 0.25, then -0.5
     K = intrinsics_for_image({"w": 400, "h": 300, "fl_x": 300.0, "fl_y": 310.0, "cx": 200.0, "cy": 150.0}, 75, 100)
     np.testing.assert_allclose(K, [[75.0, 0, 49.5], [0, 77.5, 37.0], [0, 0, 1]])
+
+
+def test_converter_commands_share_their_options():
+    """`g2vlm shard scannet|co3dv2|dl3dv` take the shared options (convert_cli._add_conversion_options, kept out
+    of convert_common so that `g2vlm --help` imports no torch) plus their own; the frame stride default differs."""
+    import argparse
+
+    from g2vlm.datamodules.convert_cli import add_co3dv2, add_dl3dv, add_scannet
+
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    for add_command in (add_scannet, add_co3dv2, add_dl3dv):
+        add_command(subparsers)
+    commands = subparsers.choices
+    shared = {"-h", "--help", "--root", "--out", "--split", "--scene-list", "--frame-stride", "--clip-frames",
+              "--clip-step", "--long-side", "--shard-size-mb", "--workers", "--no-progress"}
+    own = {"scannet": set(), "co3dv2": {"--categories"}, "dl3dv": {"--images-dir"}}
+    stride = {"scannet": 10, "co3dv2": 4, "dl3dv": 4}
+    for name, extra in own.items():
+        command = commands[name]
+        assert {option for action in command._actions for option in action.option_strings} == shared | extra, name
+        defaults = command.parse_args(["--root", "r", "--out", "o"])
+        assert (defaults.frame_stride, defaults.clip_frames, defaults.clip_step, defaults.long_side,
+                defaults.shard_size_mb, defaults.workers, defaults.split) == (stride[name], 24, 12, 640, 1024.0, 1, "train")
+        assert f"(default {stride[name]})" in command.format_help()
