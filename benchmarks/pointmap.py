@@ -9,14 +9,13 @@ Sequences are averaged with equal weight. The metrics run on the model's device 
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 from g2vlm.benchmarks.files import FrameError
 from g2vlm.benchmarks.inference import GeometryPredictor
 from g2vlm.benchmarks.pointmap_datasets import PointMapDataset, gt_points
 from g2vlm.benchmarks.predictions import PredictionFolder
+from g2vlm.benchmarks.runner import BenchmarkRun
 
 from g2vlm.metrics.point_map import POINT_MAP_METRIC_NAMES, PointMapMetrics
 
@@ -32,49 +31,39 @@ def resize_points(points: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def evaluate_pointmap(dataset: PointMapDataset, predictor: GeometryPredictor | None = None,
                       predictions: PredictionFolder | None = None, progress: bool = False) -> dict:
     """Score a checkpoint or saved (h, w, 3) world point maps on `dataset`; returns the JSON record."""
-    if (predictor is None) == (predictions is None):
-        raise ValueError("benchmarks/pointmap.py: give exactly one of a predictor (--ckpt) or a predictions folder")
-    if predictions is not None:
-        predictions.require([(sequence.name, frame.stem) for sequence in dataset.sequences for frame in sequence.frames])
-    from tqdm import tqdm
-
-    device = predictor.device if predictor is not None else torch.device("cpu")
-    metrics = PointMapMetrics(icp_max_distance=dataset.icp_max_distance).to(device)
-    skipped: list[str] = []
-    metric_seconds = reading_seconds = 0.0
+    run = BenchmarkRun("benchmarks/pointmap.py", dataset, predictor, predictions)
+    metrics = PointMapMetrics(icp_max_distance=dataset.icp_max_distance).to(run.device)
     images = 0
-    start = time.perf_counter()
-    for sequence in tqdm(dataset.sequences, unit="seq", desc=f"point maps {dataset.name}", disable=not progress):
-        read_start = time.perf_counter()
+    for sequence in run.sequences(f"point maps {dataset.name}", progress):
         rgbs, gts, valids, preds = [], [], [], []
-        for frame in sequence.frames:
-            try:
-                view = frame.read()
-                points, valid = gt_points(view, dataset.gt_width)
-                if gts and points.shape != gts[0].shape:
-                    raise FrameError(f"{sequence.name}/{frame.stem}: GT grid {tuple(points.shape[:2])} differs from "
-                                     f"the sequence's {tuple(gts[0].shape[:2])}")
-                if predictions is not None:
-                    pred = torch.from_numpy(predictions.load(sequence.name, frame.stem, "points"))
-                    preds.append(resize_points(pred[None], points.shape[:2])[0])
-            except FrameError as error:
-                skipped.append(str(error))
-                continue
-            rgbs.append(view.rgb)
-            gts.append(points)
-            valids.append(valid)
-        reading_seconds += time.perf_counter() - read_start
+        with run.timed("reading"):
+            for frame in sequence.frames:
+                try:
+                    view = frame.read()
+                    points, valid = gt_points(view, dataset.gt_width)
+                    if gts and points.shape != gts[0].shape:
+                        raise FrameError(f"{sequence.name}/{frame.stem}: GT grid {tuple(points.shape[:2])} differs "
+                                         f"from the sequence's {tuple(gts[0].shape[:2])}")
+                    if predictions is not None:
+                        pred = torch.from_numpy(predictions.load(sequence.name, frame.stem, "points"))
+                        preds.append(resize_points(pred[None], points.shape[:2])[0])
+                except FrameError as error:
+                    run.skipped.append(str(error))
+                    continue
+                rgbs.append(view.rgb)
+                gts.append(points)
+                valids.append(valid)
         if not gts:
-            skipped.append(f"{sequence.name}: no readable frame")
+            run.skipped.append(f"{sequence.name}: no readable frame")
             continue
         if predictor is not None:
             world = predictor.predict(predictor.prepare(rgbs)[None]).world_points[0]  # (N, h, w, 3)
             pred = resize_points(world, gts[0].shape[:2])
         else:
             pred = torch.stack(preds)
-        metric_start = time.perf_counter()
-        metrics.update(pred.to(device), torch.stack(gts).float().to(device), torch.stack(valids).to(device))
-        metric_seconds += time.perf_counter() - metric_start
+        with run.timed("metrics"):
+            metrics.update(pred.to(run.device), torch.stack(gts).float().to(run.device),
+                           torch.stack(valids).to(run.device))
         images += len(gts)
     values = {name: float(value) for name, value in metrics.compute().items()} if metrics.update_called else {}
     record = {name: values.get(name, float("nan")) for name in POINT_MAP_METRIC_NAMES}
@@ -82,16 +71,10 @@ def evaluate_pointmap(dataset: PointMapDataset, predictor: GeometryPredictor | N
         "n_sequences": int(values.get("sequences", 0)),
         "skipped_sequences": int(values.get("skipped_sequences", 0)),
         "n_images": images,
-        "images_per_s": predictor.frames / predictor.seconds if predictor is not None and predictor.seconds > 0 else None,
+        "images_per_s": run.images_per_s(),
         "icp_max_distance": dataset.icp_max_distance,
         "gt_grid": f"width {dataset.gt_width}, height snapped to 14" if dataset.gt_width else "native",
         "frame_map": dataset.frame_map_source,
-        "load_width": predictor.load_width if predictor is not None else None,
-        "skipped_frames": len(skipped),
-        "skipped_examples": skipped[:10],
-        "seconds": {"total": time.perf_counter() - start, "inference": predictor.seconds if predictor is not None else None,
-                    "metrics": metric_seconds, "reading": reading_seconds},
-        "metric_time_vs_inference": metric_seconds / predictor.seconds
-        if predictor is not None and predictor.seconds > 0 else None,
+        **run.timing_fields(),
     })
     return record

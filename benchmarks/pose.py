@@ -9,14 +9,13 @@ fraction whose max(rotation, translation) error is below the bin's edge, τ ∈ 
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 from g2vlm.benchmarks.files import FrameError
 from g2vlm.benchmarks.inference import GeometryPredictor
 from g2vlm.benchmarks.pose_datasets import PoseDataset
 from g2vlm.benchmarks.predictions import PredictionFolder
+from g2vlm.benchmarks.runner import BenchmarkRun
 
 from g2vlm.metrics.relative_pose import RelativePoseMetrics
 
@@ -26,59 +25,42 @@ THRESHOLDS = (5, 15, 30)
 def evaluate_pose(dataset: PoseDataset, predictor: GeometryPredictor | None = None,
                   predictions: PredictionFolder | None = None, progress: bool = False) -> dict:
     """Score a checkpoint or saved (4, 4) camera_to_world predictions on `dataset`; returns the JSON record."""
-    if (predictor is None) == (predictions is None):
-        raise ValueError("benchmarks/pose.py: give exactly one of a predictor (--ckpt) or a predictions folder")
-    if predictions is not None:
-        predictions.require([(sequence.name, frame.stem) for sequence in dataset.sequences for frame in sequence.frames])
-    from tqdm import tqdm
-
-    device = predictor.device if predictor is not None else torch.device("cpu")
-    metrics = RelativePoseMetrics(thresholds=THRESHOLDS).to(device)
-    skipped: list[str] = []
-    metric_seconds = reading_seconds = 0.0
+    run = BenchmarkRun("benchmarks/pose.py", dataset, predictor, predictions)
+    metrics = RelativePoseMetrics(thresholds=THRESHOLDS).to(run.device)
     images = sequences_scored = 0
-    start = time.perf_counter()
-    for sequence in tqdm(dataset.sequences, unit="seq", desc=f"pose {dataset.name}", disable=not progress):
-        read_start = time.perf_counter()
+    for sequence in run.sequences(f"pose {dataset.name}", progress):
         kept, values = [], []
-        for index, frame in enumerate(sequence.frames):
-            try:
-                values.append(frame.read_image() if predictor is not None
-                              else predictions.load(sequence.name, frame.stem, "pose"))
-                kept.append(index)
-            except FrameError as error:
-                skipped.append(str(error))
-        reading_seconds += time.perf_counter() - read_start
+        with run.timed("reading"):
+            for index, frame in enumerate(sequence.frames):
+                try:
+                    values.append(frame.read_image() if predictor is not None
+                                  else predictions.load(sequence.name, frame.stem, "pose"))
+                    kept.append(index)
+                except FrameError as error:
+                    run.skipped.append(str(error))
         if len(kept) < 2:
-            skipped.append(f"{sequence.name}: fewer than 2 readable frames, no pairs")
+            run.skipped.append(f"{sequence.name}: fewer than 2 readable frames, no pairs")
             continue
         if predictor is not None:
             pred = predictor.predict(predictor.prepare(values)[None]).camera_to_world  # (1, N, 4, 4)
         else:
             pred = torch.from_numpy(np.stack(values))[None]
-        metric_start = time.perf_counter()
-        metrics.update(pred.double().to(device), torch.from_numpy(sequence.camera_to_world[kept])[None].to(device))
-        metric_seconds += time.perf_counter() - metric_start
+        with run.timed("metrics"):
+            metrics.update(pred.double().to(run.device),
+                           torch.from_numpy(sequence.camera_to_world[kept])[None].to(run.device))
         images += len(kept)
         sequences_scored += 1
-    metric_start = time.perf_counter()
-    values = {name: float(value) for name, value in metrics.compute().items()} if metrics.update_called else {}
-    metric_seconds += time.perf_counter() - metric_start
+    with run.timed("metrics"):
+        values = {name: float(value) for name, value in metrics.compute().items()} if metrics.update_called else {}
     record = {f"{kind}@{tau}": values.get(f"{kind}@{tau}", float("nan"))
               for tau in THRESHOLDS for kind in ("RRA", "RTA", "AUC")}
     record.update({
         "n_sequences": sequences_scored,
         "n_pairs": int(values.get("pairs", 0)),
         "n_images": images,
-        "images_per_s": predictor.frames / predictor.seconds if predictor is not None and predictor.seconds > 0 else None,
+        "images_per_s": run.images_per_s(),
         "frame_map": dataset.frame_map_source,
         "notes": list(dataset.notes),
-        "load_width": predictor.load_width if predictor is not None else None,
-        "skipped_frames": len(skipped),
-        "skipped_examples": skipped[:10],
-        "seconds": {"total": time.perf_counter() - start, "inference": predictor.seconds if predictor is not None else None,
-                    "metrics": metric_seconds, "reading": reading_seconds},
-        "metric_time_vs_inference": metric_seconds / predictor.seconds
-        if predictor is not None and predictor.seconds > 0 else None,
+        **run.timing_fields(),
     })
     return record

@@ -143,3 +143,25 @@ def test_synthetic_pose_set_and_errors(tmp_path):
         read_pose_dataset("co3d", tmp_path)
     with pytest.raises(ValueError, match="unknown pose dataset 'scannet'"):
         read_pose_dataset("scannet", tmp_path)
+
+
+def test_runner_choice_missing_and_unreadable_predictions(tmp_path):
+    """benchmarks/runner.py through the pose runner: exactly one source; a missing file fails before any work; an
+    unreadable one is skipped and counted (its 9 pairs drop out); saved predictions have no model timings."""
+    poses = np.tile(np.eye(4), (10, 1, 1))
+    poses[:, 0, 3] = np.arange(10)
+    frames = tuple(PoseFrame(f"f{k}", lambda: None) for k in range(10))
+    dataset = PoseDataset("line", (PoseSequence("line", frames, poses),), 512, "test")
+    with pytest.raises(ValueError, match="benchmarks/pose.py: give exactly one of a predictor"):
+        evaluate_pose(dataset)
+    write_predictions(tmp_path, dataset, lambda sequence: poses)
+    (tmp_path / "line" / "f3.npy").unlink()
+    with pytest.raises(ValueError, match=r"1 of 10 frames have no prediction .* line/f3"):
+        evaluate_pose(dataset, predictions=PredictionFolder(tmp_path, ("line",)))
+    (tmp_path / "line" / "f3.npy").write_bytes(b"not an array")
+    record = evaluate_pose(dataset, predictions=PredictionFolder(tmp_path, ("line",)))
+    assert record["n_pairs"] == 36 and record["n_images"] == 9 and record["AUC@30"] == pytest.approx(100.0)
+    assert record["skipped_frames"] == 1 and "f3.npy" in record["skipped_examples"][0]
+    assert record["images_per_s"] is None and record["load_width"] is None
+    assert record["metric_time_vs_inference"] is None and record["seconds"]["inference"] is None
+    assert record["seconds"]["total"] >= record["seconds"]["metrics"] + record["seconds"]["reading"] > 0
