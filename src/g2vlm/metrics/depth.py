@@ -84,19 +84,18 @@ class DepthMetrics(Metric):
             flat = pred_depth.reshape(-1, 1, *pred_depth.shape[-2:])
             flat = F.interpolate(flat, size=gt_depth.shape[-2:], mode="bicubic", align_corners=False)
             pred_depth = flat.reshape(*gt_depth.shape)
-        mask = (gt_depth > 0) & torch.isfinite(gt_depth) & torch.isfinite(pred_depth)
-        if self.max_depth_m is not None:
-            mask &= gt_depth < self.max_depth_m
-        if valid is not None:
-            mask &= valid.to(torch.bool)
         B = gt_depth.shape[0]
         pred = pred_depth.reshape(B, -1)
         gt = gt_depth.reshape(B, -1)
-        mask = mask.reshape(B, -1)
-        count = mask.sum(-1)
+        if valid is not None:
+            valid = valid.to(torch.bool).expand_as(gt_depth).reshape(B, -1)
+        pred, gt, mask = _finite_and_valid(pred, gt, self.max_depth_m, valid)
+        count = torch.count_nonzero(mask, dim=-1)  # int64, exact
+        all_valid = mask.numel() == 0 or bool(mask.min() == 1)
+        mask = None if all_valid else mask
         aligned = self._align(pred, gt, mask)
         if self.clip_max_m is not None:
-            aligned = aligned.clamp(max=self.clip_max_m)
+            aligned.clamp_(max=self.clip_max_m)
         per_unit = _depth_metrics(aligned, gt, mask)  # (B, 7)
         used = count > 0
         self.weighted_sums += (per_unit[used].double() * count[used, None].double()).sum(0)
@@ -104,15 +103,16 @@ class DepthMetrics(Metric):
         self.units += used.sum().double()
         self.skipped_units += (~used).sum().double()
 
-    def _align(self, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _align(self, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Aligned prediction (B, M), a new tensor."""
         if self.alignment == "scale":
             return irls_l1_scale(pred, gt, mask)[:, None] * pred
         if self.alignment == "median":
-            return median_scale(pred, gt, mask)[:, None] * pred
+            return median_scale(pred, gt, None if mask is None else mask.to(torch.bool))[:, None] * pred
         if self.alignment == "scale_shift":
-            scale, shift = l1_scale_shift(pred, gt, mask)
+            scale, shift = l1_scale_shift(pred, gt, None if mask is None else mask.to(torch.bool))
             return scale[:, None] * pred + shift[:, None]
-        return pred
+        return pred.clone()
 
     def compute(self) -> dict[str, torch.Tensor]:
         values = self.weighted_sums / self.pixels.clamp(min=1)
@@ -122,21 +122,54 @@ class DepthMetrics(Metric):
         return out
 
 
-def _depth_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-unit metrics over masked entries. (B, M) x3 -> (B, 7) in the order of METRIC_NAMES."""
-    m = mask.to(pred.dtype)
-    count = m.sum(-1).clamp(min=1)
-    safe_gt = torch.where(mask, gt, torch.ones_like(gt))
+def _finite_and_valid(
+    pred: torch.Tensor, gt: torch.Tensor, max_depth_m: float | None, valid: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, M) x2 -> pred and gt with every entry finite (non-finite ones replaced; they are invalid) and the float
+    0/1 mask (B, M) of GT > 0, GT < max_depth_m (if set), both finite, and `valid` (if given).
 
-    def mean(x):
-        return (torch.where(mask, x, torch.zeros_like(x))).sum(-1) / count
+    Float masks and float comparisons: bool tensors cost several times more per element on the CPU."""
+    mask = torch.gt(gt, 0, out=torch.empty_like(gt))  # NaN fails
+    mask.mul_(torch.lt(gt, float("inf") if max_depth_m is None else max_depth_m, out=torch.empty_like(gt)))  # inf fails
+    if valid is not None:
+        mask.mul_(valid)
+    if not torch.isfinite(pred.sum()):  # rare: some prediction is inf or NaN (a sum of finite values can overflow too)
+        finite = torch.isfinite(pred)
+        mask.mul_(finite)
+        pred = torch.where(finite, pred, torch.zeros_like(pred))
+    if not torch.isfinite((gt * 0).sum()):  # NaN or inf GT entries (already invalid) are replaced for the arithmetic
+        gt = torch.where(torch.isfinite(gt), gt, torch.zeros_like(gt))
+    return pred, gt, mask
 
-    error = pred - gt
-    abs_rel = mean(error.abs() / safe_gt)
-    sq_rel = mean(error.square() / safe_gt)
-    rmse = mean(error.square()).sqrt()
-    clamped = pred.clamp(min=1e-5)
-    log_rmse = mean((clamped.log() - safe_gt.log()).square()).sqrt()
-    ratio = torch.maximum(clamped / safe_gt, safe_gt / clamped)
-    deltas = [mean((ratio < 1.25**power).to(pred.dtype)) for power in (1, 2, 3)]
+
+def _depth_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Per-unit metrics over the valid entries. pred, gt (B, M) finite; mask (B, M) float 0/1 or None (all valid).
+    Returns (B, 7) in the order of METRIC_NAMES. Consumes `pred`.
+
+    Invalid entries are set to pred = gt = 1 (zero error, zero log ratio, ratio 1) so the row sums need no masking:
+    every valid entry sees the same float operations as the textbook masked means, and the sums are bitwise theirs.
+    """
+    if mask is None:
+        count = torch.full(pred.shape[:-1], pred.shape[-1], dtype=pred.dtype, device=pred.device)
+    else:
+        count = mask.sum(-1).clamp(min=1)
+        outside = 1 - mask
+        pred = torch.addcmul(outside, pred, mask, out=pred)  # pred where valid, 1 elsewhere (exact: m is 0 or 1)
+        gt = torch.addcmul(outside, gt, mask)
+    error = torch.sub(pred, gt).abs_()
+    scratch = torch.empty_like(pred)
+    abs_rel = torch.div(error, gt, out=scratch).sum(-1) / count
+    error.mul_(error)  # squared error
+    rmse = (error.sum(-1) / count).sqrt()
+    sq_rel = torch.div(error, gt, out=scratch).sum(-1) / count
+    clamped = pred.clamp_(min=1e-5)
+    log_difference = torch.log(clamped, out=scratch).sub_(torch.log(gt, out=error))
+    log_rmse = (log_difference.square_().sum(-1) / count).sqrt()
+    ratio = torch.maximum(torch.div(clamped, gt, out=scratch), torch.div(gt, clamped, out=error), out=scratch)
+    deltas = []
+    for power in (1, 2, 3):
+        below = torch.lt(ratio, 1.25**power, out=error)  # float 0/1
+        if mask is not None:
+            below.mul_(mask)
+        deltas.append(below.sum(-1) / count)
     return torch.stack([abs_rel, sq_rel, rmse, log_rmse, *deltas], dim=-1)
