@@ -1,6 +1,7 @@
 """Preemption under 2-process CPU DDP (gloo): SIGUSR1 on one rank mid-epoch -> both ranks stop at one agreed
-step after saving -> `scontrol requeue` is called (a fake scontrol on PATH records it) -> a relaunch with
-`--ckpt_path last` resumes and, on deterministic data, reproduces the uninterrupted run's losses exactly."""
+step (the next checked one: every 2 steps in tests/conf/preempt_ddp.yaml) after saving -> `scontrol requeue`
+is called (a fake scontrol on PATH records it) -> a relaunch with `--ckpt_path last` resumes and, on
+deterministic data, reproduces the uninterrupted run's losses exactly."""
 
 from __future__ import annotations
 
@@ -55,7 +56,9 @@ def test_sigusr1_saves_on_all_ranks_requeues_and_resumes_exactly(console_script,
     assert stopped.returncode == 0, stopped.stderr[-4000:]
     records = read_records(stopped_dir)
     agreed_step = records[0]["final_step"]
-    assert agreed_step == records[1]["final_step"] and 2 <= agreed_step < 6  # one agreed step, mid-run
+    # one agreed step, mid-run: the signal comes after step 2's check (SignalAtStep runs after PreemptionCheckpoint),
+    # step 3 is not checked, step 4 is
+    assert agreed_step == records[1]["final_step"] == 4
     assert requeue_log.read_text().split() == ["requeue", "4242"]  # rank 0 only, once
     saved = torch.load(tiny_workdir / "runs" / "preempt" / "checkpoints" / "last-preempted.ckpt",
                        map_location="cpu", weights_only=False)
