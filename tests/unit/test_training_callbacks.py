@@ -13,27 +13,21 @@ from g2vlm.callbacks.loss_outlier_clipping import LossOutlierClipping
 from g2vlm.callbacks.preemption import CHECKPOINT_NAME, PreemptionCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
+from tests.fixtures.callbacks import InjectBadLoss
+
 
 class Regression(L.LightningModule):
-    """Linear(4, 1) under MSE and AdamW (momentum and weight decay: a zero gradient would still move it). `bad`:
-    global step -> spike | negative | nan, the loss at that step is replaced before the guards see it."""
+    """Linear(4, 1) under MSE and AdamW (momentum and weight decay: a zero gradient would still move it); the
+    loss goes through every callback's `guard_training_loss`, as in the suite's LightningModules."""
 
-    def __init__(self, bad: dict[int, str] | None = None) -> None:
+    def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.layer = torch.nn.Linear(4, 1)
-        self.bad = bad or {}
 
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = torch.nn.functional.mse_loss(self.layer(x), y)
-        kind = self.bad.get(self.trainer.global_step)
-        if kind == "spike":
-            loss = loss * 1000.0 + 20.0
-        elif kind == "negative":
-            loss = -loss - 1.0
-        elif kind == "nan":
-            loss = loss * float("nan")
         for callback in self.trainer.callbacks:
             guard = getattr(callback, "guard_training_loss", None)
             if guard is not None:
@@ -97,8 +91,8 @@ def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 def test_outlier_steps_leave_parameters_and_moments_untouched(tmp_path, accelerator):
     """On CUDA the flag reaches the host by a non-blocking copy and an event (callbacks/loss_outlier_clipping.py)."""
     clipping, record = LossOutlierClipping(threshold=10.0), RecordSteps()
-    trainer = fit(tmp_path, Regression(bad={2: "spike", 3: "negative", 4: "nan"}), [clipping, record], max_steps=6,
-                  accelerator=accelerator)
+    inject = InjectBadLoss(rank=0, spike_step=2, negative_step=3, nan_step=4)  # before the clipping
+    trainer = fit(tmp_path, Regression(), [inject, clipping, record], max_steps=6, accelerator=accelerator)
     steps = record.steps
     for step in (2, 3, 4):  # an exact zero; nothing moves, not even AdamW's moments
         assert steps[step]["loss"].item() == 0.0
