@@ -7,6 +7,7 @@ under `torch.no_grad()`.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from g2vlm.geometry.precision import outside_autocast, upcast
@@ -139,43 +140,164 @@ def median_scale(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor |
     return masked_median(target, valid, lower=True) / masked_median(pred, valid, lower=True)
 
 
+@torch.no_grad()
 @outside_autocast
 def l1_scale_shift(
     pred: torch.Tensor,
     target: torch.Tensor,
     valid: torch.Tensor | None = None,
-    iterations: int = 50,
-    eps: float = 1e-8,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and shift minimising Σ |s·pred + t - target| (L1) over valid entries. (..., M) -> (s (...), t (...)).
 
-    Solved by IRLS (least squares start, then `iterations` reweighted 2x2 solves with w = 1/(|r| + eps)),
-    which converges to the L1 optimum and is exact when target is an affine function of pred. The
-    official video-depth code minimises the same objective with Adam (lr 1e-4, <= 1000 steps, from
-    s = median ratio, t = 0), which stops short of the optimum whenever a shift is needed; we solve it.
-    Rows with fewer than 2 valid entries return (1, 0). Cost: O(iterations · M).
+    Solved exactly (see `_l1_line_fit`), in float64 on the CPU, row by row on the valid entries; returned in the
+    input's dtype and device. No gradient (a solver). The official video-depth code minimises the same objective
+    with Adam (lr 1e-4, <= 1000 steps, from s = median ratio, t = 0), which stops short of the optimum whenever a
+    shift is needed; we solve it.
+    Rows with fewer than 2 valid entries return (1, 0); rows whose valid preds are all equal return s = 1 and the
+    L1-optimal shift for it. Entries outside `valid` may hold anything.
+    Cost per row of n valid entries: a few O(n) passes plus a walk over a small band of points (see below).
     """
     pred, target = upcast(pred, target)
-    mask = torch.ones_like(pred, dtype=torch.bool) if valid is None else valid.expand_as(pred)
-    m = mask.to(pred.dtype)
-    w = m
-    scale = torch.ones(pred.shape[:-1], dtype=pred.dtype, device=pred.device)
-    shift = torch.zeros_like(scale)
-    for step in range(iterations + 1):
-        if step > 0:
-            residual = (scale.unsqueeze(-1) * pred + shift.unsqueeze(-1) - target).abs()
-            w = m / (residual + eps)
-        sw = w.sum(-1, keepdim=True).clamp(min=torch.finfo(pred.dtype).tiny)
-        mean_pred = (w * pred).sum(-1, keepdim=True) / sw
-        mean_target = (w * target).sum(-1, keepdim=True) / sw
-        centred_pred = (pred - mean_pred) * m  # centred normal equations: well conditioned in fp32
-        sxx = (w * centred_pred * centred_pred).sum(-1)
-        sxy = (w * centred_pred * (target - mean_target)).sum(-1)
-        solvable = sxx > 0
-        scale = torch.where(solvable, sxy / torch.where(solvable, sxx, torch.ones_like(sxx)), scale)
-        shift = torch.where(solvable, (mean_target - scale.unsqueeze(-1) * mean_pred).squeeze(-1), shift)
-    enough = m.sum(-1) >= 2
-    return torch.where(enough, scale, torch.ones_like(scale)), torch.where(enough, shift, torch.zeros_like(shift))
+    mask = torch.ones_like(pred, dtype=torch.bool) if valid is None else valid.to(torch.bool).expand_as(pred)
+    length = pred.shape[-1]
+    flat_pred, flat_target = pred.reshape(-1, length), target.reshape(-1, length)
+    flat_mask = mask.reshape(-1, length)
+    every = bool(flat_mask.all())
+    flat_pred, flat_target = (t.to(device="cpu", dtype=torch.float64).numpy() for t in (flat_pred, flat_target))
+    flat_mask = flat_mask.cpu().numpy()
+    scale = np.ones(flat_pred.shape[0])
+    shift = np.zeros(flat_pred.shape[0])
+    for row in range(flat_pred.shape[0]):
+        x, y = (flat_pred[row], flat_target[row]) if every else (flat_pred[row][flat_mask[row]], flat_target[row][flat_mask[row]])
+        if x.size >= 2:
+            scale[row], shift[row] = _l1_line_fit(x, y)
+    shape = pred.shape[:-1]
+    return (torch.from_numpy(scale).to(pred).reshape(shape), torch.from_numpy(shift).to(pred).reshape(shape))
+
+
+def _l1_line_fit(x: np.ndarray, y: np.ndarray, sample: int = 2048, band_fraction: int = 16) -> tuple[float, float]:
+    """argmin over (s, t) of F = Σ |s·x + t - y| for 1-D float64 x, y with at least 2 entries. Returns (s, t).
+
+    Up to 2·sample points: `_l1_line_walk` on all of them from an IRLS estimate. More points:
+    1. A reference line: the exact fit of every (n // sample)-th point (close to the optimum); its residuals r0.
+    2. The points with the smallest |r0| (about n / band_fraction of them) are kept; every other point k enters with
+       its fixed sign: |r_k| >= sign(r0_k)·r_k, with equality while the line keeps k on its side. So
+       F >= G := Σ_band |r| + Σ_others sign(r0_k)·r_k (a linear term), with equality where no other point
+       changes side.
+    3. G is minimised exactly by `_l1_line_walk`. If its minimiser L* keeps every other point on its side,
+       F(L*) = G(L*) <= G <= F everywhere: L* is the optimum of F. Otherwise L* becomes the reference line and,
+       from the second miss on, the band also grows x4; a band of all points is the plain problem.
+    Rows whose x are all equal: s = 1 and t = the lower median of y - x (an optimum for s = 1).
+    """
+    if bool((x == x[0]).all()):
+        return 1.0, float(np.sort(y - x)[(x.size - 1) // 2])
+    if x.size <= 2 * sample:
+        slope, intercept = _irls_line(x, y, iterations=4)
+        return _l1_line_walk(x, y, 0.0, 0.0, slope, int(np.abs(slope * x + intercept - y).argmin()))
+    stride = x.size // sample
+    x_sample, y_sample = x[::stride], y[::stride]
+    slope, intercept = _l1_line_fit(x_sample, y_sample, sample, band_fraction)
+    fraction = 1.0 / band_fraction
+    for miss in range(x.size):
+        residual = slope * x + intercept - y
+        distance = np.abs(residual)
+        if fraction >= 1:
+            return _l1_line_walk(x, y, 0.0, 0.0, slope, int(distance.argmin()))
+        # the band: |r0| up to the `fraction` quantile of the sample's |r0| (any band is exact; this one is cheap)
+        threshold = np.quantile(np.abs(slope * x_sample + intercept - y_sample), fraction, method="lower")
+        inside = distance <= threshold
+        sign = np.sign(residual[~inside])  # +-1: outside points have |r0| > the band's threshold >= 0
+        x_out, y_out = x[~inside], y[~inside]
+        fit = _l1_line_walk(x[inside], y[inside], float(sign @ x_out), float(sign.sum()), slope,
+                            int(distance[inside].argmin()))
+        if fit is not None and bool(np.all(sign * (fit[0] * x_out + fit[1] - y_out) >= 0)):
+            return fit
+        if fit is not None:
+            slope, intercept = fit
+        if fit is None or miss >= 1:
+            fraction *= 4
+    raise AssertionError("unreachable: the band reaches all points")
+
+
+def _l1_line_walk(
+    x: np.ndarray, y: np.ndarray, linear_slope: float, linear_shift: float, slope: float, pivot: int,
+    max_steps: int = 1000,
+) -> tuple[float, float] | None:
+    """Exact argmin over lines (s, t) of G = Σ |s·x_k + t - y_k| + linear_slope·s + linear_shift·t, starting from
+    the line through point `pivot` with slope `slope`. None when G is unbounded below.
+
+    Rotating the line about one of its data points i (t = y_i - s·x_i) changes G as
+    Σ_k |x_k - x_i|·|s - σ_k| + (linear_slope - linear_shift·x_i)·s + const with σ_k = (y_k - y_i) / (x_k - x_i):
+    a weighted median problem whose minimiser σ_j is the slope towards a point j. The walk (Wesolowsky's direct
+    descent) moves pivot i -> j while that strictly lowers G. G is linear on each cone of directions between the
+    rotations about the points on the line, so a line through two or more points (of distinct x) that is optimal
+    for the rotation about every one of them is the global minimum (convexity): the walk stops there, after
+    checking the two points it came through and any further point on the line (ties, e.g. quantised data; "on the
+    line" means within 1e-12 of the data's magnitude, and weight sums are compared with a 1e-12 relative slack).
+    """
+    tolerance = 1e-12 * float(np.abs(y).max() + np.abs(x).max() * (abs(slope) + 1))
+    verified: set[float] = set()  # x of the line's points whose rotations are checked (same x: same rotation)
+    for step in range(max_steps):
+        dx = x - x[pivot]
+        dy = y - y[pivot]
+        weights = np.abs(dx)
+        total = float(weights.sum())
+        linear = linear_slope - linear_shift * float(x[pivot])
+        if abs(linear) > total:
+            return None  # G decreases without bound as the line turns about the pivot
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slopes = dy / dx  # ±inf / NaN where dx == 0 (weight 0)
+        if step > 0:  # is the current line optimal for rotations about the pivot (derivatives left <= 0 <= right)?
+            off_line = np.abs(dy - slope * dx) > tolerance
+            below = float(weights[(slopes < slope) & off_line].sum())
+            above = float(weights[(slopes > slope) & off_line].sum())
+            slack = 1e-12 * (total + abs(linear))  # rounding of the weight sums (flat optima have exact ties)
+            if below <= 0.5 * (total - linear) + slack and above <= 0.5 * (total + linear) + slack:
+                verified.add(float(x[pivot]))
+                unchecked = [k for k in np.flatnonzero(~off_line & (dx != 0)) if float(x[k]) not in verified]
+                if not unchecked:
+                    return slope, float(y[pivot] - slope * x[pivot])
+                pivot = int(unchecked[0])  # the same line, rotated about another of its points next
+                continue
+        verified = {float(x[pivot])}  # the next line is the best through the pivot
+        pivot = _weighted_median_index(slopes, weights, 0.5 * (total - linear), slope)
+        slope = float(slopes[pivot])
+    raise RuntimeError(f"geometry/alignment.py: the L1 line walk did not settle in {max_steps} steps")
+
+
+def _weighted_median_index(values: np.ndarray, weights: np.ndarray, need: float, guess: float) -> int:
+    """Index of the smallest value (among weights > 0) whose cumulative weight in ascending order reaches `need`.
+
+    Only the values in a window around `guess` are sorted; the window widens (x8) until it holds the answer.
+    Values of zero weight may be non-finite."""
+    width = 1e-3 * abs(guess) + 1e-12
+    while True:
+        low, high = guess - width, guess + width
+        below = float(weights[values < low].sum())
+        inside = np.flatnonzero((values >= low) & (values <= high) & (weights > 0))
+        if (below < need <= below + float(weights[inside].sum())) or not np.isfinite(width * 8 + abs(guess)):
+            break
+        width *= 8
+    order = inside[np.argsort(values[inside], kind="stable")]
+    cumulative = below + np.cumsum(weights[order])
+    return int(order[min(int(np.searchsorted(cumulative, need)), order.size - 1)])
+
+
+def _irls_line(x: np.ndarray, y: np.ndarray, iterations: int) -> tuple[float, float]:
+    """Approximate L1 line (slope, intercept) by IRLS from least squares: the starting point of the exact fit."""
+    weights = np.ones_like(x)
+    slope, intercept = 1.0, 0.0
+    for _ in range(iterations + 1):
+        total = weights.sum()
+        mean_x, mean_y = weights @ x / total, weights @ y / total
+        centred_x = x - mean_x
+        spread = weights @ (centred_x * centred_x)
+        if spread <= 0:
+            break
+        slope = float(weights @ (centred_x * (y - mean_y)) / spread)
+        intercept = float(mean_y - slope * mean_x)
+        weights = 1.0 / (np.abs(slope * x + intercept - y) + 1e-12)
+    return slope, intercept
 
 
 @outside_autocast
