@@ -7,6 +7,7 @@ through two data points).
 
 
 import numpy as np
+import pytest
 import torch
 from g2vlm.datamodules.synthetic.render import render
 from g2vlm.datamodules.synthetic.scene import sample_scene
@@ -65,6 +66,11 @@ def test_irls_l1_scale_is_bitwise_the_reference_loop():
     for iterations in (0, 1, 25):
         assert torch.equal(irls_l1_scale(pred, target, valid, iterations=iterations),
                            reference_irls_l1_scale(pred, target, valid, iterations=iterations))
+    # caller-provided work buffers (garbage in them) give the same bits; wrong ones are refused
+    scratch = (torch.full_like(pred, float("nan")), torch.full_like(pred, 7.0))
+    assert torch.equal(irls_l1_scale(pred, target, valid, scratch=scratch), reference_irls_l1_scale(pred, target, valid))
+    with pytest.raises(ValueError, match="scratch"):
+        irls_l1_scale(pred, target, scratch=(pred[0], pred[0]))
 
 
 def brute_force_l1_line(x, y):
@@ -72,6 +78,8 @@ def brute_force_l1_line(x, y):
     x, y 1-D numpy float64."""
     i, j = np.triu_indices(len(x), 1)
     keep = x[i] != x[j]
+    if not keep.any():
+        return float("inf")
     i, j = i[keep], j[keep]
     s = (y[j] - y[i]) / (x[j] - x[i])
     t = y[i] - s * x[i]
@@ -125,6 +133,16 @@ def test_l1_line_walk_on_grid_data_from_every_start():
         for slope in (-3.0, -0.5, 0.0, 0.7, 2.0):
             fit = _l1_line_walk(x, y, 0.0, 0.0, slope, pivot)
             assert l1_objective(x, y, *fit) <= best * (1 + 1e-12), (pivot, slope)
+
+
+def test_l1_scale_shift_on_exactly_affine_rows_of_every_size():
+    """Every point on one line (a prediction that is an exact affine map of the GT): all of them are on the
+    optimal line at once, which the optimality check must settle in one step, not point by point."""
+    gt = rendered_depth(views=20, size=32).reshape(-1)
+    gt = gt[gt > 0].double()
+    for n in (3, 1000, gt.numel()):  # the plain walk and the band path
+        scale, shift = l1_scale_shift(2.0 * gt[:n] - 1.0, gt[:n])
+        assert abs(float(scale) - 0.5) < 1e-12 and abs(float(shift) - 0.5) < 1e-12, n
 
 
 def test_l1_scale_shift_batched_masked_and_degenerate_rows():

@@ -71,6 +71,7 @@ def irls_l1_scale(
     iterations: int = 10,
     eps: float = 1e-8,
     min_scale: float = 1e-3,
+    scratch: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Scale-only L1 fit by IRLS, exactly as the official depth evaluation ("median-scale" in its configs).
 
@@ -78,6 +79,8 @@ def irls_l1_scale(
     approximately: start s = mean(target) / mean(pred) over valid entries, then `iterations` Weiszfeld steps
     w = 1 / (|s·pred - target| + eps), s = Σ w·pred·target / Σ w·pred², finally s >= min_scale.
     Rows without valid entries return 1. Entries outside `valid` must be finite. No gradient (a solver).
+    `scratch`: two tensors of pred's shape and dtype to work in (overwritten), for callers that reuse memory
+    (on the CPU, first touches of fresh large buffers cost as much as several passes over them).
 
     Every element goes through the same float operations in the same order as the textbook loop
     `w = m / ((s·pred - target).abs() + eps); s = (w·pred·target).sum() / (w·pred·pred).sum()`, and the row sums
@@ -97,8 +100,11 @@ def irls_l1_scale(
     mean_pred = pred.sum(-1) / count.clamp(min=1)
     mean_target = target.sum(-1) / count.clamp(min=1)
     scale = mean_target / torch.where(mean_pred == 0, torch.ones_like(mean_pred), mean_pred)
-    weighted = torch.empty_like(pred)  # w, then w·pred, then w·pred·pred
-    product = torch.empty_like(pred)  # w·pred·target
+    if scratch is None:
+        scratch = (torch.empty_like(pred), torch.empty_like(pred))
+    elif any(t.shape != pred.shape or t.dtype != pred.dtype for t in scratch):
+        raise ValueError(f"geometry/alignment.py: irls_l1_scale scratch must be two {pred.dtype} tensors of shape {tuple(pred.shape)}")
+    weighted, product = scratch  # w, then w·pred, then w·pred·pred; and w·pred·target
     tiny = torch.finfo(pred.dtype).tiny
     for _ in range(iterations):
         torch.mul(pred, scale.unsqueeze(-1), out=weighted)
@@ -161,16 +167,15 @@ def l1_scale_shift(
     mask = torch.ones_like(pred, dtype=torch.bool) if valid is None else valid.to(torch.bool).expand_as(pred)
     length = pred.shape[-1]
     flat_pred, flat_target = pred.reshape(-1, length), target.reshape(-1, length)
-    flat_mask = mask.reshape(-1, length)
-    every = bool(flat_mask.all())
-    flat_pred, flat_target = (t.to(device="cpu", dtype=torch.float64).numpy() for t in (flat_pred, flat_target))
-    flat_mask = flat_mask.cpu().numpy()
+    every = bool(mask.all())
+    flat_pred, flat_target = (t.cpu().numpy() for t in (flat_pred, flat_target))
+    flat_mask = mask.reshape(-1, length).cpu().numpy()
     scale = np.ones(flat_pred.shape[0])
     shift = np.zeros(flat_pred.shape[0])
     for row in range(flat_pred.shape[0]):
         x, y = (flat_pred[row], flat_target[row]) if every else (flat_pred[row][flat_mask[row]], flat_target[row][flat_mask[row]])
-        if x.size >= 2:
-            scale[row], shift[row] = _l1_line_fit(x, y)
+        if x.size >= 2:  # float64 row by row: small buffers, reused
+            scale[row], shift[row] = _l1_line_fit(x.astype(np.float64), y.astype(np.float64))
     shape = pred.shape[:-1]
     return (torch.from_numpy(scale).to(pred).reshape(shape), torch.from_numpy(shift).to(pred).reshape(shape))
 
@@ -224,42 +229,49 @@ def _l1_line_walk(
     max_steps: int = 1000,
 ) -> tuple[float, float] | None:
     """Exact argmin over lines (s, t) of G = Σ |s·x_k + t - y_k| + linear_slope·s + linear_shift·t, starting from
-    the line through point `pivot` with slope `slope`. None when G is unbounded below.
+    the line through point `pivot` with slope `slope`. None when G is unbounded below (or every point has the
+    pivot's x).
 
-    Rotating the line about one of its data points i (t = y_i - s·x_i) changes G as
-    Σ_k |x_k - x_i|·|s - σ_k| + (linear_slope - linear_shift·x_i)·s + const with σ_k = (y_k - y_i) / (x_k - x_i):
-    a weighted median problem whose minimiser σ_j is the slope towards a point j. The walk (Wesolowsky's direct
-    descent) moves pivot i -> j while that strictly lowers G. G is linear on each cone of directions between the
-    rotations about the points on the line, so a line through two or more points (of distinct x) that is optimal
-    for the rotation about every one of them is the global minimum (convexity): the walk stops there, after
-    checking the two points it came through and any further point on the line (ties, e.g. quantised data; "on the
-    line" means within 1e-12 of the data's magnitude, and weight sums are compared with a 1e-12 relative slack).
+    Rotating the line about one of its data points j (t = y_j - s·x_j) changes G as
+    Σ_k |x_k - x_j|·|s - σ_k| + (linear_slope - linear_shift·x_j)·s + const with σ_k = (y_k - y_j) / (x_k - x_j):
+    a weighted median problem whose minimiser σ_i is the slope towards a point i. The walk (Wesolowsky's direct
+    descent) moves to that line while it strictly lowers G. At a line through the points Z (two or more distinct
+    x), G is linear on each cone of directions between the rotations about the points of Z, so the line is the
+    global minimum (convexity) when the derivatives of every such rotation are >= 0 both ways:
+        |Σ_{k∉Z} sign(r_k)·(x_k - x_j) + linear_slope - linear_shift·x_j| <= Σ_{k∈Z} |x_k - x_j|   for all j ∈ Z,
+    r the residuals s·x + t - y. The walk checks that for all of Z at once (Z is any number of points: ties,
+    quantised data, exactly collinear data), and otherwise rotates about a point where it fails. "On the line" means
+    within 1e-12 of the data's magnitude, and the sums are compared with a 1e-12 relative slack (flat optima
+    have exact ties).
     """
-    tolerance = 1e-12 * float(np.abs(y).max() + np.abs(x).max() * (abs(slope) + 1))
-    verified: set[float] = set()  # x of the line's points whose rotations are checked (same x: same rotation)
+    magnitude = float(np.abs(x).max())
+    tolerance = 1e-12 * (float(np.abs(y).max()) + magnitude * (abs(slope) + 1))
+    slack = 1e-12 * (x.size * magnitude + abs(linear_slope) + abs(linear_shift) * magnitude)
     for step in range(max_steps):
+        if step > 0:  # is the current line (through the pivot) optimal?
+            residual = slope * (x - x[pivot]) - (y - y[pivot])
+            on_line = np.abs(residual) <= tolerance
+            signs = np.where(on_line, 0.0, np.sign(residual))
+            line_x = np.sort(x[on_line])
+            distinct = np.unique(line_x)
+            before = np.searchsorted(line_x, distinct, side="left")
+            after = np.searchsorted(line_x, distinct, side="right")
+            prefix = np.concatenate([[0.0], np.cumsum(line_x)])
+            spread = (distinct * before - prefix[before]) + (prefix[-1] - prefix[after] - distinct * (line_x.size - after))
+            imbalance = float(signs @ x) - float(signs.sum()) * distinct + linear_slope - linear_shift * distinct
+            failing = np.flatnonzero(np.abs(imbalance) > spread + slack)
+            if failing.size == 0:
+                return slope, float(y[pivot] - slope * x[pivot])
+            if not np.any(distinct[failing] == x[pivot]):  # rotate about a point of the line where it fails
+                pivot = int(np.flatnonzero(on_line & (x == distinct[failing[0]]))[0])
         dx = x - x[pivot]
-        dy = y - y[pivot]
         weights = np.abs(dx)
         total = float(weights.sum())
         linear = linear_slope - linear_shift * float(x[pivot])
-        if abs(linear) > total:
-            return None  # G decreases without bound as the line turns about the pivot
+        if abs(linear) > total or total == 0:
+            return None  # G decreases without bound as the line turns about the pivot (or no point holds it)
         with np.errstate(divide="ignore", invalid="ignore"):
-            slopes = dy / dx  # ±inf / NaN where dx == 0 (weight 0)
-        if step > 0:  # is the current line optimal for rotations about the pivot (derivatives left <= 0 <= right)?
-            off_line = np.abs(dy - slope * dx) > tolerance
-            below = float(weights[(slopes < slope) & off_line].sum())
-            above = float(weights[(slopes > slope) & off_line].sum())
-            slack = 1e-12 * (total + abs(linear))  # rounding of the weight sums (flat optima have exact ties)
-            if below <= 0.5 * (total - linear) + slack and above <= 0.5 * (total + linear) + slack:
-                verified.add(float(x[pivot]))
-                unchecked = [k for k in np.flatnonzero(~off_line & (dx != 0)) if float(x[k]) not in verified]
-                if not unchecked:
-                    return slope, float(y[pivot] - slope * x[pivot])
-                pivot = int(unchecked[0])  # the same line, rotated about another of its points next
-                continue
-        verified = {float(x[pivot])}  # the next line is the best through the pivot
+            slopes = (y - y[pivot]) / dx  # ±inf / NaN where dx == 0 (weight 0)
         pivot = _weighted_median_index(slopes, weights, 0.5 * (total - linear), slope)
         slope = float(slopes[pivot])
     raise RuntimeError(f"geometry/alignment.py: the L1 line walk did not settle in {max_steps} steps")

@@ -90,28 +90,33 @@ class DepthMetrics(Metric):
         if valid is not None:
             valid = valid.to(torch.bool).expand_as(gt_depth).reshape(B, -1)
         pred, gt, mask = _finite_and_valid(pred, gt, self.max_depth_m, valid)
-        count = torch.count_nonzero(mask, dim=-1)  # int64, exact
-        all_valid = mask.numel() == 0 or bool(mask.min() == 1)
-        mask = None if all_valid else mask
-        aligned = self._align(pred, gt, mask)
+        if mask is None:  # every pixel valid
+            count = torch.full((B,), float(gt.shape[-1]), dtype=torch.float64, device=gt.device)
+        else:
+            count = mask.sum(-1, dtype=torch.float64)
+        # two work buffers shared by the alignment and the metrics: fresh large buffers are costly to touch
+        work = torch.empty((2, *gt.shape), dtype=gt.dtype, device=gt.device)
+        aligned = self._align(pred, gt, mask, (work[0], work[1]))
         if self.clip_max_m is not None:
             aligned.clamp_(max=self.clip_max_m)
-        per_unit = _depth_metrics(aligned, gt, mask)  # (B, 7)
+        per_unit = _depth_metrics(aligned, gt, mask, (work[0], work[1]))  # (B, 7)
         used = count > 0
-        self.weighted_sums += (per_unit[used].double() * count[used, None].double()).sum(0)
-        self.pixels += count.sum().double()
+        self.weighted_sums += (per_unit[used].double() * count[used, None]).sum(0)
+        self.pixels += count.sum()
         self.units += used.sum().double()
         self.skipped_units += (~used).sum().double()
 
-    def _align(self, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Aligned prediction (B, M), a new tensor."""
+    def _align(
+        self, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None, work: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
+        """Aligned prediction (B, M), a new tensor; `work` may be overwritten."""
         if self.alignment == "scale":
-            return irls_l1_scale(pred, gt, mask)[:, None] * pred
+            return irls_l1_scale(pred, gt, mask, scratch=work)[:, None] * pred
         if self.alignment == "median":
             return median_scale(pred, gt, None if mask is None else mask.to(torch.bool))[:, None] * pred
         if self.alignment == "scale_shift":
             scale, shift = l1_scale_shift(pred, gt, None if mask is None else mask.to(torch.bool))
-            return scale[:, None] * pred + shift[:, None]
+            return (scale[:, None] * pred).add_(shift[:, None])
         return pred.clone()
 
     def compute(self) -> dict[str, torch.Tensor]:
@@ -124,51 +129,60 @@ class DepthMetrics(Metric):
 
 def _finite_and_valid(
     pred: torch.Tensor, gt: torch.Tensor, max_depth_m: float | None, valid: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(B, M) x2 -> pred and gt with every entry finite (non-finite ones replaced; they are invalid) and the float
-    0/1 mask (B, M) of GT > 0, GT < max_depth_m (if set), both finite, and `valid` (if given).
+    0/1 mask (B, M) of GT > 0, GT < max_depth_m (if set), both finite, and `valid` (if given); mask None when every
+    entry is valid (decided by reductions, without touching a new buffer).
 
-    Float masks and float comparisons: bool tensors cost several times more per element on the CPU."""
+    Float masks: bool tensors cost several times more per element on the CPU."""
+    finite_pred = bool(torch.isfinite(pred.sum()))  # a sum of finite values can overflow: then the slow path
+    finite_gt = bool(torch.isfinite(gt.sum()))
+    if (valid is None and finite_pred and finite_gt and gt.numel() > 0 and bool(gt.min() > 0)
+            and (max_depth_m is None or bool(gt.max() < max_depth_m))):
+        return pred, gt, None
     mask = torch.gt(gt, 0, out=torch.empty_like(gt))  # NaN fails
-    mask.mul_(torch.lt(gt, float("inf") if max_depth_m is None else max_depth_m, out=torch.empty_like(gt)))  # inf fails
+    if max_depth_m is not None or not finite_gt:
+        mask.mul_(gt < (float("inf") if max_depth_m is None else max_depth_m))  # inf fails
     if valid is not None:
         mask.mul_(valid)
-    if not torch.isfinite(pred.sum()):  # rare: some prediction is inf or NaN (a sum of finite values can overflow too)
+    if not finite_pred:
         finite = torch.isfinite(pred)
         mask.mul_(finite)
         pred = torch.where(finite, pred, torch.zeros_like(pred))
-    if not torch.isfinite((gt * 0).sum()):  # NaN or inf GT entries (already invalid) are replaced for the arithmetic
+    if not finite_gt:  # NaN or inf GT entries (already invalid) are replaced for the arithmetic
         gt = torch.where(torch.isfinite(gt), gt, torch.zeros_like(gt))
     return pred, gt, mask
 
 
-def _depth_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Per-unit metrics over the valid entries. pred, gt (B, M) finite; mask (B, M) float 0/1 or None (all valid).
-    Returns (B, 7) in the order of METRIC_NAMES. Consumes `pred`.
+def _depth_metrics(
+    pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None, work: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """Per-unit metrics over the valid entries. pred, gt (B, M) finite; mask (B, M) float 0/1 or None (all valid);
+    work: two (B, M) buffers to overwrite. Returns (B, 7) in the order of METRIC_NAMES. Consumes `pred`.
 
     Invalid entries are set to pred = gt = 1 (zero error, zero log ratio, ratio 1) so the row sums need no masking:
     every valid entry sees the same float operations as the textbook masked means, and the sums are bitwise theirs.
     """
+    first, second = work
     if mask is None:
-        count = torch.full(pred.shape[:-1], pred.shape[-1], dtype=pred.dtype, device=pred.device)
+        count = torch.full(pred.shape[:-1], float(pred.shape[-1]), dtype=pred.dtype, device=pred.device)
     else:
         count = mask.sum(-1).clamp(min=1)
-        outside = 1 - mask
+        outside = torch.neg(mask, out=first).add_(1)  # 1 - mask
         pred = torch.addcmul(outside, pred, mask, out=pred)  # pred where valid, 1 elsewhere (exact: m is 0 or 1)
         gt = torch.addcmul(outside, gt, mask)
-    error = torch.sub(pred, gt).abs_()
-    scratch = torch.empty_like(pred)
-    abs_rel = torch.div(error, gt, out=scratch).sum(-1) / count
+    error = torch.sub(pred, gt, out=first).abs_()
+    abs_rel = torch.div(error, gt, out=second).sum(-1) / count
     error.mul_(error)  # squared error
     rmse = (error.sum(-1) / count).sqrt()
-    sq_rel = torch.div(error, gt, out=scratch).sum(-1) / count
+    sq_rel = torch.div(error, gt, out=second).sum(-1) / count
     clamped = pred.clamp_(min=1e-5)
-    log_difference = torch.log(clamped, out=scratch).sub_(torch.log(gt, out=error))
+    log_difference = torch.log(clamped, out=second).sub_(torch.log(gt, out=first))
     log_rmse = (log_difference.square_().sum(-1) / count).sqrt()
-    ratio = torch.maximum(torch.div(clamped, gt, out=scratch), torch.div(gt, clamped, out=error), out=scratch)
+    ratio = torch.maximum(torch.div(clamped, gt, out=second), torch.div(gt, clamped, out=first), out=second)
     deltas = []
     for power in (1, 2, 3):
-        below = torch.lt(ratio, 1.25**power, out=error)  # float 0/1
+        below = torch.lt(ratio, 1.25**power, out=first)  # float 0/1
         if mask is not None:
             below.mul_(mask)
         deltas.append(below.sum(-1) / count)
