@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from g2vlm.geometry.alignment import irls_l1_scale, l1_scale_shift, median_scale
-from g2vlm.metrics.depth import METRIC_NAMES, DepthMetrics
+from g2vlm.metrics.depth import METRIC_CHUNK_ENTRIES, METRIC_NAMES, DepthMetrics
 
 
 def reference_unit_metrics(pred, gt, mask):
@@ -113,3 +113,10 @@ def test_non_finite_inputs_resize_and_video_units_bitwise():
     metric = DepthMetrics(alignment="scale")
     metric.update(pred, gt)
     assert metric.compute()["skipped_units"] == 1
+
+
+def test_many_units_scored_in_several_chunks_bitwise():
+    pred, gt, _ = random_case(4, (70, 64, 64))  # more pixels than one chunk of the metric pass holds
+    assert pred.numel() > METRIC_CHUNK_ENTRIES
+    assert_bitwise(pred, gt, "scale", max_depth_m=70.0, clip_max_m=60.0)
+    assert_bitwise(pred, gt + 0.5, "none")  # every pixel valid

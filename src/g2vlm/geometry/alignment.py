@@ -71,7 +71,6 @@ def irls_l1_scale(
     iterations: int = 10,
     eps: float = 1e-8,
     min_scale: float = 1e-3,
-    scratch: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Scale-only L1 fit by IRLS, exactly as the official depth evaluation ("median-scale" in its configs).
 
@@ -79,34 +78,50 @@ def irls_l1_scale(
     approximately: start s = mean(target) / mean(pred) over valid entries, then `iterations` Weiszfeld steps
     w = 1 / (|s·pred - target| + eps), s = Σ w·pred·target / Σ w·pred², finally s >= min_scale.
     Rows without valid entries return 1. Entries outside `valid` must be finite. No gradient (a solver).
-    `scratch`: two tensors of pred's shape and dtype to work in (overwritten), for callers that reuse memory
-    (on the CPU, first touches of fresh large buffers cost as much as several passes over them).
 
     Every element goes through the same float operations in the same order as the textbook loop
     `w = m / ((s·pred - target).abs() + eps); s = (w·pred·target).sum() / (w·pred·pred).sum()`, and the row sums
     run over the same contiguous rows, so the result is bitwise that loop's; only the memory traffic is less
-    (invalid entries zeroed once, two reused buffers, in-place steps: ten passes over M per iteration).
+    (invalid entries zeroed once, two reused buffers, in-place steps: ten passes over M per iteration, rows taken
+    in chunks of about IRLS_CHUNK_ENTRIES entries so that the passes run in cache).
     Note that eps = 1e-8 lies below float32 resolution of the residuals, so float32 and float64 runs of the
     same loop differ (by up to ~1 % in s after 10 steps on noisy predictions); the loop itself is the protocol.
     Cost: O(iterations · M).
     """
     pred, target = upcast(pred, target)
+    lead, length = pred.shape[:-1], pred.shape[-1]
+    pred, target = pred.reshape(-1, length), target.reshape(-1, length)
+    if pred.shape[0] == 0:
+        return torch.ones(lead, dtype=pred.dtype, device=pred.device)
+    valid = None if valid is None else valid.expand(*lead, length).reshape(-1, length)
+    rows = min(pred.shape[0], max(1, IRLS_CHUNK_ENTRIES // max(length, 1)))
+    buffers = (pred.new_empty(rows, length), pred.new_empty(rows, length))  # reused by every chunk
+    scales = []
+    for start in range(0, pred.shape[0], rows):
+        chunk = slice(start, start + rows)
+        size = pred[chunk].shape[0]
+        scales.append(_irls_rows(pred[chunk], target[chunk], None if valid is None else valid[chunk], iterations, eps,
+                                 min_scale, buffers[0][:size], buffers[1][:size]))
+    return torch.cat(scales).reshape(lead)
+
+
+IRLS_CHUNK_ENTRIES = 1 << 18  # irls_l1_scale solves rows in chunks of about this many entries: buffers stay in cache
+
+
+def _irls_rows(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None, iterations: int, eps: float,
+               min_scale: float, weighted: torch.Tensor, product: torch.Tensor) -> torch.Tensor:
+    """`irls_l1_scale` on rows (R, M), with work buffers weighted, product (R, M). Returns (R,)."""
     if valid is None:
         count = torch.full(pred.shape[:-1], pred.shape[-1], dtype=pred.dtype, device=pred.device)
     else:
-        m = valid.expand_as(pred).to(pred.dtype)
+        m = valid.to(pred.dtype)
         count = m.sum(-1)
         pred, target = pred * m, target * m  # invalid entries become 0, so they add 0 to both sums below
     mean_pred = pred.sum(-1) / count.clamp(min=1)
     mean_target = target.sum(-1) / count.clamp(min=1)
     scale = mean_target / torch.where(mean_pred == 0, torch.ones_like(mean_pred), mean_pred)
-    if scratch is None:
-        scratch = (torch.empty_like(pred), torch.empty_like(pred))
-    elif any(t.shape != pred.shape or t.dtype != pred.dtype for t in scratch):
-        raise ValueError(f"geometry/alignment.py: irls_l1_scale scratch must be two {pred.dtype} tensors of shape {tuple(pred.shape)}")
-    weighted, product = scratch  # w, then w·pred, then w·pred·pred; and w·pred·target
     tiny = torch.finfo(pred.dtype).tiny
-    for _ in range(iterations):
+    for _ in range(iterations):  # weighted: w, then w·pred, then w·pred·pred; product: w·pred·target
         torch.mul(pred, scale.unsqueeze(-1), out=weighted)
         weighted.sub_(target).abs_().add_(eps).reciprocal_()  # w = 1 / (|s·pred - target| + eps), bitwise m / (...)
         weighted.mul_(pred)  # w·pred: exactly 0 at invalid entries, as m / (...) · pred is

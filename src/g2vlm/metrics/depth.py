@@ -22,6 +22,8 @@ Alignment = Literal["scale", "median", "scale_shift", "none"]
 
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "log_rmse", "delta_1", "delta_2", "delta_3")
 
+METRIC_CHUNK_ENTRIES = 1 << 18  # pixels per chunk of the metric pass (its buffers stay in cache)
+
 # Per-dataset caps of the official evaluation: (max GT depth for validity, clip of aligned predictions), metres.
 DEPTH_CAPS_M: dict[str, tuple[float | None, float | None]] = {
     "sintel": (70.0, 70.0),
@@ -94,30 +96,43 @@ class DepthMetrics(Metric):
             count = torch.full((B,), float(gt.shape[-1]), dtype=torch.float64, device=gt.device)
         else:
             count = mask.sum(-1, dtype=torch.float64)
-        # two work buffers shared by the alignment and the metrics: fresh large buffers are costly to touch
-        work = torch.empty((2, *gt.shape), dtype=gt.dtype, device=gt.device)
-        aligned = self._align(pred, gt, mask, (work[0], work[1]))
-        if self.clip_max_m is not None:
-            aligned.clamp_(max=self.clip_max_m)
-        per_unit = _depth_metrics(aligned, gt, mask, (work[0], work[1]))  # (B, 7)
+        scale, shift = self._alignment(pred, gt, mask)
+        # aligned predictions and metrics in chunks of rows whose three buffers stay in cache (and are reused:
+        # first touches of fresh large buffers cost as much as several passes over them)
+        rows = max(1, min(B, METRIC_CHUNK_ENTRIES // max(gt.shape[-1], 1)))
+        buffers = gt.new_empty((3, rows, gt.shape[-1]))
+        per_unit = gt.new_empty((B, len(METRIC_NAMES)))
+        for start in range(0, B, rows):
+            chunk = slice(start, start + rows)
+            size = gt[chunk].shape[0]
+            aligned = buffers[0, :size]
+            if scale is None:
+                aligned.copy_(pred[chunk])
+            else:
+                torch.mul(pred[chunk], scale[chunk, None], out=aligned)
+            if shift is not None:
+                aligned.add_(shift[chunk, None])
+            if self.clip_max_m is not None:
+                aligned.clamp_(max=self.clip_max_m)
+            per_unit[chunk] = _depth_metrics(aligned, gt[chunk], None if mask is None else mask[chunk],
+                                             (buffers[1, :size], buffers[2, :size]))
         used = count > 0
         self.weighted_sums += (per_unit[used].double() * count[used, None]).sum(0)
         self.pixels += count.sum()
         self.units += used.sum().double()
         self.skipped_units += (~used).sum().double()
 
-    def _align(
-        self, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None, work: tuple[torch.Tensor, torch.Tensor]
-    ) -> torch.Tensor:
-        """Aligned prediction (B, M), a new tensor; `work` may be overwritten."""
+    def _alignment(
+        self, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Per-unit scale (B,) and shift (B,) of the alignment (None: not part of it)."""
         if self.alignment == "scale":
-            return irls_l1_scale(pred, gt, mask, scratch=work)[:, None] * pred
+            return irls_l1_scale(pred, gt, mask), None
         if self.alignment == "median":
-            return median_scale(pred, gt, None if mask is None else mask.to(torch.bool))[:, None] * pred
+            return median_scale(pred, gt, None if mask is None else mask.to(torch.bool)), None
         if self.alignment == "scale_shift":
-            scale, shift = l1_scale_shift(pred, gt, None if mask is None else mask.to(torch.bool))
-            return (scale[:, None] * pred).add_(shift[:, None])
-        return pred.clone()
+            return l1_scale_shift(pred, gt, None if mask is None else mask.to(torch.bool))
+        return None, None
 
     def compute(self) -> dict[str, torch.Tensor]:
         values = self.weighted_sums / self.pixels.clamp(min=1)
