@@ -263,8 +263,9 @@ def _l1_line_walk(
     tolerance = 1e-12 * (float(np.abs(y).max()) + magnitude * (abs(slope) + 1))
     slack = 1e-12 * (x.size * magnitude + abs(linear_slope) + abs(linear_shift) * magnitude)
     for step in range(max_steps):
+        dx, dy = x - x[pivot], y - y[pivot]
         if step > 0:  # is the current line (through the pivot) optimal?
-            residual = slope * (x - x[pivot]) - (y - y[pivot])
+            residual = slope * dx - dy
             on_line = np.abs(residual) <= tolerance
             signs = np.where(on_line, 0.0, np.sign(residual))
             line_x = np.sort(x[on_line])
@@ -279,14 +280,14 @@ def _l1_line_walk(
                 return slope, float(y[pivot] - slope * x[pivot])
             if not np.any(distinct[failing] == x[pivot]):  # rotate about a point of the line where it fails
                 pivot = int(np.flatnonzero(on_line & (x == distinct[failing[0]]))[0])
-        dx = x - x[pivot]
+                dx, dy = x - x[pivot], y - y[pivot]
         weights = np.abs(dx)
         total = float(weights.sum())
         linear = linear_slope - linear_shift * float(x[pivot])
         if abs(linear) > total or total == 0:
             return None  # G decreases without bound as the line turns about the pivot (or no point holds it)
         with np.errstate(divide="ignore", invalid="ignore"):
-            slopes = (y - y[pivot]) / dx  # ±inf / NaN where dx == 0 (weight 0)
+            slopes = dy / dx  # ±inf / NaN where dx == 0 (weight 0)
         pivot = _weighted_median_index(slopes, weights, 0.5 * (total - linear), slope)
         slope = float(slopes[pivot])
     raise RuntimeError(f"geometry/alignment.py: the L1 line walk did not settle in {max_steps} steps")
