@@ -65,6 +65,9 @@ def test_irls_l1_scale_is_bitwise_the_reference_loop():
     for iterations in (0, 1, 25):
         assert torch.equal(irls_l1_scale(pred, target, valid, iterations=iterations),
                            reference_irls_l1_scale(pred, target, valid, iterations=iterations))
+    # no rows, empty rows
+    assert irls_l1_scale(torch.rand(0, 5), torch.rand(0, 5)).shape == (0,)
+    assert torch.equal(irls_l1_scale(torch.rand(2, 0), torch.rand(2, 0)), torch.ones(2))
     # many rows, solved in several chunks that reuse their buffers
     pred = torch.rand(3, 700, 1000, generator=g) + 0.1
     target = 2 * pred + torch.randn(3, 700, 1000, generator=g)
@@ -159,6 +162,8 @@ def test_l1_scale_shift_batched_masked_and_degenerate_rows():
     assert s[2] == 1 and t[2] == 0
     xr, yr = x[3][valid[3]].numpy(), y[3][valid[3]].numpy()
     assert s[3] == 1 and l1_objective(xr, yr, 1.0, t[3]) <= min(l1_objective(xr, yr, 1.0, c - 1.5) for c in yr) + 1e-12
+    empty_scale, empty_shift = l1_scale_shift(torch.rand(2, 0), torch.rand(2, 0))
+    assert torch.equal(empty_scale, torch.ones(2)) and torch.equal(empty_shift, torch.zeros(2))
     # float32 in, float32 out, same optimum up to float32 rounding
     s32, t32 = l1_scale_shift(x[:2].float(), y[:2].float(), valid[:2])
     assert s32.dtype == torch.float32

@@ -90,10 +90,11 @@ def irls_l1_scale(
     """
     pred, target = upcast(pred, target)
     lead, length = pred.shape[:-1], pred.shape[-1]
-    pred, target = pred.reshape(-1, length), target.reshape(-1, length)
+    rows_total = lead.numel()
+    pred, target = pred.reshape(rows_total, length), target.reshape(rows_total, length)
     if pred.shape[0] == 0:
         return torch.ones(lead, dtype=pred.dtype, device=pred.device)
-    valid = None if valid is None else valid.expand(*lead, length).reshape(-1, length)
+    valid = None if valid is None else valid.expand(*lead, length).reshape(rows_total, length)
     rows = min(pred.shape[0], max(1, IRLS_CHUNK_ENTRIES // max(length, 1)))
     buffers = (pred.new_empty(rows, length), pred.new_empty(rows, length))  # reused by every chunk
     scales = []
@@ -180,11 +181,11 @@ def l1_scale_shift(
     """
     pred, target = upcast(pred, target)
     mask = torch.ones_like(pred, dtype=torch.bool) if valid is None else valid.to(torch.bool).expand_as(pred)
-    length = pred.shape[-1]
-    flat_pred, flat_target = pred.reshape(-1, length), target.reshape(-1, length)
+    flat_shape = (pred.shape[:-1].numel(), pred.shape[-1])
+    flat_pred, flat_target = pred.reshape(flat_shape), target.reshape(flat_shape)
     every = bool(mask.all())
     flat_pred, flat_target = (t.cpu().numpy() for t in (flat_pred, flat_target))
-    flat_mask = mask.reshape(-1, length).cpu().numpy()
+    flat_mask = mask.reshape(flat_shape).cpu().numpy()
     scale = np.ones(flat_pred.shape[0])
     shift = np.zeros(flat_pred.shape[0])
     for row in range(flat_pred.shape[0]):
