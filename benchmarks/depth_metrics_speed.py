@@ -10,8 +10,12 @@ protocols run on the whole set in one update, as the benchmark groups them:
 
     python benchmarks/depth_metrics_speed.py --threads 1 [--holes] [--repeats 5]
 
-Measured 2026-11-21 on the project's shared 2-core CPU, 1 thread: mono cold 27–33 ms, best 12–14 ms; video cold
-60–75 ms, best 45–55 ms (the model's forward on the same 200 images takes 330–410 ms; see benchmarks/RESULTS.md).
+Measured 2026-11-21 on the project's shared 2-core CPU (load average 4–5), 1 thread: mono first 15–16 ms, best
+14–15 ms (with --holes 19 / 16 ms); video 92–125 ms — the gross outliers here are far out in pred, points of high
+leverage for an L1 line, so the exact fit needs more steps than on the demo model's own predictions (47–50 ms
+there, via `g2vlm bench depth --mode video`). Before the 2026-11-21 rewrite the same updates on the demo model's
+predictions took 48–94 ms (mono) and 190–420 ms (video). The model's forward on the 200 images takes 320–420 ms
+of CPU; see benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
