@@ -227,11 +227,11 @@ def _l1_line_fit(x: np.ndarray, y: np.ndarray, sample: int = 2048, band_fraction
         # the band: |r0| up to the `fraction` quantile of the sample's |r0| (any band is exact; this one is cheap)
         threshold = np.quantile(np.abs(slope * x_sample + intercept - y_sample), fraction, method="lower")
         inside = distance <= threshold
-        sign = np.sign(residual[~inside])  # +-1: outside points have |r0| > the band's threshold >= 0
-        x_out, y_out = x[~inside], y[~inside]
-        fit = _l1_line_walk(x[inside], y[inside], float(sign @ x_out), float(sign.sum()), slope,
+        sign = np.sign(residual)  # +-1 outside the band (|r0| > threshold >= 0), 0 inside it
+        sign[inside] = 0.0
+        fit = _l1_line_walk(x[inside], y[inside], float(sign @ x), float(sign.sum()), slope,
                             int(distance[inside].argmin()))
-        if fit is not None and bool(np.all(sign * (fit[0] * x_out + fit[1] - y_out) >= 0)):
+        if fit is not None and bool(np.all(sign * (fit[0] * x + fit[1] - y) >= 0)):
             return fit
         if fit is not None:
             slope, intercept = fit
