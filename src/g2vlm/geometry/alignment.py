@@ -184,7 +184,7 @@ def l1_scale_shift(
     flat_shape = (pred.shape[:-1].numel(), pred.shape[-1])
     flat_pred, flat_target = pred.reshape(flat_shape), target.reshape(flat_shape)
     every = bool(mask.all())
-    flat_pred, flat_target = (t.cpu().numpy() for t in (flat_pred, flat_target))
+    flat_pred, flat_target = (t.detach().cpu().numpy() for t in (flat_pred, flat_target))
     flat_mask = mask.reshape(flat_shape).cpu().numpy()
     scale = np.ones(flat_pred.shape[0])
     shift = np.zeros(flat_pred.shape[0])
