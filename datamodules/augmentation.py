@@ -59,15 +59,15 @@ def crop_box(
         height, width = source_h, source_h * aspect
     else:
         height, width = source_w / aspect, source_w
-    width = int(np.clip(round(width * scale), 1, source_w))
-    height = int(np.clip(round(height * scale), 1, source_h))
+    width = int(min(max(round(width * scale), 1), source_w))
+    height = int(min(max(round(height * scale), 1), source_h))
     if rng is not None:
         left = int(rng.integers(0, source_w - width + 1))
         top = int(rng.integers(0, source_h - height + 1))
     else:
         cx, cy = principal_point if principal_point is not None else ((source_w - 1) / 2, (source_h - 1) / 2)
-        left = int(np.clip(round(cx + 0.5 - width / 2), 0, source_w - width))
-        top = int(np.clip(round(cy + 0.5 - height / 2), 0, source_h - height))
+        left = int(min(max(round(cx + 0.5 - width / 2), 0), source_w - width))
+        top = int(min(max(round(cy + 0.5 - height / 2), 0), source_h - height))
     return CropBox(left, top, width, height)
 
 

@@ -22,6 +22,7 @@ import functools
 import math
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -78,9 +79,12 @@ class SharedBlockPool:
         self.board.zero_()
         self._in_use = self.board.numpy()
         self.blocks: list[torch.Tensor | None] = [None] * slots
+        self._views: list[tuple[Layout, BlockViews] | None] = [None] * slots  # each block's last carving
 
-    def take(self, nbytes: int) -> tuple[torch.Tensor, BlockLease | None]:
-        """A block of nbytes and its lease (None for an unpooled block when every slot is out)."""
+    def take(self, layout: Layout) -> tuple[BlockViews, BlockLease | None]:
+        """The arrays of `layout` carved out of a free block, and the block's lease (None for an unpooled block when
+        every slot is out). A block carved for the same layout last time gives back the same views."""
+        nbytes = layout_bytes(layout)
         free = [slot for slot, block in enumerate(self.blocks) if block is None or not self._in_use[slot]]
         fitting = [slot for slot in free if self.blocks[slot] is not None and self.blocks[slot].numel() >= nbytes]
         if fitting:
@@ -88,10 +92,13 @@ class SharedBlockPool:
         elif free:  # an empty slot first, else replace the smallest free block by a larger one
             slot = min(free, key=lambda slot: -1 if self.blocks[slot] is None else self.blocks[slot].numel())
             self.blocks[slot] = _shared_block(nbytes)
+            self._views[slot] = None
         else:
-            return _shared_block(nbytes), None
+            return carve(_shared_block(nbytes), layout), None
+        if self._views[slot] is None or self._views[slot][0] != layout:
+            self._views[slot] = (layout, carve(self.blocks[slot], layout))
         self._in_use[slot] = 1
-        return self.blocks[slot][:nbytes], BlockLease(self.board, slot, self.blocks[slot])
+        return self._views[slot][1], BlockLease(self.board, slot, self.blocks[slot])
 
 
 class BlockLease:
@@ -113,24 +120,39 @@ def _give_back(board: torch.Tensor, slot: int) -> None:
     board[slot] = 0
 
 
-class _Block:
-    """Arrays carved out of one `allocate_block`: torch views (for the batch) and numpy views (for writing)."""
+Layout = tuple[tuple[str, tuple[int, ...], torch.dtype], ...]  # (name, shape, dtype) of each array of a block
 
-    def __init__(self, arrays: dict[str, tuple[tuple[int, ...], torch.dtype]], pool: SharedBlockPool | None):
-        offsets, end = {}, 0
-        for name, (shape, dtype) in arrays.items():
-            offsets[name] = end
-            end += -(-math.prod(shape) * dtype.itemsize // _ALIGN) * _ALIGN
-        self.lease: BlockLease | None = None
-        if pool is None:
-            self.memory = allocate_block(end)
-        else:
-            self.memory, self.lease = pool.take(end)
-        self.tensors = {
-            name: self.memory[offsets[name]:offsets[name] + math.prod(shape) * dtype.itemsize].view(dtype).view(shape)
-            for name, (shape, dtype) in arrays.items()
-        }
-        self.arrays = {name: tensor.numpy() for name, tensor in self.tensors.items()}
+
+@dataclass(frozen=True)
+class BlockViews:
+    """The arrays of one block: torch views (for the batch) and numpy views of the same memory (for writing)."""
+
+    tensors: dict[str, torch.Tensor]
+    arrays: dict[str, np.ndarray]
+
+
+@functools.lru_cache(maxsize=256)
+def _layout_offsets(layout: Layout) -> tuple[tuple[int, ...], int]:
+    """Byte offset of each array of `layout` (each aligned to _ALIGN) and the bytes of the whole block."""
+    offsets, end = [], 0
+    for _, shape, dtype in layout:
+        offsets.append(end)
+        end += -(-math.prod(shape) * dtype.itemsize // _ALIGN) * _ALIGN
+    return tuple(offsets), end
+
+
+def layout_bytes(layout: Layout) -> int:
+    return _layout_offsets(layout)[1]
+
+
+def carve(memory: torch.Tensor, layout: Layout) -> BlockViews:
+    """The arrays of `layout` as views of the 1-D uint8 tensor `memory` (at least `layout_bytes(layout)` long)."""
+    offsets, _ = _layout_offsets(layout)
+    tensors = {
+        name: memory[offset:offset + math.prod(shape) * dtype.itemsize].view(dtype).view(shape)
+        for (name, shape, dtype), offset in zip(layout, offsets)
+    }
+    return BlockViews(tensors, {name: tensor.numpy() for name, tensor in tensors.items()})
 
 
 @functools.lru_cache(maxsize=256)
@@ -156,6 +178,20 @@ class ScratchBuffer:
         return self._buffer[:nbytes].view(dtype).reshape(shape)
 
 
+@functools.lru_cache(maxsize=256)
+def batch_layout(capacity: int, num_views: int, target_hw: tuple[int, int]) -> Layout:
+    """The arrays of a batch block (see the module doc)."""
+    height, width = target_hw
+    return (
+        ("images", (capacity, num_views, height, width, 3), torch.uint8),
+        ("depth", (capacity, num_views, height, width), torch.uint16),
+        ("K", (capacity, num_views, 3, 3), torch.float32),
+        ("camera_to_world", (capacity, num_views, 4, 4), torch.float32),
+        ("depth_scale", (capacity,), torch.float32),
+        ("has_depth", (capacity,), torch.bool),
+    )
+
+
 class BatchAssembler:
     """Up to `capacity` clips of `num_views` views at `target_hw` (H, W), decoded straight into one block.
 
@@ -169,14 +205,12 @@ class BatchAssembler:
         height, width = target_hw
         self.capacity, self.num_views, self.target_hw = capacity, num_views, (int(height), int(width))
         self.scratch = scratch
-        self.block = _Block({
-            "images": ((capacity, num_views, height, width, 3), torch.uint8),
-            "depth": ((capacity, num_views, height, width), torch.uint16),
-            "K": ((capacity, num_views, 3, 3), torch.float32),
-            "camera_to_world": ((capacity, num_views, 4, 4), torch.float32),
-            "depth_scale": ((capacity,), torch.float32),
-            "has_depth": ((capacity,), torch.bool),
-        }, pool)
+        layout = batch_layout(capacity, num_views, self.target_hw)
+        self.lease: BlockLease | None = None
+        if pool is None:
+            self.block = carve(allocate_block(layout_bytes(layout)), layout)
+        else:
+            self.block, self.lease = pool.take(layout)
         self.metres: torch.Tensor | None = None  # float32 (capacity, N, H, W) once a clip stores float depth
         self.count = 0
         self.dataset_names: list[str] = []
@@ -201,15 +235,15 @@ class BatchAssembler:
         rows = slice(box.top, box.top + box.height)
         cols = slice(box.left, box.left + box.width)
         # colour first, then depth: one decoder at a time keeps its code and tables warm
-        crops = arrays["images"][slot] if same_size else self.scratch.array((self.num_views, box.height, box.width, 3))
+        images = arrays["images"][slot]  # (N, H, W, 3)
+        crops = images if same_size else self.scratch.array((self.num_views, box.height, box.width, 3))
         for view, index in enumerate(frame_indices):
             member = frame_member(index, "jpg")
             rgb = decode_jpeg(record.members[member], f"{record.key}.{member}")
-            np.copyto(crops[view], self._checked(record, rgb, member)[rows, cols])
-        if not same_size:  # all views in one call, written straight into the batch
-            images = torch.from_numpy(crops).permute(0, 3, 1, 2)
-            out = self.block.tensors["images"][slot].permute(0, 3, 1, 2)
-            resample_images(images, target, reduction_factor(box, target), out=out)
+            crops[view] = self._checked(record, rgb, member)[rows, cols]
+        if not same_size:  # all views in one call, written straight into the batch (NCHW views of NHWC memory)
+            resample_images(torch.from_numpy(crops.transpose(0, 3, 1, 2)), target, reduction_factor(box, target),
+                            out=torch.from_numpy(images.transpose(0, 3, 1, 2)))
         float_depth = False
         if meta.has_depth:
             depth_members = [record.depth_member(index) for index in frame_indices]
@@ -252,18 +286,22 @@ class BatchAssembler:
 
     def batch(self) -> MultiViewBatch:
         count, tensors = self.count, self.block.tensors
+
+        def added(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor if count == self.capacity else tensor[:count]
+
         batch = MultiViewBatch(
-            images=tensors["images"][:count].permute(0, 1, 4, 2, 3),
-            depth=(tensors["depth"] if self.metres is None else self.metres)[:count],
-            depth_scale=tensors["depth_scale"][:count],
-            K=tensors["K"][:count],
-            camera_to_world=tensors["camera_to_world"][:count],
-            has_depth=tensors["has_depth"][:count],
+            images=added(tensors["images"]).permute(0, 1, 4, 2, 3),
+            depth=added(tensors["depth"] if self.metres is None else self.metres),
+            depth_scale=added(tensors["depth_scale"]),
+            K=added(tensors["K"]),
+            camera_to_world=added(tensors["camera_to_world"]),
+            has_depth=added(tensors["has_depth"]),
             dataset_names=self.dataset_names,
             keys=self.keys,
             frame_ids=self.frame_ids,
         )
-        batch._block_lease = self.block.lease  # pickled with the batch: the block returns to the pool when dropped
+        batch._block_lease = self.lease  # pickled with the batch: the block returns to the pool when dropped
         return batch
 
     def _finish_depth(
@@ -309,10 +347,10 @@ class BatchAssembler:
             np.copyto(out, cropped)
             return out
         if out is None:
-            return np.take(np.take(values, row_indices, axis=0), col_indices, axis=1)
+            return values.take(row_indices, axis=0).take(col_indices, axis=1)
         picked_rows = self.scratch.array((len(row_indices), values.shape[1]), values.dtype)
-        np.take(values, row_indices, axis=0, out=picked_rows, mode="clip")
-        return np.take(picked_rows, col_indices, axis=1, out=out, mode="clip")
+        values.take(row_indices, axis=0, out=picked_rows, mode="clip")
+        return picked_rows.take(col_indices, axis=1, out=out, mode="clip")
 
     @staticmethod
     def _checked(record: ClipRecord, array: np.ndarray, member: str) -> np.ndarray:

@@ -10,6 +10,7 @@ Frames decode lazily: `ClipRecord.decode(frame_indices)` decodes only the frames
 from __future__ import annotations
 
 import collections
+import functools
 import gzip
 import json
 import logging
@@ -76,6 +77,9 @@ class RawSample:
 def split_member_name(name: str) -> tuple[str, str]:
     """WebDataset grouping: the key is the path up to the first dot of the base name; the suffix (lower-cased)
     is the rest. 'dir/clip.007.depth.png' -> ('dir/clip', '007.depth.png')."""
+    if "/" not in name:  # the usual flat layout
+        stem, _, suffix = name.partition(".")
+        return stem, suffix.lower()
     directory, base = os.path.split(name)
     stem, _, suffix = base.partition(".")
     return (os.path.join(directory, stem) if directory else stem), suffix.lower()
@@ -133,14 +137,14 @@ def _pax_records(data: bytes) -> dict[str, str]:
 
 def iter_tar_members(stream) -> Iterator[tuple[str, bytes]]:
     """(name, data) of the regular files of an (uncompressed) tar stream, in order: ustar, GNU (long names) and pax
-    (path, size) headers; directories and links are passed over. One read per header and one per member, which
-    costs a fraction of `tarfile`'s streaming reader. Raises `tarfile.ReadError` for a cut or corrupt archive, also
-    for one cut at a member boundary (a tar ends with an all-zero end-of-archive block; a missing one means the
-    end was lost)."""
+    (path, size) headers; directories and links are passed over. Two reads per member (its data, then its padding
+    together with the next header), which costs a fraction of `tarfile`'s streaming reader. Raises
+    `tarfile.ReadError` for a cut or corrupt archive, also for one cut at a member boundary (a tar ends with an
+    all-zero end-of-archive block; a missing one means the end was lost)."""
     long_name: str | None = None
     pax: dict[str, str] = {}
+    header = stream.read(_BLOCK)
     while True:
-        header = stream.read(_BLOCK)
         if len(header) != _BLOCK:
             raise tarfile.ReadError("no end-of-archive block" if not header else f"a header cut at {len(header)} bytes")
         if header == _END_BLOCK:
@@ -154,8 +158,11 @@ def iter_tar_members(stream) -> Iterator[tuple[str, bytes]]:
         size = int(pax["size"]) if "size" in pax else _header_number(header[124:136], f"{name}: size")
         kind = header[156:157]
         data = _read_exactly(stream, size, f"member {name}")
-        if size % _BLOCK:
-            _read_exactly(stream, _BLOCK - size % _BLOCK, f"member {name} padding")
+        padding = -size % _BLOCK
+        header = stream.read(padding + _BLOCK)  # the padding, then the next header
+        if len(header) < padding:
+            raise tarfile.ReadError(f"member {name} padding: {len(header)} of {padding} bytes")
+        header = header[padding:]
         if kind == tarfile.GNUTYPE_LONGNAME:
             long_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         elif kind == tarfile.XHDTYPE:
@@ -283,7 +290,12 @@ def parse_clip(raw: RawSample) -> ClipRecord:
         raise SampleError(REASON_SCHEMA, f"{raw.key}.{META_SUFFIX}: not valid JSON ({error})") from None
     meta = validate_meta(record, f"{raw.key}.{META_SUFFIX}")
     has_mask = frame_member(0, "mask.png") in raw.members
-    for index in range(meta.num_frames):
+    present = raw.members.keys()
+    if (_frame_members(meta.num_frames, "jpg") <= present
+            and (not has_mask or _frame_members(meta.num_frames, "mask.png") <= present)
+            and (not meta.has_depth or _frame_members(meta.num_frames, "depth.png") <= present)):
+        return ClipRecord(raw.key, raw.url, meta, raw.members)  # the usual case: one set test per member kind
+    for index in range(meta.num_frames):  # the first frame at fault, or depth stored as .npy
         needed = [frame_member(index, "jpg")]
         if has_mask:
             needed.append(frame_member(index, "mask.png"))
@@ -295,6 +307,12 @@ def parse_clip(raw: RawSample) -> ClipRecord:
         ):
             raise SampleError(REASON_MISSING_FRAME, f"{raw.key}: frame {index} has no depth member (has_depth is true)")
     return ClipRecord(raw.key, raw.url, meta, raw.members)
+
+
+@functools.lru_cache(maxsize=256)
+def _frame_members(num_frames: int, suffix: str) -> frozenset[str]:
+    """The member suffixes of `suffix` for frames 0 .. num_frames - 1."""
+    return frozenset(frame_member(index, suffix) for index in range(num_frames))
 
 
 def iter_clip_records(urls: Iterable[str], skips: SkipLog) -> Iterator[ClipRecord]:

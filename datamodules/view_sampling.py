@@ -17,10 +17,10 @@ def sample_training_views(num_frames: int, num_views: int, rng: np.random.Genera
         raise ValueError(f"datamodules/view_sampling.py: need frames and views >= 1, got {num_frames}, {num_views}")
     reference = int(rng.integers(num_frames))
     span = num_frames if window is None else min(num_frames, 2 * window + 1)
-    start = int(np.clip(reference - (span - 1) // 2, 0, num_frames - span))
+    start = min(max(reference - (span - 1) // 2, 0), num_frames - span)
     others = [i for i in range(start, start + span) if i != reference]
-    if len(others) >= num_views - 1:
-        picks = rng.choice(others, num_views - 1, replace=False).tolist() if num_views > 1 else []
+    if len(others) >= num_views - 1:  # choosing positions in `others` draws exactly as choosing from it
+        picks = [others[i] for i in rng.choice(len(others), num_views - 1, replace=False).tolist()] if num_views > 1 else []
     else:  # a short clip: every frame once, then repeats
         picks = others + rng.choice(range(start, start + span), num_views - 1 - len(others), replace=True).tolist()
     views = [reference, *picks]

@@ -136,3 +136,59 @@ def test_training_views_stay_in_the_window_and_are_distinct():
     orders = {tuple(sample_training_views(6, 6, rng, None)) for _ in range(20)}
     assert len(orders) > 1  # shuffled
     assert evenly_spaced_views(9, 3) == [0, 4, 8]
+
+
+def reference_crop_box(source_hw, target_hw, scale, rng, principal_point):
+    """crop_box as first written (numpy clips): the Python-min/max version must give the same boxes and draws."""
+    source_h, source_w = source_hw
+    aspect = target_hw[1] / target_hw[0]
+    if source_w / source_h >= aspect:
+        height, width = source_h, source_h * aspect
+    else:
+        height, width = source_w / aspect, source_w
+    width = int(np.clip(round(width * scale), 1, source_w))
+    height = int(np.clip(round(height * scale), 1, source_h))
+    if rng is not None:
+        return width, height, int(rng.integers(0, source_w - width + 1)), int(rng.integers(0, source_h - height + 1))
+    cx, cy = principal_point
+    return (width, height, int(np.clip(round(cx + 0.5 - width / 2), 0, source_w - width)),
+            int(np.clip(round(cy + 0.5 - height / 2), 0, source_h - height)))
+
+
+def test_crop_box_equals_the_numpy_clip_formulation():
+    rng, draws, reference_draws = np.random.default_rng(5), np.random.default_rng(6), np.random.default_rng(6)
+    for _ in range(300):
+        source_hw = (int(rng.integers(1, 80)), int(rng.integers(1, 80)))
+        target_hw = (int(rng.integers(1, 60)), int(rng.integers(1, 60)))
+        scale = float(rng.uniform(0.05, 1.0))
+        principal_point = (float(rng.uniform(-5, source_hw[1] + 5)), float(rng.uniform(-5, source_hw[0] + 5)))
+        for random in (True, False):
+            box = crop_box(source_hw, target_hw, scale, draws if random else None, principal_point)
+            expected = reference_crop_box(source_hw, target_hw, scale, reference_draws if random else None,
+                                          principal_point)
+            assert (box.width, box.height, box.left, box.top) == expected
+
+
+def reference_training_views(num_frames, num_views, rng, window):
+    """sample_training_views as first written (choice from the list of candidates, numpy clip)."""
+    reference = int(rng.integers(num_frames))
+    span = num_frames if window is None else min(num_frames, 2 * window + 1)
+    start = int(np.clip(reference - (span - 1) // 2, 0, num_frames - span))
+    others = [i for i in range(start, start + span) if i != reference]
+    if len(others) >= num_views - 1:
+        picks = rng.choice(others, num_views - 1, replace=False).tolist() if num_views > 1 else []
+    else:
+        picks = others + rng.choice(range(start, start + span), num_views - 1 - len(others), replace=True).tolist()
+    views = [reference, *picks]
+    rng.shuffle(views)
+    return [int(i) for i in views]
+
+
+def test_training_views_draw_exactly_as_the_reference():
+    rng, reference_rng, cases = np.random.default_rng(3), np.random.default_rng(3), np.random.default_rng(4)
+    for _ in range(500):
+        num_frames, num_views = int(cases.integers(1, 40)), int(cases.integers(1, 12))
+        window = None if cases.random() < 0.3 else int(cases.integers(0, 10))
+        assert sample_training_views(num_frames, num_views, rng, window) == reference_training_views(
+            num_frames, num_views, reference_rng, window)
+    assert rng.random() == reference_rng.random()  # the same number of draws

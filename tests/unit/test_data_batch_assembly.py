@@ -217,3 +217,22 @@ def test_worker_blocks_are_reused_only_after_the_main_process_drops_them(tmp_pat
     assert len(set(files)) < 12  # blocks came back and were reused
     np.testing.assert_array_equal(kept[0][0], kept[0][1].depth[0].numpy())  # the views kept their blocks
     assert torch.equal(kept[1][0], kept[1][1].images[0, 1])
+
+
+def test_a_pooled_block_is_carved_again_only_for_a_new_layout():
+    from g2vlm.datamodules.batch_assembly import SharedBlockPool, batch_layout
+
+    pool = SharedBlockPool(slots=1)
+    small, large = batch_layout(2, 3, (8, 12)), batch_layout(2, 4, (30, 40))
+    views, lease = pool.take(small)
+    assert views.arrays["images"].shape == (2, 3, 8, 12, 3) and lease is not None
+    assert pool.take(small)[1] is None  # the only slot is out: unpooled memory, no lease
+    pool.board.zero_()  # the receiving process dropped the batch
+    again, _ = pool.take(small)
+    assert again is views  # same block, same layout: the views are reused
+    pool.board.zero_()
+    bigger, _ = pool.take(large)
+    assert bigger.arrays["images"].shape == (2, 4, 30, 40, 3) and bigger.tensors["depth"].shape == (2, 4, 30, 40)
+    assert bigger.arrays["K"].dtype == np.float32 and bigger.tensors["has_depth"].dtype == torch.bool
+    pool.board.zero_()
+    assert pool.take(small)[0] is not views  # carved again for the small layout (in the larger block)

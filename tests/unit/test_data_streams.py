@@ -110,3 +110,15 @@ def test_device_hook_makes_float_images_and_jitters_per_rank_reproducibly():
     assert torch.equal(torch.random.get_rng_state(), state)  # the training RNG is left alone
     torch.testing.assert_close(rank0, rank0_again)
     assert not torch.allclose(rank0, rank1) and not torch.allclose(rank0, plain)
+
+
+def test_mixing_draws_exactly_as_rng_choice():
+    from g2vlm.datamodules.clip_streams import mixed
+
+    for seed, weights in [(0, [1.0]), (1, [0.8, 0.2]), (2, [0.1, 0.0, 0.3, 0.6]), (3, [1 / 3] * 3)]:
+        weights = np.asarray(weights) / np.sum(weights)
+        sources = [iter(range(index * 10**6, (index + 1) * 10**6)) for index in range(len(weights))]
+        rng, reference = np.random.default_rng(seed), np.random.default_rng(seed)
+        drawn = [next(iter_) // 10**6 for iter_ in [mixed(sources, weights, rng)] for _ in range(2000)]
+        assert drawn == [int(reference.choice(len(weights), p=weights)) for _ in range(2000)]
+        assert rng.random() == reference.random()
