@@ -122,3 +122,25 @@ def test_mixing_draws_exactly_as_rng_choice():
         drawn = [next(iter_) // 10**6 for iter_ in [mixed(sources, weights, rng)] for _ in range(2000)]
         assert drawn == [int(reference.choice(len(weights), p=weights)) for _ in range(2000)]
         assert rng.random() == reference.random()
+
+
+@pytest.mark.parametrize("read_ahead", [1, 2, 8])
+def test_read_ahead_gives_the_records_and_draws_of_reading_one_at_a_time(tmp_path, monkeypatch, read_ahead):
+    import itertools
+
+    from g2vlm.datamodules import clip_streams
+    from g2vlm.datamodules.clip_reader import SkipLog, iter_clip_records
+
+    shards = [write_clips(tmp_path, f"s{index}", "toy", 3 + index) for index in range(3)]
+
+    def one_at_a_time(urls, rng, skips):
+        while True:
+            yield from iter_clip_records([urls[int(rng.integers(len(urls)))]], skips)
+
+    monkeypatch.setattr(clip_streams, "READ_AHEAD", read_ahead)
+    rng, reference_rng = np.random.default_rng(7), np.random.default_rng(7)
+    stream = clip_streams.resampled_records(shards, rng, SkipLog())
+    reference = one_at_a_time(shards, reference_rng, SkipLog())
+    for record, expected in itertools.islice(zip(stream, reference), 40):
+        assert (record.url, record.key) == (expected.url, expected.key)
+        assert rng.random() == reference_rng.random()  # draws interleaved with the reading stay in step
