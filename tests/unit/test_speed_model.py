@@ -72,8 +72,6 @@ def test_geometry_step_of_the_model_has_no_host_sync(preset):
     assert spy.found == []
 
 
-@pytest.mark.xfail(strict=True, reason="losses/geometry_loss.py builds the normal-loss gate from a Python list "
-                                      "(torch.tensor(..., device=...)): one blocking host-to-device copy per step")
 def test_geometry_loss_has_no_host_sync():
     images, depth_m, valid, K, camera_to_world = _clip_and_ground_truth()
     points = torch.rand(2, 3, 32, 32, 3) + torch.tensor([0.0, 0.0, 1.0])

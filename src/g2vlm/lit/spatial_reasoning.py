@@ -234,7 +234,7 @@ class SpatialReasoning(L.LightningModule):
                 continue
             result = self.loss(output.local_points, output.camera_to_world, target.depth_m[None], target.valid[None],
                                target.K[None], target.camera_to_world[None],
-                               torch.tensor([target.has_depth], device=target.depth_m.device), [target.dataset],
+                               torch.full((1,), target.has_depth, device=target.depth_m.device), [target.dataset],
                                pred_global_points=output.global_points)
             for name, value in result.terms().items():
                 terms[name].append(value)

@@ -169,6 +169,14 @@ class GeometryLoss(nn.Module):
                 scale,
             )
 
+    def _normal_gate(self, dataset_names: list[str], device: torch.device) -> torch.Tensor:
+        """(B,) bool: the samples whose dataset gets the normal loss. Written on the host into a fresh (on CUDA:
+        pinned) buffer and copied without blocking, so no step waits for the device (the caching host allocator
+        keeps the pinned buffer until its copy has run)."""
+        gate = torch.empty(len(dataset_names), dtype=torch.bool, pin_memory=device.type == "cuda")
+        gate.numpy()[:] = [name.lower() in self.normal_datasets for name in dataset_names]
+        return gate.to(device, non_blocking=True)
+
     def _forward(
         self,
         pred_local_points,
@@ -240,9 +248,7 @@ class GeometryLoss(nn.Module):
             global_loss = _masked_mean((aligned_global - gt_world).abs().sum(-1) * weights, valid) / 3.0
         else:
             global_loss = torch.zeros((), dtype=pred_local.dtype, device=pred_local.device)
-        normal_gate = torch.tensor(
-            [name.lower() in self.normal_datasets for name in dataset_names], device=valid.device, dtype=torch.bool
-        )
+        normal_gate = self._normal_gate(dataset_names, valid.device)
         normal_loss = self._normal_loss(aligned_local, gt_local, valid, normal_gate & point_samples)
 
         # --- camera terms over all ordered pairs i != j
