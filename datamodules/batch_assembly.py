@@ -270,6 +270,15 @@ class BatchAssembler:
         row_indices = None if same_size else nearest_source_indices(box.height, target[0]) + box.top
         col_indices = None if same_size else nearest_source_indices(box.width, target[1]) + box.left
         out = self._metres().numpy()[slot] if float_depth else self.block.arrays["depth"][slot]
+        members = record.members
+        if not (float_depth or same_size or any(frame_member(index, "mask.png") in members for index in frame_indices)):
+            # the usual case (16-bit PNGs, no masks, resampled): the same gathers as `_resampled`, one row buffer
+            picked_rows = self.scratch.array((target[0], meta.width), np.uint16)
+            for view, member in enumerate(depth_members):
+                stored = self._checked(record, decode_depth_png(members[member], f"{record.key}.{member}"), member)
+                stored.take(row_indices, axis=0, out=picked_rows, mode="clip")
+                picked_rows.take(col_indices, axis=1, out=out[view], mode="clip")
+            return
         for view, (index, member) in enumerate(zip(frame_indices, depth_members)):
             name = f"{record.key}.{member}"
             if member.endswith("png"):

@@ -91,13 +91,6 @@ _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 _SKIPPED_TYPES = (tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE)
 
 
-def _read_exactly(stream, size: int, what: str) -> bytes:
-    data = stream.read(size)
-    if len(data) != size:
-        raise tarfile.ReadError(f"{what}: {len(data)} of {size} bytes")
-    return data
-
-
 def _header_number(field: bytes, what: str) -> int:
     """A numeric header field: NUL/space-terminated octal, or GNU base-256 (first byte 0x80 or 0xff)."""
     if field[:1] in (b"\x80", b"\xff"):
@@ -157,7 +150,9 @@ def iter_tar_members(stream) -> Iterator[tuple[str, bytes]]:
         name = name.decode("utf-8", "surrogateescape")
         size = int(pax["size"]) if "size" in pax else _header_number(header[124:136], f"{name}: size")
         kind = header[156:157]
-        data = _read_exactly(stream, size, f"member {name}")
+        data = stream.read(size)
+        if len(data) != size:
+            raise tarfile.ReadError(f"member {name}: {len(data)} of {size} bytes")
         padding = -size % _BLOCK
         header = stream.read(padding + _BLOCK)  # the padding, then the next header
         if len(header) < padding:
