@@ -4,9 +4,10 @@
 
 1. Renders procedural rooms and asks questions with exact answers about them (`g2vlm shard synthetic-qa`):
    left/right and depth order of two marked objects (multiple choice), the depth of a marked object and the
-   number of visible objects (numeric). Training scenes get multi-turn conversations (up to 6 questions about
-   one view, objects marked once: the image tokens are paid once per 6 answers); held-out scenes (another seed)
-   get single questions, the evaluation's format. Then it trains a small
+   number of visible objects (numeric). Training scenes get multi-turn conversations (up to 5 questions about
+   one view: two objects marked red and blue once, the red one named first as in the held-out questions; the
+   image tokens are paid once per 5 answers); held-out scenes (another seed) get single questions, the
+   evaluation's format. Then it trains a small
    byte-level BPE tokenizer (512 ids, the Qwen special tokens) on the training conversations.
 2. Trains the `small` preset with a semantic side from scratch: `lightning fit --config
    experiments/reasoning/demo.yaml` (TensorBoard logs and checkpoints under runs/reasoning-demo/).

@@ -48,7 +48,7 @@ NUMERIC_PROMPT = "Please answer the question using a single word or phrase."
 CHOICE_PROMPT = "Answer with the option's letter from the given choices directly."
 TASKS = ("object_distance", "object_depth", "object_count", "depth_order", "left_right", "camera_motion")
 SINGLE_VIEW_TASKS = ("object_depth", "object_count", "depth_order", "left_right")
-MARKER_ORDER = ("red", "blue", "green", "yellow")
+MARKER_PAIR = ("red", "blue")
 NUMERIC_TASKS = ("object_distance", "object_depth", "object_count")
 MIN_DEPTH_GAP_M = 0.3
 MIN_MOTION_M = 0.3
@@ -200,27 +200,22 @@ def left_right(facts: SceneFacts, rng: np.random.Generator) -> Question | None:
 
 def view_conversation(facts: SceneFacts, rng: np.random.Generator, turns: int,
                       tasks: tuple[str, ...] = SINGLE_VIEW_TASKS) -> list[Question]:
-    """Up to `turns` single-view questions about one view, as one conversation: up to four named visible objects
-    are marked red, blue, green and yellow once, and every question refers to them by these markers."""
+    """Up to `turns` single-view questions about one view, as one conversation, in the held-out questions' form:
+    two named visible objects are marked red and blue once; the pair questions name the red-marked object first
+    (as the single questions do), so every turn's answer is a function of the image."""
     view = _random_view(facts, rng)
-    objects = [int(i) for i in rng.permutation(facts.named_visible(view))[: len(MARKER_ORDER)]]
-    colour = dict(zip(objects, MARKER_ORDER))
+    objects = [int(i) for i in rng.permutation(facts.named_visible(view))[: len(MARKER_PAIR)]]
     candidates: list[Question | None] = []
     if "object_count" in tasks:
         candidates.append(count_question(facts, view))
-    for a in objects:
-        if "object_depth" in tasks:
-            candidates.append(depth_question(facts, view, a, colour[a]))
-        for b in objects:
-            if a == b:
-                continue
-            if a > b:  # each pair once, in a random order (the other order's answer would follow from this one)
-                continue
-            first, second = (a, b) if rng.random() < 0.5 else (b, a)
-            if "left_right" in tasks:
-                candidates.append(side_question(facts, view, first, colour[first], second, colour[second]))
-            if "depth_order" in tasks:
-                candidates.append(order_question(facts, view, first, colour[first], second, colour[second]))
+    if "object_depth" in tasks:
+        candidates += [depth_question(facts, view, obj, colour) for obj, colour in zip(objects, MARKER_PAIR)]
+    if len(objects) == len(MARKER_PAIR):
+        (red, blue), (colour_red, colour_blue) = objects, MARKER_PAIR
+        if "left_right" in tasks:
+            candidates.append(side_question(facts, view, red, colour_red, blue, colour_blue))
+        if "depth_order" in tasks:
+            candidates.append(order_question(facts, view, red, colour_red, blue, colour_blue))
     valid = [q for q in candidates if q is not None]
     return [valid[i] for i in rng.permutation(len(valid))[:turns]]
 

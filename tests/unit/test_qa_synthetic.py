@@ -117,26 +117,29 @@ def test_schema_errors_name_the_field(tmp_path):
     assert json.loads(kept[0].members["json"])["task"] == "t"
 
 
-def test_view_conversations_keep_one_marker_per_object_and_true_answers(tmp_path):
+def test_view_conversations_mark_two_objects_red_first_with_true_answers(tmp_path):
     scene = _room()
     facts = qa.SceneFacts(scene, render(scene), min_pixels=4)
-    questions = qa.view_conversation(facts, np.random.default_rng(1), turns=10)
-    # two objects: a count, two depths, and each pair once for left/right and depth order
-    assert sorted(q.task for q in questions) == ["depth_order", "left_right", "object_count", "object_depth",
-                                                 "object_depth"]
-    assert len({q.views[0] for q in questions}) == 1
-    marker_of = {}
-    for question in questions:
-        for name in ("red box", "blue sphere"):
-            if f"the {name} (" in question.question:
-                colour = question.question.split(f"the {name} (")[1].split(" point")[0]
-                assert marker_of.setdefault(name, colour) == colour  # the same marker in every turn
-        if question.task == "left_right":
-            first = question.question.split("centre of the ")[1].split(" (")[0]
-            assert _chosen(question) == ("left" if first == "red box" else "right")
-        if question.task == "depth_order":
-            assert _chosen(question).startswith("the red box")
-    assert sorted(marker_of.values()) == ["blue", "red"]
+    for seed in range(6):  # either object may be marked red
+        questions = qa.view_conversation(facts, np.random.default_rng(seed), turns=10)
+        # two objects: a count, two depths, and each pair once for left/right and depth order
+        assert sorted(q.task for q in questions) == ["depth_order", "left_right", "object_count", "object_depth",
+                                                     "object_depth"]
+        assert len({q.views[0] for q in questions}) == 1
+        marker_of = {}
+        for question in questions:
+            for name in ("red box", "blue sphere"):
+                if f"the {name} (" in question.question:
+                    colour = question.question.split(f"the {name} (")[1].split(" point")[0]
+                    assert marker_of.setdefault(name, colour) == colour  # the same marker in every turn
+            if question.task in ("left_right", "depth_order"):  # the held-out form: the red-marked object first
+                assert question.question.index("(red point)") < question.question.index("(blue point)")
+            if question.task == "left_right":
+                first = question.question.split("centre of the ")[1].split(" (")[0]
+                assert _chosen(question) == ("left" if first == "red box" else "right")
+            if question.task == "depth_order":
+                assert _chosen(question).startswith("the red box")
+        assert sorted(marker_of.values()) == ["blue", "red"]
     index = qa.write_synthetic_qa_shards(tmp_path, scenes=3, views=2, height=32, width=32, questions_per_scene=2,
                                          turns=4, tasks=qa.SINGLE_VIEW_TASKS)
     records = list(iter_qa_samples([str(tmp_path / s["name"]) for s in index["shards"]], SkipLog()))
