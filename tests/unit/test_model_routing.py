@@ -184,7 +184,7 @@ def _flex_vs_sdpa(device: str, backward: bool):
     torch.testing.assert_close(out_flex.logits, out_sdpa.logits, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out_flex.geometric_hidden, out_sdpa.geometric_hidden, atol=1e-4, rtol=1e-4)
     if backward:
-        for model, out in ((sdpa, out_sdpa), (flex, out_flex)):
+        for out in (out_sdpa, out_flex):
             (out.logits.square().mean() + out.geometry[0].depth.mean()).backward()
         grad_sdpa = sdpa.trunk.layers[0].geometric.q_proj.weight.grad
         grad_flex = flex.trunk.layers[0].geometric.q_proj.weight.grad
