@@ -10,6 +10,7 @@ from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 TINY = str(REPO_ROOT / "experiments" / "geometry" / "tiny.yaml")
+PREEMPT_EVERY_STEP = str(REPO_ROOT / "tests" / "conf" / "preempt_every_step.yaml")
 
 
 def test_tiny_geometry_fast_dev_run(console_script, tiny_workdir):
@@ -19,7 +20,7 @@ def test_tiny_geometry_fast_dev_run(console_script, tiny_workdir):
 
 
 def test_sigterm_mid_epoch_then_resume_restores_step_optimizer_and_lr(console_script, tiny_workdir):
-    common = ["--config", TINY, "--trainer.max_steps", "8", "--data.init_args.train_batches_per_epoch", "5",
+    common = ["--config", PREEMPT_EVERY_STEP, "--config", TINY, "--trainer.max_steps", "8", "--data.init_args.train_batches_per_epoch", "5",
               "--checkpoint.every_n_train_steps", "1", "--trainer.limit_val_batches", "0", "--trainer.log_every_n_steps", "1"]
     # Uninterrupted reference run: a checkpoint after every step.
     reference = console_script("lightning", "fit", *common, "--trainer.default_root_dir", "runs/reference",
