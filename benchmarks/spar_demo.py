@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-scenes", type=int, default=800, help="training scenes (default 800)")
     parser.add_argument("--conversations", type=int, default=3,
                         help="training conversations per scene (default 3), each up to --turns questions about one view")
-    parser.add_argument("--turns", type=int, default=6, help="questions per training conversation (default 6)")
+    parser.add_argument("--turns", type=int, default=5,
+                        help="questions per training conversation (default 5: every question about its two markers)")
     parser.add_argument("--val-scenes", type=int, default=150, help="held-out scenes, 4 questions each (default 150)")
     parser.add_argument("--minutes", type=float, default=6.0, help="training time cap in minutes (default 6)")
     parser.add_argument("--workers", type=int, default=2, help="rendering processes (default 2)")

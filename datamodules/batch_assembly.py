@@ -43,7 +43,7 @@ from g2vlm.datamodules.decoding import (
     decode_mask_png,
     depth_to_metres,
 )
-from g2vlm.datamodules.schema import REASON_DECODE, SampleError, frame_member
+from g2vlm.datamodules.schema import frame_member
 from torch.utils.data import get_worker_info
 
 _ALIGN = 64  # byte alignment of each array inside a block
@@ -240,7 +240,7 @@ class BatchAssembler:
         for view, index in enumerate(frame_indices):
             member = frame_member(index, "jpg")
             rgb = decode_jpeg(record.members[member], f"{record.key}.{member}")
-            crops[view] = self._checked(record, rgb, member)[rows, cols]
+            crops[view] = record.checked_size(rgb, member)[rows, cols]
         if not same_size:  # all views in one call, written straight into the batch (NCHW views of NHWC memory)
             resample_images(torch.from_numpy(crops.transpose(0, 3, 1, 2)), target, reduction_factor(box, target),
                             out=torch.from_numpy(images.transpose(0, 3, 1, 2)))
@@ -275,7 +275,7 @@ class BatchAssembler:
             # the usual case (16-bit PNGs, no masks, resampled): the same gathers as `_resampled`, one row buffer
             picked_rows = self.scratch.array((target[0], meta.width), np.uint16)
             for view, member in enumerate(depth_members):
-                stored = self._checked(record, decode_depth_png(members[member], f"{record.key}.{member}"), member)
+                stored = record.checked_size(decode_depth_png(members[member], f"{record.key}.{member}"), member)
                 stored.take(row_indices, axis=0, out=picked_rows, mode="clip")
                 picked_rows.take(col_indices, axis=1, out=out[view], mode="clip")
             return
@@ -287,10 +287,10 @@ class BatchAssembler:
                     stored = depth_to_metres(stored, meta.depth_scale, name)
             else:
                 stored = depth_to_metres(decode_depth_npy(record.members[member], name), meta.depth_scale, name)
-            self._resampled(self._checked(record, stored, member), rows, cols, row_indices, col_indices, out[view])
+            self._resampled(record.checked_size(stored, member), rows, cols, row_indices, col_indices, out[view])
             member = frame_member(index, "mask.png")
             if member in record.members:
-                keep = self._checked(record, decode_mask_png(record.members[member], f"{record.key}.{member}"), member)
+                keep = record.checked_size(decode_mask_png(record.members[member], f"{record.key}.{member}"), member)
                 out[view][~self._resampled(keep, rows, cols, row_indices, col_indices)] = 0
 
     def batch(self) -> MultiViewBatch:
@@ -360,13 +360,3 @@ class BatchAssembler:
         picked_rows = self.scratch.array((len(row_indices), values.shape[1]), values.dtype)
         values.take(row_indices, axis=0, out=picked_rows, mode="clip")
         return picked_rows.take(col_indices, axis=1, out=out, mode="clip")
-
-    @staticmethod
-    def _checked(record: ClipRecord, array: np.ndarray, member: str) -> np.ndarray:
-        if array.shape[:2] != (record.meta.height, record.meta.width):
-            raise SampleError(
-                REASON_DECODE,
-                f"{record.key}.{member}: size {array.shape[1]}x{array.shape[0]} differs from meta width x height "
-                f"{record.meta.width}x{record.meta.height}",
-            )
-        return array

@@ -250,7 +250,7 @@ class ClipRecord:
         mask = np.empty((len(indices), height, width), dtype=bool) if has_mask else None
         for slot, index in enumerate(indices):
             member = frame_member(index, "jpg")
-            images[slot] = self._check_size(decode_jpeg(self.members[member], f"{self.key}.{member}"), member)
+            images[slot] = self.checked_size(decode_jpeg(self.members[member], f"{self.key}.{member}"), member)
             if depth_m is not None:
                 member = self.depth_member(index)
                 name = f"{self.key}.{member}"
@@ -258,13 +258,14 @@ class ClipRecord:
                     units = decode_depth_png(self.members[member], name)
                 else:
                     units = decode_depth_npy(self.members[member], name)
-                depth_to_metres(self._check_size(units, member), self.meta.depth_scale, name, out=depth_m[slot])
+                depth_to_metres(self.checked_size(units, member), self.meta.depth_scale, name, out=depth_m[slot])
             if mask is not None:
                 member = frame_member(index, "mask.png")
-                mask[slot] = self._check_size(decode_mask_png(self.members[member], f"{self.key}.{member}"), member)
+                mask[slot] = self.checked_size(decode_mask_png(self.members[member], f"{self.key}.{member}"), member)
         return Clip(self.key, self.meta, indices, images, depth_m, mask)
 
-    def _check_size(self, array: np.ndarray, member: str) -> np.ndarray:
+    def checked_size(self, array: np.ndarray, member: str) -> np.ndarray:
+        """`array` (H, W, ...) decoded from `member`, if its size is the meta's; else SampleError (decode)."""
         if array.shape[:2] != (self.meta.height, self.meta.width):
             raise SampleError(
                 REASON_DECODE,

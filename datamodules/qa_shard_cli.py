@@ -10,6 +10,11 @@ import argparse
 import time
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """"a, b,,c" -> ("a", "b", "c")."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def add_synthetic_qa(subparsers: argparse._SubParsersAction) -> None:
     from g2vlm.datamodules.shard_cli import parse_size
 
@@ -39,7 +44,7 @@ def add_synthetic_qa(subparsers: argparse._SubParsersAction) -> None:
 def run_synthetic_qa(args: argparse.Namespace) -> int:
     from g2vlm.datamodules.synthetic.qa import TASKS, write_synthetic_qa_shards
 
-    tasks = TASKS if args.tasks is None else tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    tasks = TASKS if args.tasks is None else _names(args.tasks)
     height, width = args.size
     start = time.perf_counter()
     index = write_synthetic_qa_shards(
@@ -78,8 +83,8 @@ def run_spar(args: argparse.Namespace) -> int:
     from g2vlm.datamodules.spar import convert_spar
 
     start = time.perf_counter()
-    sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())
-    tasks = None if args.tasks is None else tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    sources = _names(args.sources)
+    tasks = None if args.tasks is None else _names(args.tasks)
     try:
         summary = convert_spar(args.root, args.out, args.split, sources, tasks, args.limit, args.samples_per_shard,
                                progress=not args.no_progress)
