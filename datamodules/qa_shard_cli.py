@@ -31,7 +31,8 @@ def add_synthetic_qa(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--questions", type=int, default=4,
                         help="samples per scene (default 4): single questions, or conversations with --turns")
     parser.add_argument("--turns", type=int, default=1,
-                        help="questions per sample (default 1); > 1: conversations about one view, objects marked once")
+                        help="questions per sample (default 1); > 1: conversations about one view, two objects "
+                             "marked red and blue once (at most 5 questions)")
     parser.add_argument("--tasks", default=None, help="comma-separated tasks (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
     parser.add_argument("--split", default="train", help="split name in the shard names (default train)")
