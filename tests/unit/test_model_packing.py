@@ -44,3 +44,24 @@ def test_answer_labels():
     # token 4 predicts 5, 5 predicts 6, 6 predicts nothing; 7 (after an image) has no text predictor
     assert batch.text_labels.tolist() == [-100, -100, -100, 5, 6, -100, 8, -100]
     assert batch.text_sample.tolist() == [0, 0, 0, 0, 0, 0, 1, 1]
+
+
+def test_sample_blocks_are_the_dense_mask_split_by_sample():
+    frames = torch.rand(2, 3, 8, 8)
+    batch = pack(
+        [
+            [Text(torch.arange(3)), Geometry(frames), VitImage(torch.rand(3, 8, 8)), Text(torch.arange(2), supervised=True)],
+            [Geometry(frames[:1])],
+            [VitImage(torch.rand(3, 16, 8)), Text(torch.arange(4)), Geometry(frames), Text(torch.arange(1))],
+        ],
+        model_config("tiny"),
+    )
+    dense = batch.dense_mask()
+    blocks = batch.sample_blocks()
+    assert blocks.sizes == torch.bincount(batch.token_sample).tolist()
+    assert torch.equal(blocks.rows[blocks.inverse], torch.arange(batch.num_tokens))
+    rebuilt = torch.zeros_like(dense)
+    for rows, mask in zip(blocks.rows.split(blocks.sizes), blocks.masks):
+        assert (batch.token_sample[rows] == batch.token_sample[rows[0]]).all()
+        rebuilt[rows[:, None], rows[None, :]] = mask
+    assert torch.equal(rebuilt, dense)  # every allowed pair is inside a block, and each block is the rule

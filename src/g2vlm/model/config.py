@@ -90,7 +90,7 @@ class ModelConfig:
     geometry_positions: Literal["shared", "sequential"] = "shared"
     geometry_attention: Literal["global", "frame"] = "global"
     vit_attention: Literal["bidirectional", "causal"] = "bidirectional"  # causal = stock Qwen2-VL
-    attention_backend: Literal["sdpa", "flex"] = "sdpa"  # joint path: dense-mask SDPA (reference) | flex (GPU)
+    attention_backend: Literal["sdpa", "flex"] = "sdpa"  # joint path: SDPA per sample (reference) | flex (GPU)
     # geometric side
     dino: DinoConfig = field(default_factory=DinoConfig)
     geometry_heads: HeadsConfig = field(default_factory=HeadsConfig)

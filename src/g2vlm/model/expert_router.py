@@ -25,6 +25,7 @@ from torch.nn.attention.flex_attention import BlockMask, flex_attention
 from torch.utils.checkpoint import checkpoint
 
 from g2vlm.model.config import ModelConfig
+from g2vlm.model.packing import SampleBlocks
 from g2vlm.model.rope import apply_rotary
 
 
@@ -137,10 +138,11 @@ def attention(
     v: torch.Tensor,
     cos: torch.Tensor,
     sin: torch.Tensor,
-    mask: torch.Tensor | BlockMask | None,
+    mask: torch.Tensor | SampleBlocks | BlockMask | None,
 ) -> torch.Tensor:
     """Rotary + grouped-query attention. q (B, L, H, hd), k/v (B, L, Hkv, hd), cos/sin (B, L, hd);
-    mask None (unmasked SDPA), bool (L, L) True = may attend (SDPA) or a BlockMask (flex). -> (B, L, H·hd).
+    mask None (unmasked SDPA), bool (L, L) True = may attend (SDPA), SampleBlocks (SDPA per sample, B = 1) or a
+    BlockMask (flex). -> (B, L, H·hd).
 
     Attention runs in the dtype of v (the projections' compute dtype: bf16 under autocast): q and k leave the
     QK-norm in fp32 when its weight is fp32, and are cast after the rotary. The unmasked path on CUDA in
@@ -160,6 +162,10 @@ def attention(
         out = F.scaled_dot_product_attention(q, k, v)
     elif isinstance(mask, BlockMask):
         out = _flex(q, k, v, mask)
+    elif isinstance(mask, SampleBlocks):
+        q, k, v = (t.index_select(2, mask.rows).split(mask.sizes, dim=2) for t in (q, k, v))
+        blocks = [F.scaled_dot_product_attention(*qkv, attn_mask=m) for *qkv, m in zip(q, k, v, mask.masks)]
+        out = torch.cat(blocks, dim=2).index_select(2, mask.inverse)
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return out.transpose(1, 2).flatten(2)
@@ -184,7 +190,8 @@ class ExpertRouterLayer(nn.Module):
         return expert.finish(x, attention(q, k, v, cos, sin, mask=None))
 
     def forward_packed(
-        self, x: torch.Tensor, split: int, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | BlockMask
+        self, x: torch.Tensor, split: int, cos: torch.Tensor, sin: torch.Tensor,
+        mask: torch.Tensor | SampleBlocks | BlockMask,
     ) -> torch.Tensor:
         """A packed sequence: x (T, D) with the semantic tokens in x[:split] and the geometric tokens in
         x[split:]; cos/sin (T, hd); mask bool (T, T) True = may attend, or a BlockMask. -> (T, D)."""
@@ -225,7 +232,8 @@ class ExpertRouterStack(nn.Module):
         return self.geometric_norm(x)
 
     def forward_packed(
-        self, x: torch.Tensor, split: int, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | BlockMask
+        self, x: torch.Tensor, split: int, cos: torch.Tensor, sin: torch.Tensor,
+        mask: torch.Tensor | SampleBlocks | BlockMask,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (T, D) packed (semantic first) -> final-normed (semantic (split, D), geometric (T - split, D))."""
         for layer in self.layers:

@@ -190,7 +190,7 @@ class G2VLM(nn.Module):
         batch = batch.to(self.dino_projector.weight.device)
         x = self.embed(batch)
         cos, sin = self._rope(batch.position_ids)
-        mask = batch.block_mask() if c.attention_backend == "flex" else batch.dense_mask()  # once per batch
+        mask = batch.block_mask() if c.attention_backend == "flex" else batch.sample_blocks()  # once per batch
         semantic_hidden, geometric_hidden = self.trunk.forward_packed(x, batch.num_semantic, cos, sin, mask)
         logits = None
         if batch.input_ids.numel():

@@ -13,7 +13,9 @@ Spans: each ViT image (`vit_attention="bidirectional"`; `causal` = stock Qwen2-V
 whole geometry segment (`geometry_attention="global"`) or each of its frames (`"frame"`).
 
 The batch stores the rule's inputs per token (sample, reading order, span); the model turns them into
-a dense boolean mask (SDPA, the reference backend) or a flex-attention BlockMask (GPU), once per batch.
+per-sample boolean masks (SDPA, the reference backend: no pair of two samples is ever allowed, so each sample
+attends on its own at Σ n² instead of T² cost) or a flex-attention BlockMask (GPU), once per batch. The dense
+(T, T) mask is the rule itself (generation and tests use it).
 """
 
 from __future__ import annotations
@@ -50,6 +52,18 @@ Segment = Text | VitImage | Geometry
 
 
 @dataclass
+class SampleBlocks:
+    """The packed mask split by sample. rows: the storage rows of all tokens grouped by sample (T,), a
+    permutation; sizes: tokens per sample (their sum is T); masks: per sample its (n, n) bool mask over its rows
+    in that order (True = may attend); inverse: the permutation back to storage order (T,)."""
+
+    rows: torch.Tensor
+    sizes: list[int]
+    masks: list[torch.Tensor]
+    inverse: torch.Tensor
+
+
+@dataclass
 class PackedBatch:
     """One packed sequence of T tokens (T_s semantic first, then T_g geometric).
 
@@ -62,6 +76,7 @@ class PackedBatch:
     geometry_frames: per sample with geometry, its frames (N, 3, H, W); geometry_grids: (N, h, w) each.
     position_ids (3, T); token_sample, token_order, token_span (T,): per token its sample, reading
     order inside the sample and bidirectional span id (-1: causal only); all in storage order.
+    sample_tokens: tokens per sample (host ints, known at packing; their sum is T).
     """
 
     num_semantic: int
@@ -78,6 +93,7 @@ class PackedBatch:
     token_sample: torch.Tensor
     token_order: torch.Tensor
     token_span: torch.Tensor
+    sample_tokens: list[int]
 
     @property
     def num_tokens(self) -> int:
@@ -98,6 +114,16 @@ class PackedBatch:
         causal = order[None, :] <= order[:, None]
         same_span = (span[:, None] == span[None, :]) & (span[:, None] >= 0)
         return same_sample & (causal | same_span)
+
+    def sample_blocks(self) -> SampleBlocks:
+        """The dense rule restricted to each sample (cross-sample pairs are never allowed)."""
+        rows = torch.argsort(self.token_sample, stable=True)
+        masks = []
+        for block in rows.split(self.sample_tokens):
+            order, span = self.token_order[block], self.token_span[block]
+            same_span = (span[:, None] == span[None, :]) & (span[:, None] >= 0)
+            masks.append((order[None, :] <= order[:, None]) | same_span)
+        return SampleBlocks(rows, self.sample_tokens, masks, torch.argsort(rows))
 
     def block_mask(self):
         """The same rule as a flex-attention BlockMask (block size 128), on the batch's device.
@@ -206,4 +232,5 @@ def pack(samples: list[list[Segment]], config: ModelConfig) -> PackedBatch:
         token_sample=meta[0],
         token_order=meta[1],
         token_span=meta[2],
+        sample_tokens=torch.bincount(meta[0], minlength=len(samples)).tolist(),
     )
