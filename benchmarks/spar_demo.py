@@ -1,22 +1,25 @@
 """The reasoning demo: watch a model learn to answer spatial questions on this CPU, with no downloads.
 
-    python -m g2vlm.benchmarks.spar_demo            # about 8 minutes on a 2-core CPU
+    python -m g2vlm.benchmarks.spar_demo            # about 10 minutes on a 2-core CPU
 
-1. Renders procedural rooms and asks questions with exact answers about them (`g2vlm shard synthetic-qa`):
-   left/right and depth order of two marked objects (multiple choice), the depth of a marked object and the
-   number of visible objects (numeric). Training scenes get multi-turn conversations (up to 5 questions about
-   one view: two objects marked red and blue once, the red one named first as in the held-out questions; the
-   image tokens are paid once per 5 answers); held-out scenes (another seed) get single questions, the
-   evaluation's format. Then it trains a small
-   byte-level BPE tokenizer (512 ids, the Qwen special tokens) on the training conversations.
-2. Trains the `small` preset with a semantic side from scratch: `lightning fit --config
-   experiments/reasoning/demo.yaml` (TensorBoard logs and checkpoints under runs/reasoning-demo/).
+1. Renders procedural rooms and asks questions with exact answers about them (`g2vlm shard synthetic-qa`): whether
+   the object marked red is left or right of the one marked blue (multiple choice) and how far the centre of the
+   marked object is from the camera, in metres of depth (numeric). Three sets of single questions: grounding
+   (left/right), depth, and held-out (other scenes, another seed, both tasks). Then it trains a small byte-level
+   BPE tokenizer (512 ids, the Qwen special tokens) on the training questions.
+2. Trains the `small` preset with a semantic side from scratch in two stages (experiments/reasoning/demo.yaml):
+   grounding (left/right only, `--grounding-minutes`), then the task mix from those weights (`--minutes`; a
+   quarter left/right, three quarters depth).
+   TensorBoard logs and checkpoints go under runs/reasoning-demo/ (stage 1: runs/reasoning-demo/grounding/).
 3. Answers every held-out question (greedy, KV cache) and prints per task the model's score beside the
    baselines: for multiple choice chance (1 / number of options), the majority training letter and the best
    constant letter in hindsight (the best any image-blind constant answer does on these very questions); for
    numeric answers the best constant — per task, the training answer whose MRA over the training answers is
    highest.
    The figures go to runs/reasoning-demo/report/report.json.
+
+Depth order and object counting are left out: from scratch they stay at their constant answers within minutes on
+this CPU (benchmarks/RESULTS.md "Reasoning demo learning runs").
 """
 
 from __future__ import annotations
@@ -33,9 +36,12 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO_ROOT / "experiments" / "reasoning" / "demo.yaml"
+GROUNDING_CONFIG = REPO_ROOT / "experiments" / "reasoning" / "demo_grounding.yaml"
 RUN_DIR = Path("runs") / "reasoning-demo"
 DATA_DIR = Path("data") / "reasoning-demo"
-TASKS = ("left_right", "depth_order", "object_depth", "object_count")
+TASKS = ("left_right", "object_depth")
+GROUNDING_TASKS = ("left_right",)
+DEPTH_TASKS = ("object_depth",)
 SIZE = 64
 VIEWS = 2
 
@@ -43,28 +49,31 @@ VIEWS = 2
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m g2vlm.benchmarks.spar_demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-scenes", type=int, default=800, help="training scenes (default 800)")
-    parser.add_argument("--conversations", type=int, default=3,
-                        help="training conversations per scene (default 3), each up to --turns questions about one view")
-    parser.add_argument("--turns", type=int, default=5,
-                        help="questions per training conversation (default 5: every question about its two markers)")
+    parser.add_argument("--grounding-scenes", type=int, default=2000,
+                        help="scenes for the grounding stage, 2 left/right questions each (default 2000)")
+    parser.add_argument("--train-scenes", type=int, default=3000,
+                        help="scenes for the depth questions of the task mix, 2 each (default 3000)")
     parser.add_argument("--val-scenes", type=int, default=150, help="held-out scenes, 4 questions each (default 150)")
-    parser.add_argument("--minutes", type=float, default=6.0, help="training time cap in minutes (default 6)")
+    parser.add_argument("--grounding-minutes", type=float, default=3.0,
+                        help="time cap of the grounding stage in minutes (default 3)")
+    parser.add_argument("--minutes", type=float, default=5.0, help="time cap of the task-mix stage in minutes (default 5)")
     parser.add_argument("--workers", type=int, default=2, help="rendering processes (default 2)")
     parser.add_argument("--skip-training", action="store_true", help="evaluate the existing checkpoint only")
     parser.add_argument("--out", default=str(RUN_DIR / "report"), help="folder for report.json")
     return parser.parse_args(argv)
 
 
-def make_data(train_scenes: int, conversations: int, turns: int, val_scenes: int, workers: int) -> None:
+def make_data(args: argparse.Namespace) -> None:
     from g2vlm.datamodules.qa_template import RECONSTRUCT_PROMPT, SYSTEM_PROMPT
     from g2vlm.datamodules.qa_tokenizer import train_bpe_tokenizer
     from g2vlm.datamodules.synthetic.qa import write_synthetic_qa_shards
 
-    for split, scenes, per_scene, split_turns, seed in (("train", train_scenes, conversations, turns, 0),
-                                                        ("val", val_scenes, 4, 1, 1)):
+    splits = (("grounding", args.grounding_scenes, 2, 1, GROUNDING_TASKS, 2),
+              ("train", args.train_scenes, 2, 1, DEPTH_TASKS, 0),
+              ("val", args.val_scenes, 4, 1, TASKS, 1))
+    for split, scenes, per_scene, turns, tasks, seed in splits:
         index = DATA_DIR / f"synthetic_qa-{split}-index.json"
-        expected = {"scenes": scenes, "samples": per_scene, "turns": split_turns, "tasks": list(TASKS)}
+        expected = {"scenes": scenes, "samples": per_scene, "turns": turns, "tasks": list(tasks), "seed": seed}
         marker = DATA_DIR / f"synthetic_qa-{split}-request.json"
         if index.is_file() and marker.is_file() and json.loads(marker.read_text()) == expected:
             print(f"[demo] {split}: {scenes} scenes already in {DATA_DIR}")
@@ -73,25 +82,34 @@ def make_data(train_scenes: int, conversations: int, turns: int, val_scenes: int
             old.unlink()
         start = time.perf_counter()
         written = write_synthetic_qa_shards(DATA_DIR, scenes=scenes, views=VIEWS, height=SIZE, width=SIZE, seed=seed,
-                                            split=split, questions_per_scene=per_scene, tasks=TASKS, workers=workers,
-                                            progress=True, turns=split_turns)
+                                            split=split, questions_per_scene=per_scene, tasks=tasks,
+                                            workers=args.workers, progress=True, turns=turns)
         marker.write_text(json.dumps(expected))
-        print(f"[demo] {split}: {written['total_samples']} conversations about {scenes} scenes in "
+        print(f"[demo] {split}: {written['total_samples']} questions about {scenes} scenes in "
               f"{time.perf_counter() - start:.0f} s")
     head = f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{RECONSTRUCT_PROMPT}"
-    texts = [f"{head}{q}<|im_end|>\n<|im_start|>assistant\n{a}<|im_end|>" for r in _records("train") for q, a in r.qa.turns]
+    texts = [f"{head}{q}<|im_end|>\n<|im_start|>assistant\n{a}<|im_end|>"
+             for split in ("grounding", "train") for r in _records(split) for q, a in r.qa.turns]
     train_bpe_tokenizer(DATA_DIR / "tokenizer", texts, vocab_size=512)
 
 
-def train(minutes: float) -> None:
-    max_time = f"00:00:{int(minutes):02d}:{int(round(60 * (minutes % 1))):02d}"
-    command = [sys.executable, "-m", "g2vlm", "fit", "--config", str(DEMO_CONFIG), "--trainer.max_time", max_time]
-    print(f"[demo] training: {' '.join(command[1:])}", flush=True)
-    start = time.perf_counter()
-    # one intra-op thread: the data worker takes the other core, and on a shared 2-core machine two threads per
-    # process thrash (measured here: 0.27 s against 1.1 s per step while another job ran)
-    subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    print(f"[demo] trained in {(time.perf_counter() - start) / 60:.1f} min")
+def _max_time(minutes: float) -> str:
+    seconds = round(60 * minutes)
+    return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def train(grounding_minutes: float, minutes: float) -> None:
+    stages = (("grounding", [str(DEMO_CONFIG), str(GROUNDING_CONFIG)], grounding_minutes),
+              ("task mix", [str(DEMO_CONFIG)], minutes))
+    for name, configs, stage_minutes in stages:
+        command = [sys.executable, "-m", "g2vlm", "fit", *[a for c in configs for a in ("--config", c)],
+                   "--trainer.max_time", _max_time(stage_minutes)]
+        print(f"[demo] training, {name}: {' '.join(command[1:])}", flush=True)
+        start = time.perf_counter()
+        # one intra-op thread: the data worker takes the other core, and on a shared 2-core machine two threads per
+        # process thrash (measured here: 0.27 s against 1.1 s per step while another job ran)
+        subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        print(f"[demo] {name} trained in {(time.perf_counter() - start) / 60:.1f} min")
 
 
 def _records(split: str):
@@ -125,7 +143,7 @@ def evaluate(out_dir: Path) -> dict:
 
     train_answers: dict[str, list[str]] = defaultdict(list)
     kinds: dict[str, str] = {}
-    for record in _records("train"):
+    for record in (r for split in ("grounding", "train") for r in _records(split)):
         for task, (_, answer) in zip(record.qa.turn_tasks or [record.qa.task], record.qa.turns):
             train_answers[task].append(answer)
             kinds[task] = "numeric" if task in NUMERIC_TASKS else "multiple_choice"
@@ -194,9 +212,9 @@ def format_report(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
-    make_data(args.train_scenes, args.conversations, args.turns, args.val_scenes, args.workers)
+    make_data(args)
     if not args.skip_training:
-        train(args.minutes)
+        train(args.grounding_minutes, args.minutes)
     report = evaluate(Path(args.out))
     print(format_report(report))
     print(f"[demo] total {(time.perf_counter() - start) / 60:.1f} min; report: {Path(args.out) / 'report.json'}")

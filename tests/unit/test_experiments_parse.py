@@ -16,6 +16,7 @@ EXPERIMENT_FILES = sorted((REPO_ROOT / "experiments").rglob("*.yaml"))
 FIXTURE = str(REPO_ROOT / "tests" / "conf" / "regression.yaml")
 OVERLAY_BASES = {  # overlay -> the files it is composed after
     "geometry/pretrain_518.yaml": ["geometry/pretrain_224.yaml"],
+    "reasoning/demo_grounding.yaml": ["reasoning/demo.yaml"],
     "trainer/fsdp.yaml": ["geometry/pretrain_224.yaml"],
     "trainer/fsdp_multinode.yaml": ["geometry/pretrain_224.yaml", "trainer/fsdp.yaml"],
 }
