@@ -194,7 +194,7 @@ class ExpertRouterLayer(nn.Module):
         mask: torch.Tensor | SampleBlocks | BlockMask,
     ) -> torch.Tensor:
         """A packed sequence: x (T, D) with the semantic tokens in x[:split] and the geometric tokens in
-        x[split:]; cos/sin (T, hd); mask bool (T, T) True = may attend, or a BlockMask. -> (T, D)."""
+        x[split:]; cos/sin (T, hd); mask bool (T, T) True = may attend, SampleBlocks or a BlockMask. -> (T, D)."""
         parts = [(self.semantic, x[:split]), (self.geometric, x[split:])]
         if split > 0 and self.semantic is None:
             raise ValueError("model/expert_router.py: semantic tokens given to a model built without the semantic expert")
