@@ -1,6 +1,6 @@
 """The reasoning demo: watch a model learn to answer spatial questions on this CPU, with no downloads.
 
-    python -m g2vlm.benchmarks.spar_demo            # about 10 minutes on a 2-core CPU
+    python -m g2vlm.benchmarks.spar_demo            # about 9 minutes on a 2-core CPU
 
 1. Renders procedural rooms and asks questions with exact answers about them (`g2vlm shard synthetic-qa`): whether
    the object marked red is left or right of the one marked blue (multiple choice) and how far the centre of the
@@ -37,6 +37,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO_ROOT / "experiments" / "reasoning" / "demo.yaml"
 GROUNDING_CONFIG = REPO_ROOT / "experiments" / "reasoning" / "demo_grounding.yaml"
+GROUNDING_CHECKPOINT = Path("runs") / "reasoning-demo" / "grounding" / "checkpoints" / "last.ckpt"  # demo.yaml's init
 RUN_DIR = Path("runs") / "reasoning-demo"
 DATA_DIR = Path("data") / "reasoning-demo"
 TASKS = ("left_right", "object_depth")
@@ -110,6 +111,9 @@ def train(grounding_minutes: float, minutes: float) -> None:
         # process thrash (measured here: 0.27 s against 1.1 s per step while another job ran)
         subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         print(f"[demo] {name} trained in {(time.perf_counter() - start) / 60:.1f} min")
+        if name == "grounding" and not GROUNDING_CHECKPOINT.is_file():
+            raise SystemExit(f"[demo] the grounding stage saved no checkpoint ({GROUNDING_CHECKPOINT}: it saves every "
+                             f"50 steps); give it more time with --grounding-minutes")
 
 
 def _records(split: str):
