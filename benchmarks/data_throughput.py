@@ -14,7 +14,7 @@ For each size (224x224 and 392x518, H x W) it renders synthetic shards at that s
 
 Wall-clock rates depend on what else runs on the machine; CPU time does much less: the worker's CPU seconds per
 frame (its process CPU clock, found through /proc's list of children) beside the raw decode's CPU seconds per frame
-give a ratio that load disturbs less (not at all it does not: the caches and memory bandwidth are shared). The main
+give a ratio that load disturbs less, though not entirely (caches and memory bandwidth are shared). The main
 process's CPU per frame (receiving the batches) is printed too. Stage costs are measured in this process.
 
     python -m g2vlm.benchmarks.data_throughput [--workers 1 2] [--clips 24] [--batches 24] [--repeats 3]
