@@ -34,6 +34,9 @@ def add_synthetic_qa(subparsers: argparse._SubParsersAction) -> None:
                         help="questions per sample (default 1); > 1: conversations about one view, two objects "
                              "marked red and blue once (at most 5 questions)")
     parser.add_argument("--tasks", default=None, help="comma-separated tasks (default: all)")
+    parser.add_argument("--level-camera-height", type=float, default=None, metavar="M",
+                        help="cameras level at this height in metres, no pitch or roll, as from a tripod "
+                             "(default: 1.0-1.9 m, looking at objects)")
     parser.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
     parser.add_argument("--split", default="train", help="split name in the shard names (default train)")
     parser.add_argument("--workers", type=int, default=1, help="rendering processes (default 1)")
@@ -43,16 +46,23 @@ def add_synthetic_qa(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_synthetic_qa(args: argparse.Namespace) -> int:
+    import sys
+
     from g2vlm.datamodules.synthetic.qa import TASKS, write_synthetic_qa_shards
 
     tasks = TASKS if args.tasks is None else _names(args.tasks)
     height, width = args.size
     start = time.perf_counter()
-    index = write_synthetic_qa_shards(
-        args.out, scenes=args.scenes, views=args.views, height=height, width=width, seed=args.seed,
-        split=args.split, questions_per_scene=args.questions, tasks=tasks, workers=args.workers,
-        samples_per_shard=args.samples_per_shard, progress=not args.no_progress, turns=args.turns,
-    )
+    try:
+        index = write_synthetic_qa_shards(
+            args.out, scenes=args.scenes, views=args.views, height=height, width=width, seed=args.seed,
+            split=args.split, questions_per_scene=args.questions, tasks=tasks, workers=args.workers,
+            samples_per_shard=args.samples_per_shard, progress=not args.no_progress, turns=args.turns,
+            level_camera_height_m=args.level_camera_height,
+        )
+    except ValueError as error:
+        print(f"g2vlm shard synthetic-qa: error: {error}", file=sys.stderr)
+        return 2
     print(f"wrote {index['total_samples']} QA samples ({index['total_images']} images) in {len(index['shards'])} "
           f"shards ({index['total_bytes'] / 2**20:.1f} MiB) to {args.out} in {time.perf_counter() - start:.1f} s")
     return 0

@@ -4,12 +4,15 @@ Tasks (numeric answers are scored by MRA, multiple choice by SPAR's exact match)
 
 | task            | form            | images         | answer                                                      |
 |-----------------|-----------------|----------------|-------------------------------------------------------------|
-| object_distance | numeric         | all views      | distance between two objects' box centres, metres (2 dp)    |
-| object_depth    | numeric         | one view       | depth (camera z) of an object's box centre, metres (2 dp)   |
+| object_distance | numeric         | all views      | distance between two objects' box centres, metres (1 dp)    |
+| object_depth    | numeric         | one view       | depth (camera z) of an object's box centre, metres (1 dp)   |
 | object_count    | numeric         | one view       | objects with at least `min_pixels` visible pixels           |
 | depth_order     | multiple choice | one view       | which of two objects is closer to the camera (depth)        |
 | left_right      | multiple choice | one view       | whether object a's centre projects left or right of b's     |
 | camera_motion   | multiple choice | first and last | dominant horizontal camera motion (forward/backward/left/right) in the first camera's frame |
+
+Metric answers have one decimal, as a person would say them: the centimetres are not visible in a small image and
+would only add noise to the training target (answers to 2 dp slowed the CPU demo's depth learning; benchmarks/RESULTS.md).
 
 Objects are named by colour and class ("the green box"), only when that name is unique in the room, and marked
 with a point (red for the first object, blue for the second) at the centroid of their visible pixels, on
@@ -40,7 +43,7 @@ from g2vlm.datamodules.qa_schema import Marker, QARecord
 from g2vlm.datamodules.qa_shards import QAShardWriter
 from g2vlm.datamodules.schema import ClipMeta, sanitize_key
 from g2vlm.datamodules.synthetic.render import FIRST_OBJECT, Rendering, render
-from g2vlm.datamodules.synthetic.scene import Scene, sample_scene
+from g2vlm.datamodules.synthetic.scene import Scene, check_level_camera_height, sample_scene
 from g2vlm.datamodules.synthetic.shards import DEPTH_SCALE_M, JPEG_QUALITY, scene_name
 
 DATASET_NAME = "synthetic_qa"
@@ -124,7 +127,7 @@ def object_distance(facts: SceneFacts, rng: np.random.Generator) -> Question | N
     distance = float(np.linalg.norm(facts.scene.objects[a].center - facts.scene.objects[b].center))
     question = (f"What is the distance between the centres of {facts.names[a]} (red point) and {facts.names[b]} "
                 f"(blue point), in metres? {NUMERIC_PROMPT}")
-    return Question("object_distance", "numeric", question, f"{distance:.2f}", views, markers)
+    return Question("object_distance", "numeric", question, f"{distance:.1f}", views, markers)
 
 
 def _label(facts: SceneFacts, obj: int, colour: str) -> str:
@@ -137,7 +140,7 @@ def depth_question(facts: SceneFacts, view: int, obj: int, colour: str) -> Quest
         return None
     question = (f"How far is the centre of {_label(facts, obj, colour)} from the camera, in metres of depth? "
                 f"{NUMERIC_PROMPT}")
-    return Question("object_depth", "numeric", question, f"{depth:.2f}", [view], [facts.marker(obj, view, 0, colour)])
+    return Question("object_depth", "numeric", question, f"{depth:.1f}", [view], [facts.marker(obj, view, 0, colour)])
 
 
 def count_question(facts: SceneFacts, view: int) -> Question:
@@ -266,13 +269,13 @@ def scene_questions(facts: SceneFacts, rng: np.random.Generator, count: int, tas
 
 def render_qa_samples(
     scene_index: int, *, seed: int, views: int, height: int, width: int, questions_per_scene: int,
-    tasks: tuple[str, ...] = TASKS, min_pixels: int = 8, turns: int = 1,
+    tasks: tuple[str, ...] = TASKS, min_pixels: int = 8, turns: int = 1, level_camera_height_m: float | None = None,
 ) -> list[tuple[str, dict[str, Any], list[bytes], dict[str, Any], list[dict[str, bytes]]]]:
     """Render one scene and ask about it: [(key, QA record, JPEGs, meta record, depth frames)] for
     `QAShardWriter.write`. turns = 1: `questions_per_scene` single questions (tasks in turn); turns > 1:
     `questions_per_scene` conversations of up to `turns` single-view questions about one view each
-    (`view_conversation`; task "conversation")."""
-    scene = sample_scene(seed, scene_index, views, height, width)
+    (`view_conversation`; task "conversation"). `level_camera_height_m`: see `scene.sample_scene`."""
+    scene = sample_scene(seed, scene_index, views, height, width, level_camera_height_m)
     rendering = render(scene)
     facts = SceneFacts(scene, rendering, min_pixels)
     rng = np.random.default_rng([seed, scene_index, 1])
@@ -318,12 +321,15 @@ def _rendered(scenes: int, workers: int, **args: Any) -> Iterator[list]:
 def write_synthetic_qa_shards(
     out_dir: str | Path, scenes: int, views: int, height: int, width: int, seed: int = 0, split: str = "train",
     questions_per_scene: int = 4, tasks: tuple[str, ...] = TASKS, workers: int = 1, samples_per_shard: int = 1000,
-    progress: bool = False, turns: int = 1,
+    progress: bool = False, turns: int = 1, level_camera_height_m: float | None = None,
 ) -> dict[str, Any]:
     """Scenes 0..scenes-1 of `seed` -> `<out_dir>/synthetic_qa-<split>-NNNNNN.tar` plus the index; returns the
-    index. `turns` > 1 writes conversations (see `render_qa_samples`). The output does not depend on `workers`."""
+    index. `turns` > 1 writes conversations (see `render_qa_samples`); `level_camera_height_m`: cameras level at
+    that height (see `scene.sample_scene`). The output does not depend on `workers`."""
+    check_level_camera_height(level_camera_height_m)
     rendered = _rendered(scenes, workers, seed=seed, views=views, height=height, width=width,
-                         questions_per_scene=questions_per_scene, tasks=tuple(tasks), turns=turns)
+                         questions_per_scene=questions_per_scene, tasks=tuple(tasks), turns=turns,
+                         level_camera_height_m=level_camera_height_m)
     if progress:
         from tqdm import tqdm
 

@@ -30,6 +30,7 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "grey": (0.50, 0.50, 0.50),
 }
 OBJECT_CLASSES = ("box", "sphere", "cylinder")
+MIN_ROOM_HEIGHT_M = 2.4
 WALL_MARGIN_M = 0.4  # cameras keep this far from walls, floor and ceiling
 OBJECT_MARGIN_M = 0.35  # ... and this far from every object's footprint
 
@@ -140,9 +141,11 @@ def _all_free(points: np.ndarray, room: np.ndarray, centres_xy: np.ndarray, clea
 
 def _sample_trajectory(
     rng: np.random.Generator, room: np.ndarray, objects: list[SceneObject], views: int,
-    centres_xy: np.ndarray, clearances: np.ndarray,
+    centres_xy: np.ndarray, clearances: np.ndarray, level_camera_height_m: float | None = None,
 ) -> np.ndarray | None:
-    """A quadratic Bezier path of `views` free camera positions, each looking along a smoothly moving target."""
+    """A quadratic Bezier path of `views` free camera positions, each looking along a smoothly moving target.
+    With `level_camera_height_m` every eye and target is moved to that height and the roll is zero: the cameras
+    look horizontally, as from a tripod."""
     start = rng.uniform(WALL_MARGIN_M, room - WALL_MARGIN_M)
     start[2] = rng.uniform(1.0, min(1.9, room[2] - WALL_MARGIN_M))
     heading = rng.uniform(0, 2 * np.pi)
@@ -157,6 +160,10 @@ def _sample_trajectory(
     target_start = anchors[rng.integers(len(anchors))] + rng.normal(0.0, 0.2, 3)
     target_end = anchors[rng.integers(len(anchors))] + rng.normal(0.0, 0.2, 3)
     targets = (1 - t) * target_start + t * target_end
+    if level_camera_height_m is not None:
+        eyes[:, 2] = targets[:, 2] = level_camera_height_m
+        if not _all_free(eyes, room, centres_xy, clearances):
+            return None
     offsets = targets - eyes
     distance = np.linalg.norm(offsets, axis=1)
     if np.any(distance < 0.8):
@@ -166,21 +173,37 @@ def _sample_trajectory(
         return None
     roll_start, roll_end = rng.uniform(-0.08, 0.08, 2)
     rolls = (1 - t[:, 0]) * roll_start + t[:, 0] * roll_end
+    if level_camera_height_m is not None:
+        rolls[:] = 0.0
     return np.stack([look_at(eye, target, roll) for eye, target, roll in zip(eyes, targets, rolls)])
 
 
-def sample_scene(seed: int, scene_index: int, views: int, height: int, width: int) -> Scene:
-    """Draw the room, 3-10 objects and a trajectory of `views` cameras of size height x width."""
+def check_level_camera_height(level_camera_height_m: float | None) -> None:
+    """Raise ValueError unless None or a height that keeps the wall margin in the lowest room."""
+    lowest, highest = WALL_MARGIN_M, MIN_ROOM_HEIGHT_M - WALL_MARGIN_M
+    if level_camera_height_m is not None and not lowest <= level_camera_height_m <= highest:
+        raise ValueError(f"level camera height {level_camera_height_m} m is outside [{lowest}, {highest}] m "
+                         f"(the wall margin in the lowest room)")
+
+
+def sample_scene(seed: int, scene_index: int, views: int, height: int, width: int,
+                 level_camera_height_m: float | None = None) -> Scene:
+    """Draw the room, 3-10 objects and a trajectory of `views` cameras of size height x width.
+
+    The cameras move at 1.0-1.9 m and look at objects (pitch up to 60 degrees, a little roll); with
+    `level_camera_height_m` they stay at that height and look horizontally (no pitch, no roll)."""
+    check_level_camera_height(level_camera_height_m)
     rng = np.random.default_rng([seed, scene_index])
     for _ in range(1000):
-        room = np.array([rng.uniform(3.0, 8.0), rng.uniform(3.0, 8.0), rng.uniform(2.4, 3.2)])
+        room = np.array([rng.uniform(3.0, 8.0), rng.uniform(3.0, 8.0), rng.uniform(MIN_ROOM_HEIGHT_M, 3.2)])
         objects = _sample_objects(rng, room, int(rng.integers(3, 11)))
         if len(objects) < 3:
             continue
         centres_xy = np.array([o.center[:2] for o in objects])
         clearances = np.array([o.footprint_radius + OBJECT_MARGIN_M for o in objects])
         for _ in range(50):
-            camera_to_world = _sample_trajectory(rng, room, objects, views, centres_xy, clearances)
+            camera_to_world = _sample_trajectory(rng, room, objects, views, centres_xy, clearances,
+                                                 level_camera_height_m)
             if camera_to_world is not None:
                 break
         if camera_to_world is not None:

@@ -111,3 +111,22 @@ def test_synthetic_shard_round_trip_is_bit_exact(tmp_path):
     np.testing.assert_array_equal(clip.K, scene.K)
     np.testing.assert_array_equal(clip.camera_to_world, scene.camera_to_world)
     assert np.abs(clip.depth_m - render(scene).depth_m).max() <= DEPTH_SCALE_M / 2 + 1e-6
+
+
+def test_level_cameras_stand_at_the_height_and_look_horizontally():
+    free = sample_scene(4, 1, views=3, height=24, width=32)
+    level = sample_scene(4, 1, views=3, height=24, width=32, level_camera_height_m=1.5)
+    assert not np.allclose(free.camera_to_world[:, 2, 2], 0)  # the free cameras pitch: the check below can fail
+    np.testing.assert_allclose(level.camera_to_world[:, 2, 3], 1.5)
+    # x right and z forward are horizontal, y down points straight down: no pitch and no roll
+    np.testing.assert_allclose(level.camera_to_world[:, 2, :3], np.tile([0.0, -1.0, 0.0], (3, 1)), atol=1e-12)
+    # the same room and objects (drawn before the cameras)
+    np.testing.assert_array_equal(level.room_size, free.room_size)
+    assert [o.annotation() for o in level.objects] == [o.annotation() for o in free.objects]
+    # a floor point at depth d images (f * height / d) rows below the principal point: the horizon law
+    depth = render(level).depth_m[0]
+    floor = render(level).surface_id[0] == 0
+    rows = np.nonzero(floor)[0]
+    np.testing.assert_allclose(depth[floor], level.K[0, 1, 1] * 1.5 / (rows - level.K[0, 1, 2]), rtol=1e-9)
+    with pytest.raises(ValueError, match="outside"):
+        sample_scene(4, 1, views=3, height=24, width=32, level_camera_height_m=2.5)

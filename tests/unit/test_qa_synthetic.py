@@ -53,14 +53,14 @@ def _chosen(question: qa.Question) -> str:
 
 def test_numeric_answers_are_exact():
     distance = _ask("object_distance")
-    assert float(distance.answer) == pytest.approx(np.hypot(1.0, 1.5), abs=0.005)
+    assert distance.answer == f"{np.hypot(1.0, 1.5):.1f}"  # metres to one decimal
     assert distance.views == [0, 1] and {m.colour for m in distance.markers} == {"red", "blue"}
     for seed in range(6):  # the object asked about varies with the seed; its depth along the view does not lie
         depth = _ask("object_depth", seed)
         camera = np.linalg.inv(_room().camera_to_world[depth.views[0]])
         name = depth.question.split("centre of the ")[1].split(" (")[0]
         centre = {"red box": [3.0, 2.0, 0.4], "blue sphere": [4.0, 0.5, 0.4]}[name]
-        assert float(depth.answer) == pytest.approx((camera[:3, :3] @ centre + camera[:3, 3])[2], abs=0.005)
+        assert depth.answer == f"{(camera[:3, :3] @ centre + camera[:3, 3])[2]:.1f}"
     count = _ask("object_count")
     assert count.answer == "2"
 
@@ -147,3 +147,22 @@ def test_view_conversations_mark_two_objects_red_first_with_true_answers(tmp_pat
     assert max(len(r.qa.turns) for r in records) > 1 and {r.qa.task for r in records} <= {"conversation", *qa.TASKS}
     for record in records:  # the task of every turn is recorded
         assert record.qa.turn_tasks is None or len(record.qa.turn_tasks) == len(record.qa.turns)
+
+
+def test_shard_command_writes_level_camera_scenes_and_rejects_a_height_out_of_the_room(tmp_path, capsys):
+    from g2vlm.tools import build_parser
+
+    def run(*extra: str) -> int:
+        args = build_parser().parse_args(["shard", "synthetic-qa", "--out", str(tmp_path), "--scenes", "2",
+                                          "--size", "32x32", "--no-progress", *extra])
+        return args.run(args)
+
+    assert run("--level-camera-height", "1.2") == 0
+    records = list(iter_qa_samples([str(tmp_path / "synthetic_qa-train-000000.tar")], SkipLog()))
+    assert records
+    for record in records:
+        camera_to_world = record.clip().decode().camera_to_world
+        np.testing.assert_allclose(camera_to_world[:, 2, 3], 1.2)
+        np.testing.assert_allclose(camera_to_world[:, 2, 2], 0.0, atol=1e-12)
+    assert run("--level-camera-height", "3") == 2
+    assert "level camera height 3.0 m is outside" in capsys.readouterr().err
