@@ -18,6 +18,10 @@ from pathlib import Path
 QWEN_SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
 )
+# Qwen2's pre-tokenizer split (its tokenizer.json): contractions, words, single digits, punctuation runs, newlines,
+# spaces. Numbers are split into digits, so "2.52" is always 2 . 5 2 and a model can learn each digit.
+QWEN2_SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                       r"\s*[\r\n]+|\s+(?!\S)|\s+")
 CHARACTERS = string.ascii_letters + string.digits + " \n.,:;?!'\"()-+/%<>=_*#&[]"
 
 
@@ -41,12 +45,15 @@ def build_character_tokenizer(folder: str | Path):
 
 def train_bpe_tokenizer(folder: str | Path, texts, vocab_size: int = 512):
     """Train a byte-level BPE of `vocab_size` ids (special tokens included) on `texts` (an iterable of strings),
-    write it to `folder`; return it loaded."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    pre-tokenized as Qwen2's (digits one by one), write it to `folder`; return it loaded."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(QWEN_SPECIAL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)

@@ -113,3 +113,6 @@ def test_trained_bpe_keeps_the_special_tokens_whole(tmp_path):
     assert len(ids) < len(text) / 2  # merges learnt on the corpus: far fewer ids than characters
     for token in QWEN_SPECIAL_TOKENS:
         assert len(tokenizer(token, add_special_tokens=False)["input_ids"]) == 1
+    # as Qwen2's tokenizer, numbers are split into single digits, although "12.12" and the like recur in the corpus
+    tokens = tokenizer.tokenize("12.12 m or 2.75 m, 10.25")
+    assert [t for t in tokens if any(c.isdigit() for c in t)] == list("1212275" "1025")
