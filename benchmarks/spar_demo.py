@@ -3,11 +3,11 @@
     python -m g2vlm.benchmarks.spar_demo            # about 9 minutes on a 2-core CPU
 
 1. Renders procedural rooms, seen by level cameras at eye height (`LEVEL_CAMERA_HEIGHT_M`), and asks questions with
-   exact answers about them (`g2vlm shard synthetic-qa --level-camera-height 1.5`): whether
-   the object marked red is left or right of the one marked blue (multiple choice) and how far the centre of the
-   marked object is from the camera, in metres of depth (numeric, one decimal). Three sets of single questions: grounding
-   (left/right), depth, and held-out (other scenes, another seed, both tasks). Then it trains a small byte-level
-   BPE tokenizer (512 ids, the Qwen special tokens, digits one by one as Qwen2's) on the training questions.
+   exact answers about them (`g2vlm shard synthetic-qa --level-camera-height 1.5`): whether the object marked red
+   is left or right of the one marked blue (multiple choice) and how far the centre of the marked object is from
+   the camera, in metres of depth (numeric, one decimal). Three sets of single questions: grounding (left/right),
+   depth, and held-out (other scenes, another seed, both tasks). Then it trains a small byte-level BPE tokenizer
+   (512 ids, the Qwen special tokens, digits one by one as Qwen2's) on the training questions.
 2. Trains the `small` preset with a semantic side from scratch in two stages (experiments/reasoning/demo.yaml):
    grounding (left/right only, `--grounding-minutes`), then the task mix from those weights (`--minutes`; a
    quarter left/right, three quarters depth).
@@ -70,16 +70,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def make_data(args: argparse.Namespace) -> None:
-    from g2vlm.datamodules.qa_template import RECONSTRUCT_PROMPT, SYSTEM_PROMPT
+    from g2vlm.datamodules.qa_template import chat_text
     from g2vlm.datamodules.qa_tokenizer import train_bpe_tokenizer
     from g2vlm.datamodules.synthetic.qa import write_synthetic_qa_shards
 
-    splits = (("grounding", args.grounding_scenes, 2, 1, GROUNDING_TASKS, 2),
-              ("train", args.train_scenes, 2, 1, DEPTH_TASKS, 0),
-              ("val", args.val_scenes, 4, 1, TASKS, 1))
-    for split, scenes, per_scene, turns, tasks, seed in splits:
+    splits = (("grounding", args.grounding_scenes, 2, GROUNDING_TASKS, 2),
+              ("train", args.train_scenes, 2, DEPTH_TASKS, 0),
+              ("val", args.val_scenes, 4, TASKS, 1))
+    for split, scenes, per_scene, tasks, seed in splits:  # single questions, the held-out questions' form
         index = DATA_DIR / f"synthetic_qa-{split}-index.json"
-        expected = {"scenes": scenes, "samples": per_scene, "turns": turns, "tasks": list(tasks), "seed": seed,
+        expected = {"scenes": scenes, "samples": per_scene, "tasks": list(tasks), "seed": seed,
                     "level_camera_height_m": LEVEL_CAMERA_HEIGHT_M}
         marker = DATA_DIR / f"synthetic_qa-{split}-request.json"
         if index.is_file() and marker.is_file() and json.loads(marker.read_text()) == expected:
@@ -90,14 +90,12 @@ def make_data(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         written = write_synthetic_qa_shards(DATA_DIR, scenes=scenes, views=VIEWS, height=SIZE, width=SIZE, seed=seed,
                                             split=split, questions_per_scene=per_scene, tasks=tasks,
-                                            workers=args.workers, progress=True, turns=turns,
+                                            workers=args.workers, progress=True,
                                             level_camera_height_m=LEVEL_CAMERA_HEIGHT_M)
         marker.write_text(json.dumps(expected))
         print(f"[demo] {split}: {written['total_samples']} questions about {scenes} scenes in "
               f"{time.perf_counter() - start:.0f} s")
-    head = f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{RECONSTRUCT_PROMPT}"
-    texts = [f"{head}{q}<|im_end|>\n<|im_start|>assistant\n{a}<|im_end|>"
-             for split in ("grounding", "train") for r in _records(split) for q, a in r.qa.turns]
+    texts = [chat_text(r.qa.turns) for split in ("grounding", "train") for r in _records(split)]
     train_bpe_tokenizer(DATA_DIR / "tokenizer", texts, vocab_size=512)
 
 

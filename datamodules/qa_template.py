@@ -39,6 +39,22 @@ RECONSTRUCT_PROMPT = "Reconstruct the 3D scene."
 MARKER_SIZE_AT_768 = 20
 
 
+def _opening(system_prompt: str) -> str:
+    return f"<|im_start|>system\n{system_prompt}<|im_end|>\n<|im_start|>user\n"
+
+
+def _question(turn: int, question: str) -> str:
+    """Turn `turn`'s question up to where its answer starts (later turns reopen the user's part)."""
+    opening = "" if turn == 0 else "\n<|im_start|>user\n"
+    return f"{opening}{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def chat_text(turns: list[tuple[str, str]], system_prompt: str = SYSTEM_PROMPT, reconstruct: bool = True) -> str:
+    """A sample's text in the template without its image spans: what a tokenizer for the template is trained on."""
+    text = _opening(system_prompt) + (RECONSTRUCT_PROMPT if reconstruct else "")
+    return text + "".join(f"{_question(turn, q)}{a}<|im_end|>" for turn, (q, a) in enumerate(turns))
+
+
 def draw_markers(image: np.ndarray, markers: list[Marker]) -> np.ndarray:
     """image (H, W, 3) uint8 -> a copy with the markers drawn (points filled, boxes outlined)."""
     if not markers:
@@ -91,7 +107,7 @@ class QATemplate:
         images, frames, geometry = self._images(record)
         t = self.tokens
         parts: list[Part] = []
-        head = f"<|im_start|>system\n{self.system_prompt}<|im_end|>\n<|im_start|>user\n"
+        head = _opening(self.system_prompt)
         if qa.reconstruct:
             parts += [TextPart(self._ids(self.encode(head + RECONSTRUCT_PROMPT) + [t.vision_start])),
                       GeometryPart(frames), TextPart(self._ids([t.vision_end]))]
@@ -102,8 +118,7 @@ class QATemplate:
                       TextPart(self._ids([t.vision_end]))]
         prompt_parts = 0
         for turn, (question, answer) in enumerate(qa.turns):
-            opening = "" if turn == 0 else "\n<|im_start|>user\n"
-            parts.append(TextPart(self._ids(self.encode(f"{opening}{question}<|im_end|>\n<|im_start|>assistant\n"))))
+            parts.append(TextPart(self._ids(self.encode(_question(turn, question)))))
             prompt_parts = len(parts)
             parts.append(TextPart(self._ids(self.encode(answer) + [t.im_end]), supervised=True))
         text_tokens = sum(int(p.ids.numel()) for p in parts if isinstance(p, TextPart))

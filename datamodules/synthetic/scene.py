@@ -172,9 +172,9 @@ def _sample_trajectory(
     if np.any(pitch > np.radians(60)):
         return None
     roll_start, roll_end = rng.uniform(-0.08, 0.08, 2)
-    rolls = (1 - t[:, 0]) * roll_start + t[:, 0] * roll_end
     if level_camera_height_m is not None:
-        rolls[:] = 0.0
+        roll_start = roll_end = 0.0
+    rolls = (1 - t[:, 0]) * roll_start + t[:, 0] * roll_end
     return np.stack([look_at(eye, target, roll) for eye, target, roll in zip(eyes, targets, rolls)])
 
 

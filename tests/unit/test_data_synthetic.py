@@ -124,8 +124,8 @@ def test_level_cameras_stand_at_the_height_and_look_horizontally():
     np.testing.assert_array_equal(level.room_size, free.room_size)
     assert [o.annotation() for o in level.objects] == [o.annotation() for o in free.objects]
     # a floor point at depth d images (f * height / d) rows below the principal point: the horizon law
-    depth = render(level).depth_m[0]
-    floor = render(level).surface_id[0] == 0
+    rendering = render(level)
+    depth, floor = rendering.depth_m[0], rendering.surface_id[0] == 0
     rows = np.nonzero(floor)[0]
     np.testing.assert_allclose(depth[floor], level.K[0, 1, 1] * 1.5 / (rows - level.K[0, 1, 2]), rtol=1e-9)
     with pytest.raises(ValueError, match="outside"):

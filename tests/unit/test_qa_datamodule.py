@@ -12,6 +12,7 @@ from g2vlm.datamodules.qa_batch import GeometryPart, ImagePart, TextPart
 from g2vlm.datamodules.qa_datamodule import QADataModule, built, token_budget_batches
 from g2vlm.datamodules.qa_schema import Marker, QARecord
 from g2vlm.datamodules.qa_shards import QAShardWriter, iter_qa_samples
+from g2vlm.datamodules.qa_template import chat_text
 from g2vlm.datamodules.qa_tokenizer import build_character_tokenizer, load_tokenizer
 from g2vlm.datamodules.synthetic.qa import write_synthetic_qa_shards
 
@@ -36,8 +37,9 @@ def _module(tokenizer_folder, shards, **changes) -> QADataModule:
 
 
 def test_template_labels_turns_and_markers(tokenizer_folder, tmp_path):
-    record = QARecord("vqa", "room", "chat", "free_form", [("How many chairs?", "Two."), ("And tables?", "One.")],
-                      num_images=2, markers=[Marker("point", "red", 1, (500.0, 500.0))])
+    turns = [("How many chairs?", "Two."), ("And tables?", "One.")]
+    record = QARecord("vqa", "room", "chat", "free_form", turns, num_images=2,
+                      markers=[Marker("point", "red", 1, (500.0, 500.0))])
     with QAShardWriter(tmp_path, "qa") as writer:
         writer.write("sample", record, [_grey_jpeg(), _grey_jpeg()])
     shard = str(tmp_path / "qa-000000.tar")
@@ -49,6 +51,7 @@ def test_template_labels_turns_and_markers(tokenizer_folder, tmp_path):
                     "Reconstruct the 3D scene.<|vision_start|><|vision_end|><|vision_start|><|vision_end|>"
                     "<|vision_start|><|vision_end|>How many chairs?<|im_end|>\n<|im_start|>assistant\nTwo.<|im_end|>"
                     "\n<|im_start|>user\nAnd tables?<|im_end|>\n<|im_start|>assistant\nOne.<|im_end|>")
+    assert text.replace("<|vision_start|><|vision_end|>", "") == chat_text(turns)  # the tokenizer corpus' text
     supervised = [tokenizer.decode(p.ids) for p in sample.parts if isinstance(p, TextPart) and p.supervised]
     assert supervised == ["Two.<|im_end|>", "One.<|im_end|>"]  # both turns, nothing else
     assert tokenizer.decode(sample.prompt[-1].ids).endswith("<|im_start|>assistant\n") and sample.answer == "One."
@@ -115,4 +118,4 @@ def test_trained_bpe_keeps_the_special_tokens_whole(tmp_path):
         assert len(tokenizer(token, add_special_tokens=False)["input_ids"]) == 1
     # as Qwen2's tokenizer, numbers are split into single digits, although "12.12" and the like recur in the corpus
     tokens = tokenizer.tokenize("12.12 m or 2.75 m, 10.25")
-    assert [t for t in tokens if any(c.isdigit() for c in t)] == list("1212275" "1025")
+    assert [t for t in tokens if any(c.isdigit() for c in t)] == list("1212") + list("275") + list("1025")
