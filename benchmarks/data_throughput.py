@@ -1,16 +1,21 @@
 """Multi-view loader throughput (`make bench-data`): clips/s and frames/s per loader worker, beside the raw decode
 rate of the same files measured in the same run.
 
-For each size (224x224 and 392x518, H x W) it renders synthetic shards at that size (8 views per clip), then,
-`--repeats` times in turn (so that changes of machine load hit both alike; medians are reported):
+Four cases, stored size -> loader output size (H x W), on synthetic shards (8 views per clip):
+- 224x224 -> 224x224 and 392x518 -> 392x518: frames stored at the output size. The focal crop factor is drawn
+  from the default (0.8, 1.0), so nearly every clip is cropped and resized back up: every frame pays an upscale
+  on top of a small decode, the loader's largest share of the work (its worst case);
+- 480x640 -> 224x224 and 480x640 -> 392x518: frames stored as the converters write real data (long side 640,
+  `ClipOptions.long_side`; ScanNet's 4:3), cropped and resized down, as training on converted shards runs.
+For each stored size it renders the shards once, then, `--repeats` times in turn (so that changes of machine
+load hit both alike; medians are reported):
 - raw decode: every JPEG + 16-bit depth PNG of the shards decoded in this process (bytes already in memory), with
   the decoders the loader uses and nothing else;
 - pipeline: the training loader of `MultiViewDataModule` (the DataLoader settings training uses) with W workers:
   tar reading, validation, view sampling, decoding, focal crop + resize with the K update, depth masking, batch
-  assembly in (pooled) shared memory, hand-off to the main process. The output size equals the stored size and the focal
-  crop factor is drawn from the default (0.8, 1.0), so nearly every clip is cropped and resized back up; all 8
-  views per clip. Images leave the loader as uint8 and depth as uint16 units; the float conversions and the
-  colour jitter run on the training device (`MultiViewDataModule.on_after_batch_transfer`), not here.
+  assembly in (pooled) shared memory, hand-off to the main process; all 8 views per clip. Images leave the loader
+  as uint8 and depth as uint16 units; the float conversions and the colour jitter run on the training device
+  (`MultiViewDataModule.on_after_batch_transfer`), not here.
 
 Wall-clock rates depend on what else runs on the machine; CPU time does much less: the worker's CPU seconds per
 frame (its process CPU clock, found through /proc's list of children) beside the raw decode's CPU seconds per frame
@@ -42,7 +47,13 @@ from g2vlm.datamodules.multiview import MultiViewDataModule
 from g2vlm.datamodules.schema import frame_member
 from g2vlm.datamodules.synthetic.shards import write_synthetic_shards
 
-SIZES = ((224, 224), (392, 518))
+CONVERTED_HW = (480, 640)  # what the converters store (long side ClipOptions.long_side = 640) for 4:3 footage
+CASES = (  # (stored H x W, loader output H x W)
+    ((224, 224), (224, 224)),
+    ((392, 518), (392, 518)),
+    (CONVERTED_HW, (224, 224)),
+    (CONVERTED_HW, (392, 518)),
+)
 VIEWS = 8
 CLIPS_PER_BATCH = 2
 TARGET_RATIO = 0.7  # pipeline with 1 worker vs raw decode
@@ -192,44 +203,46 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory() as temporary:
         root = Path(args.data_dir or temporary)
-        for height, width in SIZES:
-            out = root / f"bench-{height}x{width}"
+        for stored_hw, output_hw in CASES:
+            out = root / f"bench-{stored_hw[0]}x{stored_hw[1]}"
             if not (out / "synthetic-bench-index.json").exists():
-                write_synthetic_shards(out, scenes=args.clips, views=VIEWS, height=height, width=width, seed=0,
-                                       split="bench", workers=2, clips_per_shard=max(1, args.clips // 4))
+                write_synthetic_shards(out, scenes=args.clips, views=VIEWS, height=stored_hw[0], width=stored_hw[1],
+                                       seed=0, split="bench", workers=2, clips_per_shard=max(1, args.clips // 4))
             shards = sorted(str(path) for path in out.glob("synthetic-bench-*.tar"))
             raws, pipelines = [], {workers: [] for workers in args.workers}
             pattern = str(out / "synthetic-bench-*.tar")
             for _ in range(args.repeats):
                 raws.append(raw_decode_rate(shards, repeats=2))
                 for workers in args.workers:
-                    pipelines[workers].append(pipeline_rate(pattern, (height, width), workers, args.batches))
+                    pipelines[workers].append(pipeline_rate(pattern, output_hw, workers, args.batches))
             results.append({
-                "size": f"{height}x{width}", "repeats": args.repeats, "raw_decode": _median_rows(raws),
+                "case": f"{stored_hw[0]}x{stored_hw[1]} -> {output_hw[0]}x{output_hw[1]}",
+                "stored": list(stored_hw), "output": list(output_hw), "repeats": args.repeats,
+                "raw_decode": _median_rows(raws),
                 "pipeline": {f"{workers} worker(s)": {**_median_rows(rows), **_paired_ratios(raws, rows)}
                              for workers, rows in pipelines.items()},
-                "stage_cpu_ms_per_frame": stage_costs(shards, (height, width)),
+                "stage_cpu_ms_per_frame": stage_costs(shards, output_hw),
                 "all_measurements": {"raw_decode": raws, **{f"{w} worker(s)": rows for w, rows in pipelines.items()}},
             })
 
     print(f"multi-view loader throughput ({VIEWS} views per clip, frames/s, median of {args.repeats}; ratios paired "
           "with the raw decode measured just before; raw = JPEG + 16-bit PNG decode only)")
-    header = f"{'size HxW':<10} {'raw decode':>11} " + " ".join(f"{name:>22}" for name in results[0]["pipeline"])
+    header = f"{'stored -> output HxW':<20} {'raw decode':>11} " + " ".join(f"{name:>22}" for name in results[0]["pipeline"])
     print(header)
     for row in results:
         raw = row["raw_decode"]["frames_per_s"]
         cells = [f"{p['frames_per_s_per_worker']:7.1f}/w ({p['wall_ratio']:4.2f}x raw)"
                  for p in row["pipeline"].values()]
-        print(f"{row['size']:<10} {raw:11.1f} " + " ".join(f"{cell:>22}" for cell in cells))
+        print(f"{row['case']:<20} {raw:11.1f} " + " ".join(f"{cell:>22}" for cell in cells))
     print("CPU ms per frame by stage (in-process): " + ", ".join(results[0]["stage_cpu_ms_per_frame"]))
     for row in results:
-        print(f"{row['size']:<10} " + "  ".join(f"{value:6.2f}" for value in row["stage_cpu_ms_per_frame"].values()))
+        print(f"{row['case']:<20} " + "  ".join(f"{value:6.2f}" for value in row["stage_cpu_ms_per_frame"].values()))
     for row in results:
         one = row["pipeline"].get("1 worker(s)")
         if one is not None:
             verdict = "meets" if one["wall_ratio"] >= TARGET_RATIO else "misses"
             low, high = one["wall_ratio_range"]
-            line = (f"{row['size']}: pipeline (1 worker) at {one['wall_ratio']:.2f}x raw decode by wall clock "
+            line = (f"{row['case']}: pipeline (1 worker) at {one['wall_ratio']:.2f}x raw decode by wall clock "
                     f"({low:.2f}-{high:.2f}), {verdict} the {TARGET_RATIO}x target; {one['clips_per_s']:.1f} clips/s")
             if one["cpu_ratio"] is not None:
                 verdict = "meets" if one["cpu_ratio"] >= TARGET_RATIO else "misses"

@@ -112,25 +112,50 @@ def nearest_source_indices(source_length: int, target_length: int) -> np.ndarray
     return indices
 
 
+def box_average(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """uint8 images (N, C, h, w), h and w multiples of `factor` -> float32 (N, C, h / factor, w / factor)
+    (channels-last strides): the mean of every factor x factor block, bit for bit `F.avg_pool2d(images.float(),
+    factor)` (exact integer block sums, one float division each) at about a third of its cost on 3-channel images:
+    whole pixel rows are summed, then each row's horizontal sums are shifted whole-row adds and every
+    `factor`-th pixel is kept."""
+    n, channels, height, width = images.shape
+    pixels = images.permute(0, 2, 3, 1).contiguous()  # (N, h, w, C); no copy for channels-last input
+    rows = pixels.view(n, height // factor, factor, width * channels)
+    dtype = torch.int16 if factor * factor * 255 <= torch.iinfo(torch.int16).max else torch.int32
+    sums = rows[:, :, 0].to(dtype)  # (N, h / factor, w * C): sums over each block's rows
+    for row in range(1, factor):
+        sums += rows[:, :, row]
+    # blocks[..., p] = sums over `factor` pixels from p on; every block starts at a p below `span`
+    span = (width - factor + 1) * channels
+    blocks = torch.empty_like(sums)
+    torch.add(sums[..., :span], sums[..., channels:channels + span], out=blocks[..., :span])
+    for column in range(2, factor):
+        blocks[..., :span] += sums[..., column * channels:column * channels + span]
+    starts = blocks.view(n, height // factor, width // factor, factor * channels)[..., :channels]
+    return starts.to(torch.float32).div_(factor * factor).permute(0, 3, 1, 2)
+
+
 def resample_images(
     images: torch.Tensor, target_hw: tuple[int, int], reduction: int = 1, out: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Cropped images (N, 3, h, w) uint8 or float -> (N, 3, H, W) in the input dtype: a box filter by the integer
     `reduction` (see `reduction_factor`), then bilinear (see the module doc); uint8 results are rounded. Written into
-    `out` (N, 3, H, W) when given (an upscale of uint8 straight from the kernel, no intermediate tensor)."""
+    `out` (N, 3, H, W) when given (a bilinear resize of uint8 goes straight from the kernel into it)."""
     uint8_input = images.dtype == torch.uint8
     if reduction > 1:  # the antialiasing step: an exact box filter by an integer factor
-        images = F.avg_pool2d(images if images.is_floating_point() else images.float(), reduction)
-    if reduction > 1 or tuple(images.shape[-2:]) != tuple(target_hw):
+        images = box_average(images, reduction) if uint8_input else F.avg_pool2d(images, reduction)
+    if tuple(images.shape[-2:]) != tuple(target_hw):
         # When no axis shrinks, antialias=True is the same bilinear tent (support 1) and takes torch's fast
         # separable uint8 kernel; when an axis shrinks (by < 2 here) plain bilinear keeps the result exact.
         upscale = images.shape[-2] <= target_hw[0] and images.shape[-1] <= target_hw[1]
-        if upscale and out is not None and out.dtype == images.dtype:
-            # the kernel F.interpolate(mode="bilinear", antialias=True) dispatches to, with an output argument
-            return torch.ops.aten._upsample_bilinear2d_aa.out(images, list(target_hw), False, None, None, out=out)
+        if out is not None and out.dtype == images.dtype:
+            # the kernels F.interpolate(mode="bilinear", antialias=upscale) dispatches to, with an output argument
+            kernel = torch.ops.aten._upsample_bilinear2d_aa if upscale else torch.ops.aten.upsample_bilinear2d
+            return kernel.out(images, list(target_hw), False, None, None, out=out)
         images = F.interpolate(images, target_hw, mode="bilinear", align_corners=False, antialias=upscale)
     if uint8_input and images.is_floating_point():
-        images = images.round_().to(torch.uint8)
+        images = images.round_()
+        return images.to(torch.uint8) if out is None else out.copy_(images)
     return images if out is None else out.copy_(images)
 
 

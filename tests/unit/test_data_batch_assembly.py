@@ -16,6 +16,7 @@ from g2vlm.datamodules.augmentation import (
     crop_resize,
     nearest_source_indices,
     reduction_box,
+    box_average,
     reduction_factor,
     resample_images,
 )
@@ -160,6 +161,22 @@ def test_nearest_indices_match_torch_nearest_exact(source):
         values = torch.arange(source, dtype=torch.float32).view(1, 1, 1, source).expand(1, 1, 3, source)
         expected = F.interpolate(values, size=(3, target), mode="nearest-exact")[0, 0, 0].long()
         assert torch.equal(torch.from_numpy(nearest_source_indices(source, target).copy()), expected)
+
+
+@pytest.mark.parametrize(("factor", "height", "width", "channels_last"),
+                         [(2, 6, 10, True), (2, 8, 4, False), (3, 9, 12, True), (4, 8, 16, False), (12, 24, 36, True)])
+def test_box_average_equals_float_avg_pool(factor, height, width, channels_last):
+    """Exact block means, bit for bit torch's pooling of the float images; factor 12 sums in int32 (12 x 12 x 255
+    overflows int16), extreme values included."""
+    rng = np.random.default_rng(factor)
+    images = torch.from_numpy(rng.integers(0, 256, (2, 3, height, width), dtype=np.uint8))
+    images[0, :, :factor, :factor] = 255
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    means = box_average(images, factor)
+    assert means.dtype == torch.float32 and means.shape == (2, 3, height // factor, width // factor)
+    assert torch.equal(means, F.avg_pool2d(images.float(), factor))
+    assert means[0, 0, 0, 0] == 255
 
 
 def test_resample_into_out_equals_interpolate():
