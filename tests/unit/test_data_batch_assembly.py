@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from g2vlm.datamodules.augmentation import (
     CropBox,
+    box_average,
     crop_box,
     crop_resize,
     nearest_source_indices,
     reduction_box,
-    box_average,
     reduction_factor,
     resample_images,
 )
