@@ -145,14 +145,11 @@ def resample_images(
     if reduction > 1:  # the antialiasing step: an exact box filter by an integer factor
         images = box_average(images, reduction) if uint8_input else F.avg_pool2d(images, reduction)
     if tuple(images.shape[-2:]) != tuple(target_hw):
-        # When no axis shrinks, antialias=True is the same bilinear tent (support 1) and takes torch's fast
-        # separable uint8 kernel; when an axis shrinks (by < 2 here) plain bilinear keeps the result exact.
-        upscale = images.shape[-2] <= target_hw[0] and images.shape[-1] <= target_hw[1]
-        if out is not None and out.dtype == images.dtype:
-            # the kernels F.interpolate(mode="bilinear", antialias=upscale) dispatches to, with an output argument
-            kernel = torch.ops.aten._upsample_bilinear2d_aa if upscale else torch.ops.aten.upsample_bilinear2d
-            return kernel.out(images, list(target_hw), False, None, None, out=out)
-        images = F.interpolate(images, target_hw, mode="bilinear", align_corners=False, antialias=upscale)
+        # plain bilinear: what is left after the box filter shrinks by < 2 (antialiasing would blur asymmetrically,
+        # see the module doc) or grows (where antialias=True is the same tent; on uint8 bit for bit)
+        if out is not None and out.dtype == images.dtype:  # the kernel F.interpolate dispatches to, into `out`
+            return torch.ops.aten.upsample_bilinear2d.out(images, list(target_hw), False, None, None, out=out)
+        images = F.interpolate(images, target_hw, mode="bilinear", align_corners=False)
     if uint8_input and images.is_floating_point():
         images = images.round_()
         return images.to(torch.uint8) if out is None else out.copy_(images)
