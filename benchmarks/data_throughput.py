@@ -13,7 +13,10 @@ load hit both alike; medians are reported):
   the decoders the loader uses and nothing else;
 - pipeline: the training loader of `MultiViewDataModule` (the DataLoader settings training uses) with W workers:
   tar reading, validation, view sampling, decoding, focal crop + resize with the K update, depth masking, batch
-  assembly in (pooled) shared memory, hand-off to the main process; all 8 views per clip. Images leave the loader
+  assembly in (pooled) shared memory, hand-off to the main process; all 8 views per clip; as many clips per
+  batch as the shipped pretraining recipe at that output size holds (`CLIPS_PER_BATCH`: 12 at 224x224, 2 at
+  392x518), since the hand-off and the other per-batch costs (about 3 ms a batch on a 2-core VM) are spread over
+  the batch. Images leave the loader
   as uint8 and depth as uint16 units; the float conversions and the colour jitter run on the training device
   (`MultiViewDataModule.on_after_batch_transfer`), not here.
 
@@ -48,6 +51,10 @@ from g2vlm.datamodules.schema import frame_member
 from g2vlm.datamodules.synthetic.shards import write_synthetic_shards
 
 CONVERTED_HW = (480, 640)  # what the converters store (long side ClipOptions.long_side = 640) for 4:3 footage
+# Clips per batch: the image budget of the shipped pretraining recipe at that output size over 8 views
+# (experiments/geometry/pretrain_224.yaml: 96 images; pretrain_518.yaml: 18), so the per-batch costs are spread as
+# in training.
+CLIPS_PER_BATCH = {(224, 224): 12, (392, 518): 2}
 CASES = (  # (stored H x W, loader output H x W)
     ((224, 224), (224, 224)),
     ((392, 518), (392, 518)),
@@ -55,7 +62,6 @@ CASES = (  # (stored H x W, loader output H x W)
     (CONVERTED_HW, (392, 518)),
 )
 VIEWS = 8
-CLIPS_PER_BATCH = 2
 TARGET_RATIO = 0.7  # pipeline with 1 worker vs raw decode
 
 
@@ -111,10 +117,10 @@ def _cpu_spent(start: dict[int, float] | None, end: dict[int, float] | None) -> 
 
 def training_loader(shards: str, size: tuple[int, int], workers: int, batches: int):
     """The training DataLoader of `MultiViewDataModule` over the shard pattern `shards` (one shard set) for 8-view
-    clips at `size`, CLIPS_PER_BATCH clips a batch."""
+    clips at `size`, CLIPS_PER_BATCH[size] clips a batch."""
     datamodule = MultiViewDataModule(
         train_shards=[shards], image_size=size, size_multiple=1, views_min=VIEWS, views_max=VIEWS,
-        image_budget=CLIPS_PER_BATCH * VIEWS, train_batches_per_epoch=batches, num_workers=workers, seed=0,
+        image_budget=CLIPS_PER_BATCH[tuple(size)] * VIEWS, train_batches_per_epoch=batches, num_workers=workers, seed=0,
     )
     return datamodule.train_dataloader()
 
@@ -144,8 +150,9 @@ def stage_costs(shards: list[str], size: tuple[int, int]) -> dict:
     """CPU milliseconds per frame of each pipeline stage, measured in this process (where the time goes):
     tar reading + meta validation; JPEG + PNG decoding; the rest of batch assembly (crop, resize, depth gather and
     masking, K update, writes into a pooled batch block, as in a worker)."""
+    clips_per_batch = CLIPS_PER_BATCH[tuple(size)]
     recipe = BatchRecipe(image_size=size, size_multiple=1, views_min=VIEWS, views_max=VIEWS, val_views=VIEWS,
-                         image_budget=CLIPS_PER_BATCH * VIEWS)
+                         image_budget=clips_per_batch * VIEWS)
     rng = np.random.default_rng(0)
     scratch, pool = ScratchBuffer(), SharedBlockPool()  # as in a loader worker
     clock = time.process_time
@@ -154,10 +161,10 @@ def stage_costs(shards: list[str], size: tuple[int, int]) -> dict:
     read = clock() - start
     decode = assemble = 0.0
     frames = list(range(VIEWS))
-    for first in range(0, len(records) - 1, CLIPS_PER_BATCH):  # streaming, as in the loader
+    for first in range(0, len(records) - clips_per_batch + 1, clips_per_batch):  # streaming, as in the loader
         pool.board.zero_()  # the previous batches were dropped: their blocks are back in the pool
-        batch = BatchAssembler(CLIPS_PER_BATCH, VIEWS, size, scratch, pool)
-        for record in records[first:first + CLIPS_PER_BATCH]:
+        batch = BatchAssembler(clips_per_batch, VIEWS, size, scratch, pool)
+        for record in records[first:first + clips_per_batch]:
             start = clock()
             for index in frames:
                 decode_jpeg(record.members[frame_member(index, "jpg")])
@@ -166,7 +173,7 @@ def stage_costs(shards: list[str], size: tuple[int, int]) -> dict:
             start = clock()
             batch.add(record, frames, clip_crop_box(record, frames, size, recipe, rng))
             assemble += clock() - start
-    per_frame = 1e3 / ((len(records) // CLIPS_PER_BATCH) * CLIPS_PER_BATCH * VIEWS)
+    per_frame = 1e3 / ((len(records) // clips_per_batch) * clips_per_batch * VIEWS)
     return {"read_and_validate_ms": read * per_frame, "decode_ms": decode * per_frame,
             "crop_resize_assemble_ms": (assemble - decode) * per_frame}
 
@@ -192,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="loader worker counts (default 1 2)")
     parser.add_argument("--clips", type=int, default=24, help="synthetic clips per size (default 24)")
-    parser.add_argument("--batches", type=int, default=24, help="timed batches (2 clips each) per worker (default 24)")
+    parser.add_argument("--batches", type=int, default=24, help="timed batches per worker (default 24)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="measurements of each rate, medians reported (default 3)")
     parser.add_argument("--data-dir", help="keep the rendered shards here (default: a temporary folder)")
