@@ -150,15 +150,15 @@ def stage_costs(shards: list[str], size: tuple[int, int]) -> dict:
     """CPU milliseconds per frame of each pipeline stage, measured in this process (where the time goes):
     tar reading + meta validation; JPEG + PNG decoding; the rest of batch assembly (crop, resize, depth gather and
     masking, K update, writes into a pooled batch block, as in a worker)."""
-    clips_per_batch = CLIPS_PER_BATCH[tuple(size)]
-    recipe = BatchRecipe(image_size=size, size_multiple=1, views_min=VIEWS, views_max=VIEWS, val_views=VIEWS,
-                         image_budget=clips_per_batch * VIEWS)
-    rng = np.random.default_rng(0)
-    scratch, pool = ScratchBuffer(), SharedBlockPool()  # as in a loader worker
     clock = time.process_time
     start = clock()
     records = list(iter_clip_records(shards, SkipLog()))
     read = clock() - start
+    clips_per_batch = min(CLIPS_PER_BATCH[tuple(size)], len(records))
+    recipe = BatchRecipe(image_size=size, size_multiple=1, views_min=VIEWS, views_max=VIEWS, val_views=VIEWS,
+                         image_budget=clips_per_batch * VIEWS)
+    rng = np.random.default_rng(0)
+    scratch, pool = ScratchBuffer(), SharedBlockPool()  # as in a loader worker
     decode = assemble = 0.0
     frames = list(range(VIEWS))
     for first in range(0, len(records) - clips_per_batch + 1, clips_per_batch):  # streaming, as in the loader
