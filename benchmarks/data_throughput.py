@@ -15,7 +15,7 @@ load hit both alike; medians are reported):
   tar reading, validation, view sampling, decoding, focal crop + resize with the K update, depth masking, batch
   assembly in (pooled) shared memory, hand-off to the main process; all 8 views per clip; as many clips per
   batch as the shipped pretraining recipe at that output size holds (`CLIPS_PER_BATCH`: 12 at 224x224, 2 at
-  392x518), since the hand-off and the other per-batch costs (about 3 ms a batch on a 2-core VM) are spread over
+  392x518), since the hand-off and the other per-batch costs (about 4 ms a batch on a 2-core VM) are spread over
   the batch. Images leave the loader
   as uint8 and depth as uint16 units; the float conversions and the colour jitter run on the training device
   (`MultiViewDataModule.on_after_batch_transfer`), not here.
