@@ -16,9 +16,8 @@ load hit both alike; medians are reported):
   assembly in (pooled) shared memory, hand-off to the main process; all 8 views per clip; as many clips per
   batch as the shipped pretraining recipe at that output size holds (`CLIPS_PER_BATCH`: 12 at 224x224, 2 at
   392x518), since the hand-off and the other per-batch costs (about 4 ms a batch on a 2-core VM) are spread over
-  the batch. Images leave the loader
-  as uint8 and depth as uint16 units; the float conversions and the colour jitter run on the training device
-  (`MultiViewDataModule.on_after_batch_transfer`), not here.
+  the batch. Images leave the loader as uint8 and depth as uint16 units; the float conversions and the colour
+  jitter run on the training device (`MultiViewDataModule.on_after_batch_transfer`), not here.
 
 Wall-clock rates depend on what else runs on the machine; CPU time does much less: the worker's CPU seconds per
 frame (its process CPU clock, found through /proc's list of children) beside the raw decode's CPU seconds per frame
@@ -120,7 +119,8 @@ def training_loader(shards: str, size: tuple[int, int], workers: int, batches: i
     clips at `size`, CLIPS_PER_BATCH[size] clips a batch."""
     datamodule = MultiViewDataModule(
         train_shards=[shards], image_size=size, size_multiple=1, views_min=VIEWS, views_max=VIEWS,
-        image_budget=CLIPS_PER_BATCH[tuple(size)] * VIEWS, train_batches_per_epoch=batches, num_workers=workers, seed=0,
+        image_budget=CLIPS_PER_BATCH[tuple(size)] * VIEWS, train_batches_per_epoch=batches, num_workers=workers,
+        seed=0,
     )
     return datamodule.train_dataloader()
 
@@ -198,7 +198,7 @@ def _paired_ratios(raws: list[dict], pipelines: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="loader worker counts (default 1 2)")
-    parser.add_argument("--clips", type=int, default=24, help="synthetic clips per size (default 24)")
+    parser.add_argument("--clips", type=int, default=24, help="synthetic clips per stored size (default 24)")
     parser.add_argument("--batches", type=int, default=24, help="timed batches per worker (default 24)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="measurements of each rate, medians reported (default 3)")
@@ -234,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"multi-view loader throughput ({VIEWS} views per clip, frames/s, median of {args.repeats}; ratios paired "
           "with the raw decode measured just before; raw = JPEG + 16-bit PNG decode only)")
-    header = f"{'stored -> output HxW':<20} {'raw decode':>11} " + " ".join(f"{name:>22}" for name in results[0]["pipeline"])
-    print(header)
+    print(f"{'stored -> output HxW':<20} {'raw decode':>11} "
+          + " ".join(f"{name:>22}" for name in results[0]["pipeline"]))
     for row in results:
         raw = row["raw_decode"]["frames_per_s"]
         cells = [f"{p['frames_per_s_per_worker']:7.1f}/w ({p['wall_ratio']:4.2f}x raw)"
