@@ -14,7 +14,7 @@ load hit both alike; medians are reported):
 - pipeline: the training loader of `MultiViewDataModule` (the DataLoader settings training uses) with W workers:
   tar reading, validation, view sampling, decoding, focal crop + resize with the K update, depth masking, batch
   assembly in (pooled) shared memory, hand-off to the main process; all 8 views per clip; as many clips per
-  batch as the shipped pretraining recipe at that output size holds (`CLIPS_PER_BATCH`: 12 at 224x224, 2 at
+  batch as the shipped pretraining recipe at that output size holds (`clips_per_batch`: 12 at 224x224, 2 at
   392x518), since the hand-off and the other per-batch costs (about 4 ms a batch on a 2-core VM) are spread over
   the batch. Images leave the loader as uint8 and depth as uint16 units; the float conversions and the colour
   jitter run on the training device (`MultiViewDataModule.on_after_batch_transfer`), not here.
@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from g2vlm.datamodules.batch_assembly import BatchAssembler, ScratchBuffer, SharedBlockPool
 from g2vlm.datamodules.clip_reader import SkipLog, iter_clip_records
 from g2vlm.datamodules.clip_streams import BatchRecipe, clip_crop_box
@@ -50,10 +51,9 @@ from g2vlm.datamodules.schema import frame_member
 from g2vlm.datamodules.synthetic.shards import write_synthetic_shards
 
 CONVERTED_HW = (480, 640)  # what the converters store (long side ClipOptions.long_side = 640) for 4:3 footage
-# Clips per batch: the image budget of the shipped pretraining recipe at that output size over 8 views
-# (experiments/geometry/pretrain_224.yaml: 96 images; pretrain_518.yaml: 18), so the per-batch costs are spread as
-# in training.
-CLIPS_PER_BATCH = {(224, 224): 12, (392, 518): 2}
+# The shipped pretraining recipe at each output size: its image budget sets the clips per batch
+RECIPES = {(224, 224): "pretrain_224.yaml", (392, 518): "pretrain_518.yaml"}
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "experiments" / "geometry"
 CASES = (  # (stored H x W, loader output H x W)
     ((224, 224), (224, 224)),
     ((392, 518), (392, 518)),
@@ -114,12 +114,19 @@ def _cpu_spent(start: dict[int, float] | None, end: dict[int, float] | None) -> 
     return sum(end[pid] - start[pid] for pid in start.keys() & end.keys())
 
 
+def clips_per_batch(size: tuple[int, int]) -> int:
+    """8-view clips in the image budget of the shipped pretraining recipe at output `size` (pretrain_224.yaml: 96
+    images -> 12; pretrain_518.yaml: 18 -> 2), so the per-batch costs are spread as in training."""
+    recipe = yaml.safe_load((RECIPE_DIR / RECIPES[tuple(size)]).read_text())
+    return recipe["data"]["init_args"]["image_budget"] // VIEWS
+
+
 def training_loader(shards: str, size: tuple[int, int], workers: int, batches: int):
     """The training DataLoader of `MultiViewDataModule` over the shard pattern `shards` (one shard set) for 8-view
-    clips at `size`, CLIPS_PER_BATCH[size] clips a batch."""
+    clips at `size`, `clips_per_batch(size)` clips a batch."""
     datamodule = MultiViewDataModule(
         train_shards=[shards], image_size=size, size_multiple=1, views_min=VIEWS, views_max=VIEWS,
-        image_budget=CLIPS_PER_BATCH[tuple(size)] * VIEWS, train_batches_per_epoch=batches, num_workers=workers,
+        image_budget=clips_per_batch(size) * VIEWS, train_batches_per_epoch=batches, num_workers=workers,
         seed=0,
     )
     return datamodule.train_dataloader()
@@ -154,17 +161,17 @@ def stage_costs(shards: list[str], size: tuple[int, int]) -> dict:
     start = clock()
     records = list(iter_clip_records(shards, SkipLog()))
     read = clock() - start
-    clips_per_batch = min(CLIPS_PER_BATCH[tuple(size)], len(records))
+    clips = min(clips_per_batch(size), len(records))
     recipe = BatchRecipe(image_size=size, size_multiple=1, views_min=VIEWS, views_max=VIEWS, val_views=VIEWS,
-                         image_budget=clips_per_batch * VIEWS)
+                         image_budget=clips * VIEWS)
     rng = np.random.default_rng(0)
     scratch, pool = ScratchBuffer(), SharedBlockPool()  # as in a loader worker
     decode = assemble = 0.0
     frames = list(range(VIEWS))
-    for first in range(0, len(records) - clips_per_batch + 1, clips_per_batch):  # streaming, as in the loader
+    for first in range(0, len(records) - clips + 1, clips):  # streaming, as in the loader
         pool.board.zero_()  # the previous batches were dropped: their blocks are back in the pool
-        batch = BatchAssembler(clips_per_batch, VIEWS, size, scratch, pool)
-        for record in records[first:first + clips_per_batch]:
+        batch = BatchAssembler(clips, VIEWS, size, scratch, pool)
+        for record in records[first:first + clips]:
             start = clock()
             for index in frames:
                 decode_jpeg(record.members[frame_member(index, "jpg")])
@@ -173,7 +180,7 @@ def stage_costs(shards: list[str], size: tuple[int, int]) -> dict:
             start = clock()
             batch.add(record, frames, clip_crop_box(record, frames, size, recipe, rng))
             assemble += clock() - start
-    per_frame = 1e3 / ((len(records) // clips_per_batch) * clips_per_batch * VIEWS)
+    per_frame = 1e3 / ((len(records) // clips) * clips * VIEWS)
     return {"read_and_validate_ms": read * per_frame, "decode_ms": decode * per_frame,
             "crop_resize_assemble_ms": (assemble - decode) * per_frame}
 
