@@ -154,7 +154,8 @@ class QATemplate:
     def _geometry_images(self, images: list[np.ndarray], record: QASampleRecord) -> list[np.ndarray]:
         if not self.markers_on_geometry:
             return images
-        return [qa_markers.draw_markers(image, [m for m in record.qa.markers if m.image == i]) for i, image in enumerate(images)]
+        return [qa_markers.draw_markers(image, [m for m in record.qa.markers if m.image == i])
+                for i, image in enumerate(images)]
 
     @staticmethod
     def _resized(image: np.ndarray, target: tuple[int, int]) -> torch.Tensor:
