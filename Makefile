@@ -67,9 +67,12 @@ bench-pose: $(STAMP) ## relative-pose benchmark (synthetic, co3dv2, re10k): [CKP
 bench-pointmap: $(STAMP) ## point-map benchmark (synthetic, 7scenes, nrgbd, eth3d, dtu): [CKPT=] [DATASETS=] [ROOT_<NAME>=] [PRED=] [OUT=]
 	$(BIN)/g2vlm bench pointmap $(call bench_args,pointmap)
 
-bench-spar: $(STAMP) ## SPAR-Bench scoring: make bench-spar DATA=dir (CKPT=ckpt | PREDICTIONS=answers.jsonl)
-	@test -n "$(DATA)" || { echo "usage: make bench-spar DATA=<qa shards dir> (CKPT=<ckpt> | PREDICTIONS=<jsonl>)" >&2; exit 2; }
-	$(BIN)/g2vlm bench spar --data $(DATA) $(if $(CKPT),--ckpt $(CKPT),--predictions $(PREDICTIONS))
+SPAR_BENCH_DATA = $(or $(DATA),data/shards/spar-bench)
+bench-spar: $(STAMP) ## SPAR-Bench: [PARQUET=SPAR-Bench/data] [DATA=data/shards/spar-bench] [CKPT=demo's | PREDICTIONS=] [TOKENIZER=] [OUT=]
+	$(if $(PARQUET),$(BIN)/g2vlm shard spar-bench --parquet $(PARQUET) --out $(SPAR_BENCH_DATA))
+	$(BIN)/g2vlm bench spar --data $(SPAR_BENCH_DATA) \
+		$(if $(PREDICTIONS),--predictions $(PREDICTIONS),--ckpt $(or $(CKPT),runs/reasoning-demo/checkpoints/last.ckpt)) \
+		$(if $(TOKENIZER),--tokenizer $(TOKENIZER)) --out $(or $(OUT),runs/bench/spar.json)
 
 demo-reasoning: $(STAMP) ## synthetic spatial QA -> train the tiny reasoning model on CPU -> accuracy / MRA vs baselines
 	$(BIN)/python -m g2vlm.benchmarks.spar_demo

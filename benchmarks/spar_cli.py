@@ -1,10 +1,13 @@
 """`g2vlm bench spar` (`make bench-spar`): SPAR-Bench scoring of a checkpoint or of saved predictions.
 
-    g2vlm bench spar --ckpt runs/reasoning-demo/checkpoints/last.ckpt --data data/spar-bench
-    g2vlm bench spar --predictions outputs/model.jsonl --data data/spar-bench --out runs/bench/spar.json
+    g2vlm shard spar-bench --parquet SPAR-Bench/data --out data/shards/spar-bench      # once, from the HF download
+    g2vlm bench spar --ckpt runs/reasoning-demo/checkpoints/last.ckpt --data data/shards/spar-bench
+    g2vlm bench spar --predictions outputs/model.jsonl --data data/shards/spar-bench --out runs/bench/spar.json
     g2vlm bench spar --predictions outputs/model.jsonl          # lines carrying task and answer too
 
---data is a folder (or glob) of QA shards, e.g. SPAR-Bench converted by `g2vlm shard spar`, or synthetic QA
+--data is a folder (or glob) of QA shards: SPAR-Bench or SPAR-Bench-Tiny converted by `g2vlm shard spar-bench`
+(each question already as the official lmms-eval task prompts it, so a checkpoint answers exactly those prompts;
+keys `sparbench_<id>`), SPAR-7M's val split (`g2vlm shard spar --split val`) or synthetic QA
 (`g2vlm shard synthetic-qa`). Prints the Avg / Low / Medium / High table beside the published rows and the
 per-task table; --out writes JSON {"spar": {...}, "env": {...}}. Scoring rules: g2vlm.benchmarks.spar.
 """

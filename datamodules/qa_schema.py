@@ -12,11 +12,16 @@ Fields of KEY.json:
     dataset, scene (str); task (str, e.g. `depth_prediction_oc` or a synthetic task name);
     answer_type: "numeric" | "multiple_choice" | "free_form";
     conversations: turns {"from": "human" | "gpt", "value": str}, alternating, starting with a human turn and
-        ending with a gpt turn (multi-turn conversations are kept whole);
+        ending with a gpt turn (multi-turn conversations are kept whole). The first question may hold exactly
+        `num_images` `<image>` placeholders: the images are read there, between the text around them (the
+        `Frame-k: <image>` lines of SPAR's video samples); without placeholders the images come before it;
     num_images (int >= 1): the number of KEY.FFF.jpg members;
-    markers (optional): drawn on the ViT copy of image `image`; coordinates on SPAR's 0-1000 scale
-        (pixel = value * size / 1000): {"kind": "point", "colour": c, "image": i, "xy": [x, y]} or
-        {"kind": "box", "colour": c, "image": i, "box": [x1, y1, x2, y2]}; colour one of MARKER_COLOURS;
+    markers (optional): drawn on the ViT copy of image `image`, in list order (`qa_markers`); coordinates on SPAR's
+        0-1000 scale (pixel = value / 1000 * size): {"kind": "point", "colour": c, "image": i, "xy": [x, y]} or
+        {"kind": "box", "colour": c, "image": i, "box": [x1, y1, x2, y2]}; colour (one of MARKER_COLOURS) is the
+        word the question uses; optional: "style" (`qa_markers.MARKER_STYLES`, default "scaled"), "rgb" [r, g, b]
+        (the drawn colour, default the colour's MARKER_COLOURS value), "label" ("object0", "objectA") and
+        "label_fill" (bool), for "spar_cv" markers only;
     reconstruct (optional bool, default true): feed the images to the geometric expert as well (spatial data);
         false for general VQA, which the official recipe runs without DINO images;
     turn_tasks (optional): the task of every turn, when a conversation mixes tasks (then `task` names the mix).
@@ -31,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from g2vlm.datamodules.clip_reader import ClipRecord, RawSample
+from g2vlm.datamodules.qa_markers import MARKER_STYLES, label_size
 from g2vlm.datamodules.schema import (
     META_SUFFIX,
     REASON_MISSING_FRAME,
@@ -50,20 +56,38 @@ MARKER_COLOURS: dict[str, tuple[int, int, int]] = {
     "yellow": (255, 255, 0),
 }
 HUMAN, ASSISTANT = "human", "gpt"
+IMAGE_PLACEHOLDER = "<image>"
 
 
 @dataclass
 class Marker:
-    """A point (xy: [x, y]) or box (box: [x1, y1, x2, y2]) on the 0-1000 scale of image `image`."""
+    """A point (xy: [x, y]) or box (box: [x1, y1, x2, y2]) on the 0-1000 scale of image `image`, drawn in `style`
+    (`qa_markers`) in `rgb` (None: the colour's MARKER_COLOURS value), with an optional label ("spar_cv" only)."""
 
     kind: str
     colour: str
     image: int
     coords: tuple[float, ...]
+    style: str = "scaled"
+    rgb: tuple[int, int, int] | None = None
+    label: str | None = None
+    label_fill: bool = False
+
+    @property
+    def drawn_rgb(self) -> tuple[int, int, int]:
+        return self.rgb if self.rgb is not None else MARKER_COLOURS[self.colour]
 
     def to_json(self) -> dict[str, Any]:
         key = "xy" if self.kind == "point" else "box"
-        return {"kind": self.kind, "colour": self.colour, "image": self.image, key: [float(v) for v in self.coords]}
+        record = {"kind": self.kind, "colour": self.colour, "image": self.image, key: [float(v) for v in self.coords]}
+        if self.style != "scaled":
+            record["style"] = self.style
+        if self.rgb is not None:
+            record["rgb"] = [int(v) for v in self.rgb]
+        if self.label is not None:
+            record["label"] = self.label
+            record["label_fill"] = bool(self.label_fill)
+        return record
 
 
 @dataclass
@@ -125,7 +149,26 @@ def _marker(item: Any, num_images: int, where: str) -> Marker:
     if (not isinstance(coords, list) or len(coords) != length
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in coords)):
         raise SampleError(REASON_SCHEMA, f"{where}: marker '{name}' must be {length} numbers, got {coords!r}")
-    return Marker(kind, colour, image, tuple(float(v) for v in coords))
+    style = item.get("style", "scaled")
+    if style not in MARKER_STYLES:
+        raise SampleError(REASON_SCHEMA, f"{where}: marker 'style' must be one of {list(MARKER_STYLES)}, got {style!r}")
+    rgb = item.get("rgb")
+    if rgb is not None and (not isinstance(rgb, list) or len(rgb) != 3 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in rgb)):
+        raise SampleError(REASON_SCHEMA, f"{where}: marker 'rgb' must be 3 integers in 0..255, got {rgb!r}")
+    label, label_fill = item.get("label"), item.get("label_fill", False)
+    if label is not None:
+        try:
+            label_size(label if isinstance(label, str) else repr(label))
+        except ValueError:
+            raise SampleError(REASON_SCHEMA, f"{where}: marker 'label' must be object<digits> or objectA, "
+                                             f"got {label!r}") from None
+        if style != "spar_cv":
+            raise SampleError(REASON_SCHEMA, f"{where}: marker 'label' needs style spar_cv, got {style!r}")
+    if not isinstance(label_fill, bool):
+        raise SampleError(REASON_SCHEMA, f"{where}: marker 'label_fill' must be a boolean, got {label_fill!r}")
+    return Marker(kind, colour, image, tuple(float(v) for v in coords), style,
+                  None if rgb is None else tuple(rgb), label, label_fill)
 
 
 def validate_qa_record(record: Any, where: str = "json") -> QARecord:
@@ -151,6 +194,10 @@ def validate_qa_record(record: Any, where: str = "json") -> QARecord:
     num_images = record.get("num_images")
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
         raise SampleError(REASON_SCHEMA, f"{where}: field 'num_images' must be a positive integer, got {num_images!r}")
+    placeholders = [question.count(IMAGE_PLACEHOLDER) for question, _ in turns]
+    if placeholders[0] not in (0, num_images) or any(placeholders[1:]):
+        raise SampleError(REASON_SCHEMA, f"{where}: field 'conversations' must hold {num_images} '{IMAGE_PLACEHOLDER}' "
+                                         f"placeholders in its first question or none (found {placeholders})")
     markers = record.get("markers", [])
     if not isinstance(markers, list):
         raise SampleError(REASON_SCHEMA, f"{where}: field 'markers' must be a list")

@@ -1,7 +1,9 @@
-"""`g2vlm shard synthetic-qa` and `g2vlm shard spar`: build spatial-QA shards (schema in `qa_schema`).
+"""`g2vlm shard synthetic-qa`, `g2vlm shard spar` and `g2vlm shard spar-bench`: build spatial-QA shards (schema in
+`qa_schema`).
 
     g2vlm shard synthetic-qa --out DIR --scenes N [--views 2] [--size 64x64] [--questions 4] [--tasks a,b]
     g2vlm shard spar --root SPAR7M --out DIR [--split train] [--sources scannet,...]
+    g2vlm shard spar-bench --parquet SPAR-Bench/data --out DIR
 """
 
 from __future__ import annotations
@@ -74,8 +76,10 @@ def add_spar(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "spar", help="SPAR-7M QA records and their images -> QA shards",
         description="Convert SPAR-7M (ROOT/<source>/qa_jsonl/<split>/<task>/<format>/*.jsonl with the images under "
-                    "ROOT/<source>/images) into <out>/spar-<split>-NNNNNN.tar plus its index JSON. "
-                    "Conventions: g2vlm.datamodules.spar.",
+                    "ROOT/<source>/images, as the release's archives and its prepare_*_layout.py scripts lay them "
+                    "out) into <out>/spar-<split>-NNNNNN.tar plus its index JSON: every task type, markers stored "
+                    "as the official renderer draws them, frame labels of video samples kept; unusable records "
+                    "skipped and counted by reason. Conventions: g2vlm.datamodules.spar.",
     )
     parser.add_argument("--root", required=True, help="SPAR-7M folder holding the source folders (rxr, scannet, ...)")
     parser.add_argument("--out", required=True, help="output folder")
@@ -106,5 +110,42 @@ def run_spar(args: argparse.Namespace) -> int:
     skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(summary["skipped"].items())) or "none"
     print(f"wrote {summary['written']} QA samples ({index['total_images']} images) in {len(index['shards'])} shards "
           f"({index['total_bytes'] / 2**20:.1f} MiB) to {args.out} in {time.perf_counter() - start:.1f} s; "
-          f"skipped: {skipped}; samples with map/video markers not drawn: {summary['markers_not_converted']}")
+          f"skipped: {skipped}")
+    return 0
+
+
+def add_spar_bench(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "spar-bench", help="SPAR-Bench / SPAR-Bench-Tiny parquet (Hugging Face) -> QA shards for `g2vlm bench spar`",
+        description="Convert the parquet files of jasonzhango/SPAR-Bench or jasonzhango/SPAR-Bench-Tiny (e.g. "
+                    "`huggingface-cli download jasonzhango/SPAR-Bench --repo-type dataset --local-dir SPAR-Bench`, "
+                    "then --parquet SPAR-Bench/data) into <out>/spar_bench-test-NNNNNN.tar plus its index JSON, "
+                    "each question as the official lmms-eval task prompts it. Conventions: "
+                    "g2vlm.datamodules.spar_bench.",
+    )
+    parser.add_argument("--parquet", required=True, help="a .parquet file or a folder searched for *.parquet")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--samples-per-shard", type=int, default=1000, help="samples per shard (default 1000)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run_spar_bench)
+
+
+def run_spar_bench(args: argparse.Namespace) -> int:
+    import sys
+
+    from g2vlm.datamodules.spar_bench import convert_spar_bench
+
+    start = time.perf_counter()
+    try:
+        summary = convert_spar_bench(args.parquet, args.out, args.samples_per_shard, progress=not args.no_progress)
+    except ValueError as error:
+        print(f"g2vlm shard spar-bench: error: {error}", file=sys.stderr)
+        return 2
+    index = summary["index"]
+    skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(summary["skipped"].items())) or "none"
+    print(f"wrote {summary['written']} SPAR-Bench questions of {len(summary['tasks'])} tasks "
+          f"({index['total_images']} images) in {len(index['shards'])} shards ({index['total_bytes'] / 2**20:.1f} MiB) "
+          f"to {args.out} in {time.perf_counter() - start:.1f} s; skipped: {skipped}")
+    if summary["missing_tasks"]:
+        print(f"g2vlm shard spar-bench: no question of {', '.join(summary['missing_tasks'])}", file=sys.stderr)
     return 0

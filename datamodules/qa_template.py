@@ -13,10 +13,15 @@ in one span between a single pair of delimiters, because the geometric expert at
 of a sample (the paper's choice; the official per-frame delimiters only make sense with per-frame spans).
 Samples with `reconstruct: false` (general VQA) have no "Reconstruct the 3D scene." and no geometry span.
 
-Images: each copy is the largest centred box of its target's aspect ratio resized to that target (geometry:
-`geometry_size`, e.g. 518x518; ViT: `vit_size`, e.g. 756x756), with intrinsics updated exactly (depth and K
-ride along for the geometry loss). Markers (points and boxes on SPAR's 0-1000 scale) are drawn on the full
-image before the ViT resize, 20 px (dot radius, box stroke) at the 768 px scale of the official recipe.
+Images with `<image>` placeholders in their first question (SPAR's video samples: `Frame-k: <image>` lines) are
+read where the placeholders stand, between the text around them.
+
+Images: the geometry copy is the largest centred box of the target's aspect ratio resized to `geometry_size` (e.g.
+518x518), with intrinsics updated exactly (depth and K ride along for the geometry loss), as the official loader's
+crop. The ViT copy is the whole image, markers drawn at its stored resolution (`qa_markers`), resized to `vit_size`
+(e.g. 756x756) with PIL's bicubic filter and no crop, as the official joint-training loader does
+(`QwenVL2ImageTransform`: every image resized to 768x768, which the Qwen2-VL processor snaps to 756x756): whatever a
+question refers to stays in view, and SPAR's 0-1000 coordinates still match the image (aspect ratio is not kept).
 `markers_on_geometry` also draws them on the geometry copy (not the official recipe: for models trained from
 scratch, whose Qwen-style ViT has no absolute position to ground a marker with, see experiments/reasoning/demo.yaml).
 """
@@ -25,18 +30,18 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from g2vlm.datamodules import qa_markers
 from g2vlm.datamodules.augmentation import crop_box, crop_resize
 from g2vlm.datamodules.clip_reader import valid_depth_mask
 from g2vlm.datamodules.decoding import decode_jpeg
 from g2vlm.datamodules.qa_batch import GeometryPart, GeometryTargets, ImagePart, Part, QASample, TextPart
-from g2vlm.datamodules.qa_schema import MARKER_COLOURS, Marker, QASampleRecord
+from g2vlm.datamodules.qa_schema import IMAGE_PLACEHOLDER, Marker, QASampleRecord
 from g2vlm.datamodules.qa_tokenizer import ChatTokens
 from g2vlm.datamodules.schema import REASON_DECODE, SampleError, frame_member
-from PIL import Image, ImageDraw
+from PIL import Image
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 RECONSTRUCT_PROMPT = "Reconstruct the 3D scene."
-MARKER_SIZE_AT_768 = 20
 
 
 def _opening(system_prompt: str) -> str:
@@ -53,25 +58,6 @@ def chat_text(turns: list[tuple[str, str]], system_prompt: str = SYSTEM_PROMPT, 
     """A sample's text in the template without its image spans: what a tokenizer for the template is trained on."""
     text = _opening(system_prompt) + (RECONSTRUCT_PROMPT if reconstruct else "")
     return text + "".join(f"{_question(turn, q)}{a}<|im_end|>" for turn, (q, a) in enumerate(turns))
-
-
-def draw_markers(image: np.ndarray, markers: list[Marker]) -> np.ndarray:
-    """image (H, W, 3) uint8 -> a copy with the markers drawn (points filled, boxes outlined)."""
-    if not markers:
-        return image
-    height, width = image.shape[:2]
-    size = max(1, round(MARKER_SIZE_AT_768 * max(height, width) / 768))
-    canvas = Image.fromarray(image)
-    draw = ImageDraw.Draw(canvas)
-    for marker in markers:
-        colour = MARKER_COLOURS[marker.colour]
-        if marker.kind == "point":
-            x, y = marker.coords[0] * width / 1000, marker.coords[1] * height / 1000
-            draw.ellipse([x - size, y - size, x + size, y + size], fill=colour)
-        else:
-            x1, y1, x2, y2 = (v * s / 1000 for v, s in zip(marker.coords, (width, height, width, height)))
-            draw.rectangle([x1, y1, x2, y2], outline=colour, width=size)
-    return np.asarray(canvas)
 
 
 class QATemplate:
@@ -113,11 +99,18 @@ class QATemplate:
                       GeometryPart(frames), TextPart(self._ids([t.vision_end]))]
         else:
             parts.append(TextPart(self._ids(self.encode(head))))
+        first_question = qa.turns[0][0]
+        # text before each image: "" (images first) or the first question's text before its k-th placeholder
+        before = first_question.split(IMAGE_PLACEHOLDER) if IMAGE_PLACEHOLDER in first_question else None
         for index, image in enumerate(images):
+            if before is not None and before[index]:
+                parts.append(TextPart(self._ids(self.encode(before[index]))))
             parts += [TextPart(self._ids([t.vision_start])), ImagePart(self._vit_copy(image, qa.markers, index)),
                       TextPart(self._ids([t.vision_end]))]
         prompt_parts = 0
         for turn, (question, answer) in enumerate(qa.turns):
+            if turn == 0 and before is not None:
+                question = before[-1]
             parts.append(TextPart(self._ids(self.encode(_question(turn, question)))))
             prompt_parts = len(parts)
             parts.append(TextPart(self._ids(self.encode(answer) + [t.im_end]), supervised=True))
@@ -161,7 +154,8 @@ class QATemplate:
     def _geometry_images(self, images: list[np.ndarray], record: QASampleRecord) -> list[np.ndarray]:
         if not self.markers_on_geometry:
             return images
-        return [draw_markers(image, [m for m in record.qa.markers if m.image == i]) for i, image in enumerate(images)]
+        return [qa_markers.draw_markers(image, [m for m in record.qa.markers if m.image == i])
+                for i, image in enumerate(images)]
 
     @staticmethod
     def _resized(image: np.ndarray, target: tuple[int, int]) -> torch.Tensor:
@@ -174,6 +168,11 @@ class QATemplate:
         return resized[0].contiguous()
 
     def _vit_copy(self, image: np.ndarray, markers: list[Marker], index: int) -> torch.Tensor:
+        """(H, W, 3) uint8 -> (3, h, w) uint8: markers drawn, the whole image resized (bicubic) to vit_size."""
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise SampleError(REASON_DECODE, f"image of shape {image.shape} is not RGB")
         if self.draw_markers:
-            image = draw_markers(image, [m for m in markers if m.image == index])
-        return self._resized(image, self.vit_size)
+            image = qa_markers.draw_markers(image, [m for m in markers if m.image == index])
+        height, width = self.vit_size
+        resized = Image.fromarray(np.ascontiguousarray(image)).resize((width, height), Image.BICUBIC)
+        return torch.from_numpy(np.array(resized)).permute(2, 0, 1).contiguous()

@@ -33,7 +33,7 @@ def build_character_tokenizer(folder: str | Path):
     vocab = {character: index for index, character in enumerate(CHARACTERS)}
     vocab["<unk>"] = len(vocab)
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character, new lines too
     backend.decoder = decoders.Fuse()
     backend.add_special_tokens(list(QWEN_SPECIAL_TOKENS))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",

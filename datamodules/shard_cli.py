@@ -62,9 +62,13 @@ def run_synthetic(args: argparse.Namespace) -> int:
 
 
 from g2vlm.datamodules.convert_cli import add_co3dv2, add_dl3dv, add_scannet  # noqa: E402 (raw-data converters)
-from g2vlm.datamodules.qa_shard_cli import add_spar, add_synthetic_qa  # noqa: E402 (QA converters: qa_shard_cli.py)
+from g2vlm.datamodules.qa_shard_cli import (  # noqa: E402 (QA converters: qa_shard_cli.py)
+    add_spar,
+    add_spar_bench,
+    add_synthetic_qa,
+)
 
-DATASET_PARSERS = (add_synthetic, add_synthetic_qa, add_spar, add_scannet, add_co3dv2, add_dl3dv)
+DATASET_PARSERS = (add_synthetic, add_synthetic_qa, add_spar, add_spar_bench, add_scannet, add_co3dv2, add_dl3dv)
 
 
 def add_to(subparsers: argparse._SubParsersAction) -> None:

@@ -73,6 +73,30 @@ def test_template_labels_turns_and_markers(tokenizer_folder, tmp_path):
     assert red > 240 and green < 15 and blue < 15 and (frames[0].int() - 128).abs().max() <= 2
 
 
+def test_vit_copy_keeps_markers_at_the_image_corners(tokenizer_folder, tmp_path):
+    """A 4:3 image with SPAR markers at its four corners: each reaches the model's ViT input in its corner (the
+    whole image is resized, as the official loader does; a centre crop to the square input would cut 12.5 % off
+    either side and both markers of that side)."""
+    from g2vlm.lit.spatial_reasoning import to_segments
+    from g2vlm.model.packing import VitImage
+
+    colours = {"red": (255, 0, 0), "blue": (0, 0, 255), "green": (0, 128, 0), "yellow": (255, 255, 0)}
+    corners = {"red": (25, 35), "blue": (975, 35), "green": (25, 965), "yellow": (975, 965)}  # 0-1000 scale
+    markers = [Marker("point", c, 0, corners[c], "spar", colours[c]) for c in colours]
+    record = QARecord("spar_scannet", "scene0000_00", "depth_prediction_oc", "numeric", [("How deep?", "1.5")], 1,
+                      markers)
+    with QAShardWriter(tmp_path, "qa") as writer:
+        writer.write("corners", record, [encode_jpeg(np.full((240, 320, 3), 128, np.uint8), quality=95)])
+    data = _module(tokenizer_folder, [str(tmp_path / "qa-000000.tar")], vit_size=(112, 112))
+    (sample,) = built(iter_qa_samples([str(tmp_path / "qa-000000.tar")], SkipLog()), data.template, SkipLog())
+    (vit,) = [s.image for s in to_segments(sample.parts) if isinstance(s, VitImage)]  # what the ViT is fed
+    assert vit.shape == (3, 112, 112)
+    for colour, (x, y) in corners.items():
+        column, row = round(x / 1000 * 112), round(y / 1000 * 112)
+        assert 255 * vit[:, row, column] == pytest.approx(torch.tensor(colours[colour], dtype=torch.float32),
+                                                          abs=12), colour
+
+
 def test_budget_packing_and_mixing(tokenizer_folder, tmp_path):
     write_synthetic_qa_shards(tmp_path / "spatial", scenes=6, views=2, height=32, width=32, questions_per_scene=4)
     vqa = QARecord("vqa", "photo", "caption", "free_form", [("What is this?", "A grey square.")], 1,

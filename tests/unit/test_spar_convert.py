@@ -1,78 +1,166 @@
-"""`g2vlm shard spar` on a miniature SPAR-7M layout made here: questions, markers, images, skips."""
+"""`g2vlm shard spar` on a miniature SPAR-7M with a record of every task type (tests/fixtures/spar7m.py): nothing
+skipped, markers where and as the official renderer draws them, frame labels of video samples, skips by reason."""
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
+import pytest
+import torch
 from g2vlm.datamodules.clip_reader import SkipLog
+from g2vlm.datamodules.qa_batch import ImagePart, TextPart
+from g2vlm.datamodules.qa_markers import draw_markers
 from g2vlm.datamodules.qa_shards import iter_qa_samples
-from g2vlm.datamodules.spar import clean_question
-from PIL import Image
+from g2vlm.datamodules.qa_template import QATemplate
+from g2vlm.datamodules.qa_tokenizer import build_character_tokenizer
+from g2vlm.datamodules.spar import clean_question, convert_spar
 
 from g2vlm.tools import build_parser
+from tests.fixtures.spar7m import IMAGE_SIZES, MULTI_TURN_ID, RECORDS, image_grey, write_layout
+from tests.fixtures.spar7m_marks import EXPECTED_MARKS, TEXT_ZONE_MARGIN_PX
+
+GREY = (128, 128, 128)
 
 
-def _image(path, colour, fmt="JPEG"):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    Image.fromarray(np.full((48, 64, 3), colour, np.uint8)).save(buffer, format=fmt)
-    path.write_bytes(buffer.getvalue())
+def _convert(root, out, *extra) -> int:
+    args = build_parser().parse_args(["shard", "spar", "--root", str(root), "--out", str(out), "--no-progress",
+                                      *extra])
+    return args.run(args)
 
 
-def _jsonl(path, records):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """(the records read back, by their SPAR id; the converter's summary) for the fixture layout."""
+    root = tmp_path_factory.mktemp("spar7m")
+    write_layout(root / "spar")
+    summary = convert_spar(root / "spar", root / "out")
+    records = list(iter_qa_samples(sorted(str(p) for p in (root / "out").glob("*.tar")), SkipLog()))
+    ids = {record["id"]: f"spar__{source}__{record['type']}__{record['id']}" for source, _, _, record in RECORDS}
+    by_key = {r.key: r for r in records}
+    return {spar_id: by_key.get(key) for spar_id, key in ids.items()}, summary
 
 
-def _layout(root):
-    images = root / "scannet" / "images" / "scene0001_00" / "image_color"
-    _image(images / "10.jpg", 50)
-    _image(images / "20.jpg", 200, fmt="PNG")  # a PNG behind a .jpg name: re-encoded to JPEG
-    qa = root / "scannet" / "qa_jsonl" / "train"
-    _jsonl(qa / "depth_prediction_oc" / "fill" / "fill_2.jsonl", [
-        {"id": "scene0001_00_1", "type": "depth_prediction_oc", "image": ["scene0001_00/image_color/10.jpg"],
-         "red_point": [[500, 250]],
-         "conversations": [{"from": "human", "value": "<image>\nHow deep is the chair (red point)?"},
-                           {"from": "gpt", "value": "1.7"}]},
-        {"id": "scene0001_00_2", "type": "depth_prediction_oc", "image": ["scene0001_00/image_color/99.jpg"],
-         "conversations": [{"from": "human", "value": "<image>\nMissing image?"}, {"from": "gpt", "value": "2"}]},
-    ])
-    _jsonl(qa / "obj_spatial_relation_oc_mv" / "select" / "select_2.jsonl", [
-        {"id": 7, "type": "obj_spatial_relation_oc_mv",
-         "image": ["scene0001_00/image_color/10.jpg", "scene0001_00/image_color/20.jpg"],
-         "red_bbox": [[100, 100, 400, 500]], "blue_point": [[900, 900]], "bbox_img_idx": [[1]], "point_img_idx": [[0]],
-         "conversations": [{"from": "human", "value": "Frame-1: <image>\nFrame-2: <image>\nWhich is left? A. x B. y"},
-                           {"from": "gpt", "value": "A"},
-                           {"from": "human", "value": "And which is right?"}, {"from": "gpt", "value": "B"}]},
-        "not a record",
-    ])
-    (qa / "obj_spatial_relation_oc_mv" / "select" / "select_2.jsonl").open("a").write("{broken json\n")
+def test_every_task_family_converts_and_none_is_skipped(converted):
+    records, summary = converted
+    assert summary["written"] == len(RECORDS) and summary["skipped"] == {}
+    assert all(record is not None for record in records.values())
+    assert len({task for _, task, _, _ in RECORDS}) == 35  # every type of draw_marker.py, and rxr's nav_video
+    formats = {"select": "multiple_choice", "judge": "free_form", "sentence": "free_form"}
+    for source, _, answer_format, raw in RECORDS:
+        qa = records[raw["id"]].qa
+        assert qa.task == raw["type"] and qa.num_images == len(raw["image"]) and qa.dataset == f"spar_{source}"
+        if answer_format == "fill":
+            answer = qa.final_answer
+            assert qa.answer_type == ("numeric" if answer.replace(".", "").isdigit() else "free_form")
+        else:
+            assert qa.answer_type == formats[answer_format]
+    assert records["scene0011_00_9"].qa.answer_type == "numeric"
+    assert records["scene0000_00_6"].qa.answer_type == "free_form"  # view_change_infer's action list
+    assert records[MULTI_TURN_ID].qa.turns[1] == ("And from the window?", "4.0")  # every turn kept
+    # images in the record's order, the PNG re-encoded to JPEG
+    sample = records["scene0000_00_8"]
+    for index in range(4):
+        member = sample.members[f"{index:03d}.jpg"]
+        assert member[:2] == b"\xff\xd8"
+    assert records["scene0261_00_19"].members["000.jpg"][:2] == b"\xff\xd8"  # was a PNG behind a .jpg name
 
 
-def test_convert_miniature_spar_layout(tmp_path, capsys):
-    _layout(tmp_path / "spar")
-    args = build_parser().parse_args(["shard", "spar", "--root", str(tmp_path / "spar"), "--out", str(tmp_path / "out"),
-                                      "--sources", "scannet", "--no-progress"])
-    assert args.run(args) == 0
+def _summary(image: np.ndarray, zone) -> list[list[int]]:
+    """[r, g, b, count, x0, y0, x1, y1] of every colour drawn on the grey canvas outside the (grown) text zone."""
+    mask = (image != np.array(GREY, np.uint8)).any(-1)
+    if zone is not None:
+        x0, y0, x1, y1 = zone
+        m = TEXT_ZONE_MARGIN_PX
+        mask[max(y0 - m, 0) : y1 + m + 1, max(x0 - m, 0) : x1 + m + 1] = False
+    out = []
+    for colour in sorted({tuple(c) for c in image[mask].reshape(-1, 3).tolist()}):
+        pixels = mask & (image == np.array(colour, np.uint8)).all(-1)
+        ys, xs = np.nonzero(pixels)
+        out.append([*colour, int(pixels.sum()), int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())])
+    return out
+
+
+@pytest.mark.parametrize("source,task,spar_id", [(s, r["type"], r["id"]) for s, _, _, r in RECORDS])
+def test_markers_as_the_official_renderer_draws_them(converted, source, task, spar_id):
+    """Every colour on every image: same pixel count and bounding box as draw_marker.py's (colour order, sizes, which
+    image); OpenCV's label text: ours lies in its zone with a comparable amount of ink (glyphs are not Hershey's)."""
+    record = converted[0][spar_id]
+    width, height = IMAGE_SIZES[source]
+    expected = {entry["image"]: entry for entry in EXPECTED_MARKS[spar_id]}
+    for index in range(record.qa.num_images):
+        canvas = np.full((height, width, 3), GREY, np.uint8)
+        drawn = draw_markers(canvas, [m for m in record.qa.markers if m.image == index])
+        entry = expected.get(index, {"shapes": []})
+        text = entry.get("text")
+        assert _summary(drawn, text and text["zone"]) == entry["shapes"], f"{task} image {index}"
+        if text is not None:
+            x0, y0, x1, y1 = text["zone"]
+            m = TEXT_ZONE_MARGIN_PX
+            region = drawn[max(y0 - m, 0) : y1 + m + 1, max(x0 - m, 0) : x1 + m + 1]
+            ink = int((region == np.array(text["rgb"], np.uint8)).all(-1).sum())
+            assert 0.6 * text["pixels"] <= ink <= 1.4 * text["pixels"], (task, index, ink, text["pixels"])
+
+
+def test_video_samples_keep_the_frame_labels(converted, tmp_path):
+    records, _ = converted
+    frames = "".join(f"Frame-{k}: <image>\n" for k in range(1, 13))
+    assert records["scene0011_00_6"].qa.turns[0] == (frames + "In which frame does the chair (red bbox) appear?",
+                                                      "Frame-7")
+    nav = records["rxr_1_2"].qa.turns[0][0]  # type nav: a video sample with 8 frames
+    assert nav.startswith("Frame-1: <image>\nFrame-2: <image>\n") and nav.count("<image>") == 8
+    assert records["scene0000_00_8"].qa.turns[0][0].startswith("What is the distance")  # 4 images: not a video
+    assert records["scene0261_00_17"].qa.turns[0][0].startswith("Which is closer")  # placeholder removed
+    # the template reads frame k right after its label, in order
+    template = QATemplate(build_character_tokenizer(tmp_path / "tokenizer"), (28, 28), (28, 28), 14, 14, 2,
+                          draw_markers=False)
+    sample = template.build(records["scene0011_00_6"])
+    text = template.tokenizer.decode(torch.cat([p.ids for p in sample.prompt if isinstance(p, TextPart)]))
+    labelled = "".join(f"Frame-{k}: <|vision_start|><|vision_end|>\n" for k in range(1, 13))
+    assert labelled + "In which frame does the chair" in text
+    greys = [float(p.image.float().mean()) for p in sample.prompt if isinstance(p, ImagePart)]
+    assert greys == pytest.approx([image_grey(k) for k in range(12)], abs=1.5)
+
+
+def test_unusable_records_are_skipped_and_counted_by_reason(tmp_path, capsys):
+    source, folder, answer_format, good = next(r for r in RECORDS if r[3]["type"] == "depth_prediction_oo_mv")
+    oo_mv = next(r[3] for r in RECORDS if r[3]["type"] == "obj_spatial_relation_oo_mv")
+    bad = [
+        {**good, "id": "flat_index", "point_img_idx": [1, 2, 0]},  # not [[...]]: draw_marker.py cannot index it
+        {**good, "id": "short_index", "point_img_idx": [[1, 2]]},  # three markers, two images named
+        {**good, "id": "far_index", "point_img_idx": [[1, 2, 3]]},  # image 3 of 3
+        {**good, "id": "no_green", "green_point": None},
+        {**good, "id": "mystery", "type": "teleport_infer"},
+        {**good, "id": "no_image", "image": []},
+        {**good, "id": "lost_image", "image": ["0a5c013435/image_color/999.jpg"] * 3},
+        {**good, "id": "one_sided", "conversations": good["conversations"][:1]},
+        {**oo_mv, "id": "three_boxes", "blue_bbox": [[1, 2, 3, 4]]},  # draw_marker.py raises "Unexpected data entry"
+    ]
+    write_layout(tmp_path / "spar", records=[(source, folder, answer_format, good)]
+                 + [(source, "mixed", "select", record) for record in bad])
+    (tmp_path / "spar" / source / "images" / "0a5c013435" / "image_color" / "999.jpg").unlink()
+    with open(tmp_path / "spar" / source / "qa_jsonl" / "train" / "mixed" / "select" / "select_9.jsonl", "a") as f:
+        f.write("{broken json\n[1, 2]\n")
+    assert _convert(tmp_path / "spar", tmp_path / "out") == 0
     printed = capsys.readouterr().out
-    assert "wrote 2 QA samples" in printed and "missing_image 1" in printed and "bad_json 2" in printed
-    records = {r.qa.task: r for r in iter_qa_samples([str(tmp_path / "out" / "spar-train-000000.tar")], SkipLog())}
-    depth = records["depth_prediction_oc"].qa
-    assert depth.turns == [("How deep is the chair (red point)?", "1.7")] and depth.answer_type == "numeric"
-    assert [(m.kind, m.colour, m.image, m.coords) for m in depth.markers] == [("point", "red", 0, (500.0, 250.0))]
-    relation = records["obj_spatial_relation_oc_mv"]
-    assert relation.qa.answer_type == "multiple_choice" and relation.qa.num_images == 2
-    assert relation.qa.turns == [("Which is left? A. x B. y", "A"), ("And which is right?", "B")]  # every turn kept
-    assert {(m.kind, m.colour, m.image) for m in relation.qa.markers} == {("point", "blue", 0), ("box", "red", 1)}
-    assert relation.members["001.jpg"][:2] == b"\xff\xd8"  # the PNG was re-encoded
-    assert relation.key == "spar__scannet__obj_spatial_relation_oc_mv__7"
+    assert "wrote 1 QA samples" in printed
+    assert ("skipped: bad_conversations 1, bad_images 1, bad_json 2, bad_markers 5, missing_image 1, "
+            "unknown_task 1") in printed
     assert clean_question("Frame-1: <image>\nFrame-2: <image>\nQ?") == "Q?"
 
 
 def test_wrong_root_is_one_clear_error(tmp_path, capsys):
-    args = build_parser().parse_args(["shard", "spar", "--root", str(tmp_path), "--out", str(tmp_path / "out"),
-                                      "--no-progress"])
-    assert args.run(args) == 2
+    assert _convert(tmp_path, tmp_path / "out") == 2
     assert "no QA files" in capsys.readouterr().err
+
+
+def test_record_form_matches_the_readme_example():
+    """The fixture's first record is the README's example, field for field."""
+    readme = json.loads('{"id": "scene0261_00_16", "conversations": [{"from": "human", "value": "With the counter '
+                        '(red point) having a depth of 1.6 meters, determine the depth of towel (blue point) in the same '
+                        'frame.  Calculate or judge based on the 3D center points of these objects. The unit is '
+                        'meter."}, {"from": "gpt", "value": "towel\'s central depth is estimated to be about 1.5 '
+                        'meters."}], "image": ["scene0261_00/image_color/543.jpg"], "type": "depth_prediction_oc", '
+                        '"depth": ["scene0261_00/image_depth/543.png"], "red_point": [[553, 397]], '
+                        '"blue_point": [[641, 838]]}')
+    assert RECORDS[0][3] == readme
