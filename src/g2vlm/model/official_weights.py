@@ -163,10 +163,11 @@ OFFICIAL_CONFIG_FILES = ("text_config.json", "vit_config.json", "dino_config.jso
 # fixed by the official code whatever its config files say
 OFFICIAL_MROPE_SECTION = (16, 24, 24)  # PackedAttentionMoT sets rope_scaling["mrope_section"] = [16, 24, 24]
 OFFICIAL_HEADS = HeadsConfig(depth=5, heads=16, mlp_ratio=4.0, rope_base=100.0, point_dim=1024, camera_dim=512)
-# image sizes (H, W) of the official chat (`chat_with_recon`): DINO frames resized to width 518 (a 4:3 photo:
-# 392 × 518), Qwen-ViT images 768² snapped to 756² by the processor; `g2vlm ask` builds its template with them
-OFFICIAL_CHAT_GEOMETRY_SIZE = (392, 518)
-OFFICIAL_CHAT_VIT_SIZE = (756, 756)
+# image sizes of the official chat (`chat_with_recon`) in patches: DINO frames resized to width 518 = 37 patches of
+# 14 (a 4:3 photo: 28 × 37 patches, 392 × 518 pixels), Qwen-ViT images 768² snapped to 756² = 27 × 27 merged
+# tokens of 28; the import records them in pixels of the imported model (`g2vlm ask` builds its template with them)
+OFFICIAL_CHAT_GEOMETRY_PATCHES = (28, 37)
+OFFICIAL_CHAT_VIT_TOKENS = (27, 27)
 
 
 def _read_config(path: Path, defaults: dict) -> dict:
@@ -218,6 +219,13 @@ def official_model_config(folder: Path) -> ModelConfig:
     )
 
 
+def official_chat_sizes(config: ModelConfig) -> dict[str, list[int]]:
+    """The official chat's image sizes (H, W) in pixels of `config`'s patch sizes: geometry_size, vit_size."""
+    vit_unit = config.vit.patch_size * config.vit.spatial_merge_size if config.vit is not None else 1
+    return {"geometry_size": [n * config.dino.patch_size for n in OFFICIAL_CHAT_GEOMETRY_PATCHES],
+            "vit_size": [n * vit_unit for n in OFFICIAL_CHAT_VIT_TOKENS]}
+
+
 # ------------------------------------------------------------------------------------------ import
 @dataclass
 class ImportSummary:
@@ -259,7 +267,7 @@ def import_official(source_path: str | Path, out: str | Path, official_input: Of
     Architecture: from the official config files next to the checkpoint when they are there (then `preset` must
     be None), else from `preset` (g2vlm-2b by default); the official input format `official_input` and, when the
     checkpoint has them, the confidence heads are switched on. The file also records `tokenizer` (the folder
-    the ids came from, for `g2vlm ask`) and the official chat image sizes (OFFICIAL_CHAT_*)."""
+    the ids came from, for `g2vlm ask`) and the official chat image sizes (`official_chat_sizes`)."""
     source_path = Path(source_path)
     folder = official_config_folder(source_path)
     if folder is not None and preset is not None:
@@ -279,8 +287,7 @@ def import_official(source_path: str | Path, out: str | Path, official_input: Of
         items = [(key, planned[key], lambda key=key: apply_key_plan({key: plan[key]}, source.get)[key]) for key in plan]
         metadata = {"g2vlm_config": json.dumps(config_to_dict(config)), "g2vlm_imported_from": str(source_path),
                     "g2vlm_input_format": "official",
-                    "g2vlm_datamodule": json.dumps({"geometry_size": OFFICIAL_CHAT_GEOMETRY_SIZE,
-                                                    "vit_size": OFFICIAL_CHAT_VIT_SIZE})}
+                    "g2vlm_datamodule": json.dumps(official_chat_sizes(config))}
         if tokenizer is not None:
             metadata["g2vlm_tokenizer"] = str(Path(tokenizer).resolve())
         Path(out).parent.mkdir(parents=True, exist_ok=True)
