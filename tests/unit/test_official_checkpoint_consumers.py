@@ -67,6 +67,7 @@ def test_both_lightning_modules_start_from_it_in_the_official_format(imported):
     out = geometry(torch.rand(1, 2, 3, 16, 16))
     (out.depth.mean() + out.global_points.abs().mean()).backward()
     assert geometry.model.trunk.layers[0].geometric.q_proj.weight.grad is not None
+    assert geometry.measure_flops_per_batch((2, 2, 3, 16, 16)) > 0  # counted on the meta device, official format
 
 
 def test_ask_answers_with_it(imported, tmp_path, capsys):
@@ -88,6 +89,17 @@ def test_bench_spar_answers_with_it(imported, tmp_path, capsys):
     assert _g2vlm("bench", "spar", "--ckpt", str(checkpoint), "--data", str(tmp_path / "qa"), "--max-new-tokens", "3",
                   "--device", "cpu", "--out", str(tmp_path / "spar.json")) == 0
     assert json.loads((tmp_path / "spar.json").read_text())["spar"]["n_questions"] == 2
+
+
+@pytest.mark.slow
+def test_bench_pose_and_pointmap_run_on_it(imported, tmp_path, capsys):
+    checkpoint, _ = imported
+    for benchmark in ("pose", "pointmap"):
+        out = tmp_path / f"{benchmark}.json"
+        assert _g2vlm("bench", benchmark, "--dataset", "synthetic", "--ckpt", str(checkpoint), "--device", "cpu",
+                      "--out", str(out)) == 0
+        assert "this run (checkpoint)" in capsys.readouterr().out
+        assert "synthetic" in out.read_text()
 
 
 @pytest.mark.slow

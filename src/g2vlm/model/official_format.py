@@ -67,7 +67,7 @@ class OfficialLayout:
 
 
 def official_layout(official: OfficialInputConfig, num_frames: int, grid_h: int, grid_w: int,
-                    device: torch.device | None = None) -> OfficialLayout:
+                    device: torch.device | str = "cpu") -> OfficialLayout:
     """The official sequence of `num_frames` frames of grid_h × grid_w DINO tokens (module docstring)."""
     prompt = torch.tensor(official.prompt_ids, dtype=torch.long, device=device)
     length = prompt.numel()
@@ -117,14 +117,16 @@ def official_geometric_hidden(model, images: torch.Tensor) -> torch.Tensor:
     else:
         dino = model.dino(images.flatten(0, 1))
     geometric = model.dino_projector(dino).reshape(b, n * gh * gw, -1)
-    layout = official_layout(official, n, gh, gw, images.device)
+    # the layout is a few hundred host-side integers: built on the CPU (also when the model is on the meta device
+    # for FLOP counting), then copied
+    layout = official_layout(official, n, gh, gw, "cpu")
     order = layout.storage_order()
     ids = layout.token_ids[order]
     length = layout.prompt_length
-    text = model.embed_tokens(ids[ids != GEOMETRIC_TOKEN])  # (L + 2N, D): prefix, then the delimiters
+    text = model.embed_tokens(ids[ids != GEOMETRIC_TOKEN].to(images.device))  # (L + 2N, D): prefix, delimiters
     text = text[None].expand(b, -1, -1).to(geometric.dtype)
     prompt, delimiters = text[:, :length], text[:, length:]
-    cos, sin = model._rope(layout.positions[:, order])
+    cos, sin = model._rope(layout.positions[:, order].to(images.device))
     cos, sin = cos[None].expand(b, -1, -1), sin[None].expand(b, -1, -1)
     causal = torch.ones(length, length, dtype=torch.bool, device=images.device).tril()
     for layer in model.trunk.layers:
