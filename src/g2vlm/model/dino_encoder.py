@@ -162,6 +162,7 @@ def hf_dino_key_plan(keys: Iterable[str]) -> tuple[KeyPlan, list[str]]:
     to prefix tokens (`no_embed_class`), so the CLS slot is folded into the CLS token, as timm's own converter
     does. Q, K and V are concatenated into timm's fused qkv.
     """
+    keys = list(keys)
     full = {k.removeprefix("dinov2_with_registers.").removeprefix("model."): k for k in keys}
 
     def source(name: str) -> str:

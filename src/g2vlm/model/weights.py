@@ -4,6 +4,11 @@ Nothing is fetched from a hub; `trust_remote_code` is never used; tensors are re
 or with `torch.load(weights_only=True)`. Every load is strict: the keys a source should provide are
 listed, and any missing key that is not on the loader's explicit allow-list, or any unexpected key,
 raises a `WeightLoadingError` that names them.
+
+Our model files (`save_model`, `g2vlm import-weights`) are one safetensors file with the model config (and, for
+imported files, what else the tools need: input format, tokenizer folder, image sizes) in its metadata. They are
+written and read one tensor at a time (`write_safetensors`, `TensorSource`), so a multi-billion-parameter
+checkpoint is never held in memory twice.
 """
 
 from __future__ import annotations
