@@ -83,9 +83,18 @@ def training_image_size(record: dict) -> tuple[int, int] | None:
 
 
 def load_geometry_model(path: str | Path, device: str | torch.device = "cpu"):
-    """G2VLM (eval mode, on `device`) from a GeometryPretraining checkpoint, and the checkpoint record."""
+    """G2VLM (eval mode, on `device`) and the checkpoint record, from a GeometryPretraining checkpoint or a model
+    file (.safetensors) written by `g2vlm import-weights` (e.g. the imported official G²VLM, whose config selects
+    the official input format)."""
     from g2vlm.lit.geometry_pretraining import GeometryPretraining
 
+    if Path(path).suffix == ".safetensors":
+        from g2vlm.model.weights import WeightLoadingError, load_model, model_record
+
+        try:
+            return load_model(path).eval().to(device), model_record(path)
+        except (ValueError, WeightLoadingError) as error:
+            raise CheckpointError(f"{path}: not a g2vlm model file ({error})") from None
     record = read_checkpoint_record(path)
     # LightningCLI's bookkeeping keys (_class_path, _instantiator) are not arguments; the starting weights of
     # training (init_weights) are not needed (and may have moved): the checkpoint's own weights replace them.

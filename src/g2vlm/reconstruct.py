@@ -31,7 +31,9 @@ MAX_DEPTH_MM = 65535
 def add_to(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("reconstruct", help="depth PNGs, a coloured PLY and cameras from images",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="GeometryPretraining checkpoint")
+    parser.add_argument("--ckpt", required=True,
+                        help="GeometryPretraining checkpoint, or a model file from `g2vlm import-weights` (e.g. the "
+                             "imported official G²VLM)")
     parser.add_argument("--images", required=True, nargs="+", metavar="DIR_OR_FILE",
                         help="image files and/or folders (their images in name order)")
     parser.add_argument("--out", required=True, help="output folder")

@@ -24,7 +24,7 @@ from g2vlm.metrics.relative_pose import RelativePoseMetrics
 from g2vlm.model.config import model_config
 from g2vlm.model.g2vlm import FREEZE_GROUPS, G2VLM
 from g2vlm.model.outputs import GeometryOutput
-from g2vlm.model.weights import load_model, load_strict
+from g2vlm.model.weights import load_model, load_strict, same_architecture
 
 
 def images_in_batch(batch: MultiViewBatch) -> int:
@@ -50,7 +50,8 @@ class GeometryPretraining(L.LightningModule):
         compile: regional `torch.compile` of the trunk layers and head blocks (`G2VLM.compile_blocks`); pays on
             CUDA, not at the CPU demo's size.
         init_weights: starting weights: a model file (safetensors written by `g2vlm import-weights`), whose
-            stored config must be the preset's, or a single-file Lightning checkpoint of this module (e.g. the
+            stored architecture must be the preset's (its input format, e.g. the official one of imported
+            official weights, and its confidence head are kept), or a single-file Lightning checkpoint of this module (e.g. the
             output of `g2vlm consolidate`). Loaded strictly. None: random initialisation.
     """
 
@@ -89,9 +90,10 @@ class GeometryPretraining(L.LightningModule):
         init_weights = self.hparams.init_weights
         if init_weights and str(init_weights).endswith(".safetensors"):
             self.model = load_model(init_weights)
-            if self.model.config != self.model_config:
+            if not same_architecture(self.model.config, self.model_config):
                 raise ValueError(f"GeometryPretraining: init_weights {init_weights} holds a model whose config "
                                  f"differs from preset {self.hparams.preset!r}; import it with that preset")
+            self.model_config = self.model.config  # the file's input format (e.g. official) and heads
         else:
             self.model = G2VLM(self.model_config)
             if init_weights:

@@ -50,7 +50,17 @@ from g2vlm.model.config import model_config
 from g2vlm.model.g2vlm import FREEZE_GROUPS, G2VLM
 from g2vlm.model.generation import generate
 from g2vlm.model.packing import Geometry, PackedBatch, Segment, Text, VitImage, pack
-from g2vlm.model.weights import config_from_dict, config_to_dict, load_model, load_qwen2vl, load_strict, read_tensors
+from g2vlm.model.weights import (
+    config_from_dict,
+    config_to_dict,
+    load_model,
+    load_model_config,
+    load_qwen2vl,
+    load_strict,
+    model_record,
+    read_tensors,
+    same_architecture,
+)
 
 VARIANTS = ("ce_only", "ce_ce", "vg_ce")
 GEOMETRIC_KEYS = re.compile(r"^(dino\.|dino_projector\.|trunk\.layers\.\d+\.geometric\.|trunk\.geometric_norm\.|heads\.)")
@@ -166,9 +176,10 @@ class SpatialReasoning(L.LightningModule):
         h = self.hparams
         if h.init_weights and str(h.init_weights).endswith(".safetensors"):
             self.model = load_model(h.init_weights)
-            if self.model.config != self.model_config:
+            if not same_architecture(self.model.config, self.model_config):
                 raise ValueError(f"SpatialReasoning: init_weights {h.init_weights} holds a model whose config differs "
                                  f"from preset {h.preset!r} with model_overrides {h.model_overrides}")
+            self.model_config = self.model.config  # the file's input format (e.g. official) and heads
         else:
             self.model = G2VLM(self.model_config)
             if h.init_weights:
@@ -302,12 +313,22 @@ class SpatialReasoning(L.LightningModule):
 
 def load_reasoning_checkpoint(path: str | Path, device: str | torch.device = "cpu",
                               tokenizer: str | None = None) -> tuple[SpatialReasoning, dict]:
-    """(SpatialReasoning in eval mode on `device`, the checkpoint record) from a Lightning checkpoint; weights
+    """(SpatialReasoning in eval mode on `device`, the checkpoint record) from a Lightning checkpoint or a model
+    file (.safetensors of `g2vlm import-weights`, whose record gives the tokenizer folder and image sizes); weights
     are loaded strictly and the starting-weight arguments it was trained with are not read again. `tokenizer`
     replaces the recorded tokenizer folder (a relative path is relative to where training ran)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":  # a model file of `g2vlm import-weights` (e.g. the imported official G²VLM)
+        record = model_record(path)
+        tokenizer = tokenizer or record["tokenizer"]
+        if tokenizer is None:
+            raise ValueError(f"{path}: the model file records no tokenizer folder; give --tokenizer")
+        config = config_to_dict(load_model_config(path))
+        module = SpatialReasoning(tokenizer, model_overrides=config, variant="ce_only", init_weights=str(path))
+        module.configure_model()
+        return module.eval().to(device), record
     record = torch.load(path, map_location="cpu", weights_only=False)
     hparams = record.get("hyper_parameters") if isinstance(record, dict) else None
     if not isinstance(hparams, dict) or "tokenizer" not in hparams or "variant" not in hparams:

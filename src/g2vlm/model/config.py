@@ -63,11 +63,37 @@ class HeadsConfig:
 
 
 @dataclass(frozen=True)
+class OfficialInputConfig:
+    """The official G²VLM input format of the geometric path (`recon_for_eval` in the official
+    `modeling/g2vlm/g2vlm.py`), which released weights were trained and evaluated with. Set
+    `ModelConfig.official_input` to use it; `g2vlm import-weights --official` does so (model/official_format.py
+    describes the token layout, the positions and how it differs from the clean format).
+
+    prompt_ids: `<|im_start|>` then the tokens of "Reconstruct the 3D scene." (the official prompt, its "BOS"
+        first), run through the semantic expert as a causal prefix that every geometric token attends to.
+    vision_start_id, vision_end_id: `<|vision_start|>` / `<|vision_end|>`, placed around each frame's DINO tokens
+        and run through the semantic expert in the same bidirectional attention as the geometric tokens.
+    dino_windows: "official" reproduces the official DINO varlen attention windows (computed from patch counts
+        while every frame also holds CLS + registers, so they are shifted; model/dino_encoder.py), the
+        compatibility switch the released weights need; "frame" attends within each frame, as our clean format.
+    """
+
+    prompt_ids: tuple[int, ...]
+    vision_start_id: int
+    vision_end_id: int
+    dino_windows: Literal["official", "frame"] = "official"
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The whole model. Trunk fields describe one expert (both experts have the same shape).
 
     `semantic=False` builds the geometric path only (no embeddings, LM head, vision tower or semantic
     expert); that is what geometry pretraining on the CPU demo needs.
+
+    `official_input`: None (default) = the clean format of our own training: the geometric path sees only the
+    DINO tokens. An `OfficialInputConfig` = the official format that imported official weights need (prompt
+    prefix and frame delimiters through the semantic expert, sequential positions, official DINO windows).
     """
 
     # trunk (one expert)
@@ -95,6 +121,8 @@ class ModelConfig:
     dino: DinoConfig = field(default_factory=DinoConfig)
     geometry_heads: HeadsConfig = field(default_factory=HeadsConfig)
     gradient_checkpointing: bool = False
+    # input format of the geometric path: None = clean (ours), else the official format (imported weights)
+    official_input: OfficialInputConfig | None = None
 
     def __post_init__(self) -> None:
         if self.heads % self.kv_heads:
@@ -115,6 +143,21 @@ class ModelConfig:
             raise ValueError("model/config.py: width / geometry_heads.heads must be a multiple of 4 (RoPE2D)")
         if self.semantic and self.vit is not None and self.vit.width % self.vit.heads:
             raise ValueError("model/config.py: vit.width must be a multiple of vit.heads")
+        if self.official_input is not None:
+            official = self.official_input
+            if not self.semantic:
+                raise ValueError("model/config.py: official_input runs the prompt and delimiters through the semantic "
+                                 "expert; it needs semantic=True")
+            if self.geometry_positions != "sequential":
+                raise ValueError("model/config.py: official_input needs geometry_positions='sequential' (the official "
+                                 "per-frame M-RoPE offsets)")
+            ids = (*official.prompt_ids, official.vision_start_id, official.vision_end_id)
+            if not official.prompt_ids or any(not 0 <= i < self.vocab_size for i in ids):
+                raise ValueError(f"model/config.py: official_input token ids {ids} must be a non-empty prompt and lie "
+                                 f"in [0, vocab_size={self.vocab_size})")
+            if official.dino_windows not in ("official", "frame"):
+                raise ValueError(f"model/config.py: official_input.dino_windows must be official|frame, got "
+                                 f"{official.dino_windows!r}")
 
     def replace(self, **changes) -> ModelConfig:
         """A copy with some fields changed (`config.replace(layers=2)`)."""

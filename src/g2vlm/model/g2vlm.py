@@ -4,6 +4,11 @@
     out = model.forward_geometry(images)          # images (B, N, 3, H, W) in [0, 1] -> GeometryOutput
     out = model(pack(samples, model.config))     # joint path -> ModelOutput (logits, geometry)
 
+The geometry path has two input formats (model/official_format.py): the clean one of our own training (default)
+and the official one (`config.official_input`, chosen by `g2vlm import-weights --official`), which adds the
+official prompt prefix and per-frame delimiters through the semantic expert and the official DINO windows. The
+joint path is the same for both (its Geometry segments use the configured positions and per-frame DINO).
+
 Parts (for freezing, parameter counts and per-part learning rates): dino, dino_projector, vit,
 embeddings (token embedding + LM head), semantic_expert, geometric_expert, heads. Freezing groups:
 dino; vit; semantic (embeddings + semantic expert); geometric (projector + geometric expert); heads.
@@ -18,6 +23,7 @@ from g2vlm.model.config import ModelConfig
 from g2vlm.model.dino_encoder import DinoEncoder, DinoProjector
 from g2vlm.model.expert_router import ExpertRouterStack
 from g2vlm.model.heads import ContextDecoderBlock, Decoder, DecoderBlock, GeometryHeads
+from g2vlm.model.official_format import official_geometric_hidden
 from g2vlm.model.outputs import GeometryOutput, ModelOutput
 from g2vlm.model.packing import PackedBatch
 from g2vlm.model.rope import geometry_positions, mrope_cos_sin
@@ -146,18 +152,22 @@ class G2VLM(nn.Module):
     def forward_geometry(self, images: torch.Tensor) -> GeometryOutput:
         """The fast path: images (B, N, 3, H, W) in [0, 1] -> GeometryOutput (fp32).
 
-        Geometric tokens only, one dense (B, N·h·w, D) batch, attention without any mask.
+        Clean format: geometric tokens only, one dense (B, N·h·w, D) batch, attention without any mask. Official
+        format (`config.official_input`): the official sequence of model/official_format.py.
         """
         if images.ndim != 5 or images.shape[2] != 3:
             raise ValueError(f"model/g2vlm.py forward_geometry: images must be (B, N, 3, H, W), got {tuple(images.shape)}")
         b, n, _, height, width = images.shape
         patch = self.config.dino.patch_size
         gh, gw = height // patch, width // patch
-        tokens = self.encode_frames(images.flatten(0, 1))  # (B·N, P, D)
-        x = tokens.reshape(b, n * gh * gw, -1)
-        positions, _ = geometry_positions(n, gh, gw, 0, self.config.geometry_positions, device=images.device)
-        cos, sin = self._rope(positions)
-        hidden = self.trunk.forward_geometry(x, cos[None], sin[None])
+        if self.config.official_input is not None:
+            hidden = official_geometric_hidden(self, images)
+        else:
+            tokens = self.encode_frames(images.flatten(0, 1))  # (B·N, P, D)
+            x = tokens.reshape(b, n * gh * gw, -1)
+            positions, _ = geometry_positions(n, gh, gw, 0, self.config.geometry_positions, device=images.device)
+            cos, sin = self._rope(positions)
+            hidden = self.trunk.forward_geometry(x, cos[None], sin[None])
         return GeometryOutput(**self.heads(hidden.reshape(b, n, gh * gw, -1), gh, gw))
 
     def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

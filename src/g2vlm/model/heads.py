@@ -12,9 +12,11 @@ qkv bias, no LayerScale, no QK-norm):
 - optional confidence decoder -> 1-channel pixel-shuffle head (a logit).
 All heads run in fp32 with autocast disabled (the trunk may run in bf16).
 
-Parameter names follow π³'s layout (blocks.i.norm1/attn.qkv/..., cross blocks norm2/norm_y/cross_attn.projq/
-norm3, mlp.fc1/fc2, camera res_conv.i.res_conv1..3 / more_mlps / fc_rot / fc_t, pixel-shuffle proj), so
-that official weights map onto them by module prefix.
+Parameter names follow the official G²VLM heads (its copy of π³'s layers, `modeling/pi3/models/layers/`):
+blocks.i.norm1/attn.qkv/attn.proj/norm2/mlp.fc1/fc2, cross blocks norm2/norm_y/cross_attn.q_proj/k_proj/v_proj/proj/
+norm3 (π³ itself names them projq/projk/projv; G²VLM's `CrossAttentionRope` renamed them), camera
+res_conv.i.res_conv1..3 / more_mlps / fc_rot / fc_t, pixel-shuffle proj; so official weights map onto them by
+module prefix.
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ class RopeAttention(nn.Module):
         super().__init__()
         self.heads = heads
         if cross:
-            self.projq = nn.Linear(width, width)
-            self.projk = nn.Linear(width, width)
-            self.projv = nn.Linear(width, width)
+            self.q_proj = nn.Linear(width, width)
+            self.k_proj = nn.Linear(width, width)
+            self.v_proj = nn.Linear(width, width)
         else:
             self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
@@ -56,9 +58,9 @@ class RopeAttention(nn.Module):
         if context is None:
             q, k, v = self.qkv(x).view(b, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         else:
-            q = self.projq(x).view(b, length, self.heads, -1).transpose(1, 2)
-            k = self.projk(context).view(b, context.shape[1], self.heads, -1).transpose(1, 2)
-            v = self.projv(context).view(b, context.shape[1], self.heads, -1).transpose(1, 2)
+            q = self.q_proj(x).view(b, length, self.heads, -1).transpose(1, 2)
+            k = self.k_proj(context).view(b, context.shape[1], self.heads, -1).transpose(1, 2)
+            v = self.v_proj(context).view(b, context.shape[1], self.heads, -1).transpose(1, 2)
         q = RoPE2D.apply(q, cos.to(q.dtype), sin.to(q.dtype))
         k = RoPE2D.apply(k, cos.to(k.dtype), sin.to(k.dtype))  # context shares the frame's patch grid
         out = F.scaled_dot_product_attention(q, k, v)

@@ -4,21 +4,27 @@ Nothing is fetched from a hub; `trust_remote_code` is never used; tensors are re
 or with `torch.load(weights_only=True)`. Every load is strict: the keys a source should provide are
 listed, and any missing key that is not on the loader's explicit allow-list, or any unexpected key,
 raises a `WeightLoadingError` that names them.
+
+Our model files (`save_model`, `g2vlm import-weights`) are one safetensors file with the model config (and, for
+imported files, what else the tools need: input format, tokenizer folder, image sizes) in its metadata. They are
+written and read one tensor at a time (`write_safetensors`, `TensorSource`), so a multi-billion-parameter
+checkpoint is never held in memory twice.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import re
+import struct
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from g2vlm.model.config import DinoConfig, HeadsConfig, ModelConfig, VisionTowerConfig
+from g2vlm.model.config import DinoConfig, HeadsConfig, ModelConfig, OfficialInputConfig, VisionTowerConfig
 from g2vlm.model.dino_encoder import dino_state_dict_from_hf
 from g2vlm.model.g2vlm import G2VLM
 
@@ -37,21 +43,88 @@ class WeightLoadingError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------ reading
+def safetensors_files(folder: Path) -> list[Path]:
+    """The safetensors files of a Hugging Face model folder: the shards its model.safetensors.index.json names,
+    or its one model.safetensors."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"model/weights.py: {index} is not a safetensors index (field weight_map: {error})") from None
+        files = [folder / name for name in sorted(set(weight_map.values()))]
+        absent = [str(f) for f in files if not f.is_file()]
+        if absent:
+            raise FileNotFoundError(f"model/weights.py: {index} names shards that do not exist: {absent}")
+        return files
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    raise FileNotFoundError(f"model/weights.py: no model.safetensors[.index.json] in {folder}")
+
+
+class TensorSource:
+    """Lazy, read-only access to the tensors of a .safetensors file or a (sharded) Hugging Face folder.
+
+    Names, shapes and dtypes come from the file headers; `get(name)` reads one tensor (memory-mapped), so a
+    checkpoint larger than memory can be converted one tensor at a time. Use as a context manager."""
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.is_dir():
+            files = safetensors_files(path)
+        elif path.suffix == ".safetensors" and path.is_file():
+            files = [path]
+        else:
+            raise FileNotFoundError(f"model/weights.py: {path} is neither a .safetensors file nor a folder with "
+                                    f"model.safetensors[.index.json]")
+        self.path = path
+        self._handles = [safe_open(str(f), framework="pt") for f in files]
+        self._where: dict[str, object] = {}
+        for file, handle in zip(files, self._handles):
+            for name in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
+                if name in self._where:
+                    raise ValueError(f"model/weights.py: tensor {name} appears in two shards of {path} (second: {file})")
+                self._where[name] = handle
+
+    def __enter__(self) -> TensorSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handles.clear()
+        self._where.clear()
+
+    def keys(self) -> list[str]:
+        return list(self._where)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._where
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._where[name].get_slice(name).get_shape())
+
+    def get(self, name: str) -> torch.Tensor:
+        return self._where[name].get_tensor(name)
+
+    def meta(self, name: str) -> torch.Tensor:
+        """An empty tensor on the meta device with the stored shape and dtype (for planning without reading)."""
+        dtype = _SAFETENSORS_DTYPES[self._where[name].get_slice(name).get_dtype()]
+        return torch.empty(self.shape(name), dtype=dtype, device="meta")
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                       "BOOL": torch.bool}
+_DTYPE_NAMES = {dtype: name for name, dtype in _SAFETENSORS_DTYPES.items()}
+
+
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """All tensors of a .safetensors file, a sharded HF folder (model.safetensors[.index.json]), or a
     torch file read with weights_only=True (a top-level "model" / "state_dict" entry is unwrapped)."""
     path = Path(path)
     if path.is_dir():
-        index = path / "model.safetensors.index.json"
-        if index.is_file():
-            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        elif (path / "model.safetensors").is_file():
-            files = ["model.safetensors"]
-        else:
-            raise FileNotFoundError(f"model/weights.py: no model.safetensors[.index.json] in {path}")
         tensors: dict[str, torch.Tensor] = {}
-        for name in files:
-            tensors.update(read_tensors(path / name))
+        for file in safetensors_files(path):
+            tensors.update(read_tensors(file))
         return tensors
     if path.suffix == ".safetensors":
         with safe_open(str(path), framework="pt") as f:
@@ -211,22 +284,111 @@ def config_from_dict(data: dict) -> ModelConfig:
     data["geometry_heads"] = HeadsConfig(**data["geometry_heads"])
     data["vit"] = VisionTowerConfig(**data["vit"]) if data.get("vit") is not None else None
     data["mrope_section"] = tuple(data["mrope_section"])
+    if data.get("official_input") is not None:
+        official = dict(data["official_input"])
+        official["prompt_ids"] = tuple(official["prompt_ids"])
+        data["official_input"] = OfficialInputConfig(**official)
     return ModelConfig(**data)
 
 
+def same_architecture(stored: ModelConfig, preset: ModelConfig) -> bool:
+    """Whether a stored model (e.g. an imported official checkpoint) has the preset's architecture. The fields
+    its weights dictate are not compared: the input format (official_input, geometry_positions) and whether the
+    heads include the confidence head."""
+    heads = dataclasses.replace(stored.geometry_heads, confidence=preset.geometry_heads.confidence)
+    return stored.replace(official_input=preset.official_input, geometry_positions=preset.geometry_positions,
+                          geometry_heads=heads, gradient_checkpointing=preset.gradient_checkpointing) == preset
+
+
+def write_safetensors(path: str | Path, tensors: list, metadata: dict[str, str], progress: str | None = None) -> None:
+    """Write a .safetensors file tensor by tensor. `tensors`: (name, meta, produce) triples in file order, where
+    `meta` is a tensor (any device, meta included) giving the shape and dtype and `produce()` returns the tensor;
+    only one produced tensor is held at a time (safetensors' own save_file copies every tensor first).
+    `progress`: a label for a progress bar over the tensors (None: no bar)."""
+    header, offset = {"__metadata__": metadata}, 0
+    for name, meta, _ in tensors:
+        if meta.dtype not in _DTYPE_NAMES:
+            raise ValueError(f"model/weights.py write_safetensors: {name} has unsupported dtype {meta.dtype}")
+        size = meta.numel() * meta.element_size()
+        header[name] = {"dtype": _DTYPE_NAMES[meta.dtype], "shape": list(meta.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned, as safetensors writes it
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    entries = tensors
+    if progress:
+        from tqdm import tqdm
+
+        entries = tqdm(tensors, desc=progress, unit="tensor")
+    with open(partial, "wb") as f:
+        f.write(struct.pack("<Q", len(encoded)))
+        f.write(encoded)
+        for name, meta, produce in entries:
+            tensor = produce().detach().to("cpu").contiguous()
+            if tensor.shape != meta.shape or tensor.dtype != meta.dtype:
+                raise ValueError(f"model/weights.py write_safetensors: {name} produced {tuple(tensor.shape)} "
+                                 f"{tensor.dtype}, planned {tuple(meta.shape)} {meta.dtype}")
+            f.write(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+            del tensor
+    partial.replace(path)
+
+
 def save_model(model: G2VLM, path: str | Path) -> None:
-    """Our checkpoint: one safetensors file with the model config (JSON) in its metadata."""
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"g2vlm_config": json.dumps(config_to_dict(model.config))})
+    """Our checkpoint: one safetensors file with the model config (JSON) in its metadata (written tensor by
+    tensor, see `write_safetensors`)."""
+    state = model.state_dict()
+    write_safetensors(path, [(name, value, lambda value=value: value) for name, value in state.items()],
+                      {"g2vlm_config": json.dumps(config_to_dict(model.config))})
+
+
+def model_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of one of our model files; ValueError naming the file when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"model/weights.py: {path}: no such model file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as error:  # noqa: BLE001 - any failure to parse the header means "not a safetensors file"
+        raise ValueError(f"model/weights.py: {path} is not a readable safetensors file ({error})") from None
+    if "g2vlm_config" not in metadata:
+        raise ValueError(f"model/weights.py: {path} has no g2vlm_config metadata (not written by save_model or "
+                         f"g2vlm import-weights)")
+    return metadata
+
+
+def model_record(path: str | Path) -> dict:
+    """What a model file records beside its weights, in the layout of a Lightning checkpoint's record:
+    `datamodule_hyper_parameters` (image sizes, when the writer recorded them), `tokenizer` (a folder) and
+    `input_format` ("clean" | "official")."""
+    metadata = model_metadata(path)
+    return {"datamodule_hyper_parameters": json.loads(metadata.get("g2vlm_datamodule", "{}")),
+            "tokenizer": metadata.get("g2vlm_tokenizer"),
+            "input_format": metadata.get("g2vlm_input_format", "clean")}
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    """The model config stored in one of our model files."""
+    return config_from_dict(json.loads(model_metadata(path)["g2vlm_config"]))
 
 
 def load_model(path: str | Path, allow_missing: tuple[str, ...] = ()) -> G2VLM:
-    """Build the model from the config stored in `path` and load its weights strictly
+    """Build the model from the config stored in `path` and load its weights strictly, one tensor at a time
     (`allow_missing`: fnmatch patterns of keys that may be absent)."""
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-    if "g2vlm_config" not in metadata:
-        raise ValueError(f"model/weights.py: {path} has no g2vlm_config metadata (not written by save_model)")
-    model = G2VLM(config_from_dict(json.loads(metadata["g2vlm_config"])))
-    load_strict(model, read_tensors(path), list(model.state_dict()), list(allow_missing), str(path))
+    model = G2VLM(load_model_config(path))
+    own = model.state_dict()
+    with TensorSource(path) as source:
+        keys = source.keys()
+        unexpected = sorted(k for k in keys if k not in own)
+        missing = [k for k in own if k not in source]
+        not_allowed = [k for k in missing if not any(fnmatch.fnmatchcase(k, p) for p in allow_missing)]
+        bad_shapes = [f"{k} {source.shape(k)} vs {tuple(own[k].shape)}" for k in keys
+                      if k in own and source.shape(k) != tuple(own[k].shape)]
+        if unexpected or not_allowed or bad_shapes:
+            raise WeightLoadingError(str(path), not_allowed, unexpected,
+                                     f"shape mismatches: {bad_shapes}" if bad_shapes else "")
+        with torch.no_grad():
+            for key in keys:
+                own[key].copy_(source.get(key))
     return model
