@@ -200,7 +200,7 @@ def _nrgbd(root: Path) -> dict[str, list[PointMapFrame]]:
 def _read_nrgbd(scene: Path, index: int, camera_to_world: np.ndarray) -> PointMapView:
     if not np.isfinite(camera_to_world).all():
         raise FrameError(f"{scene / 'poses.txt'}: pose {index} is not finite")
-    depth = _indoor_depth(read_png_depth(scene / "depth" / f"depth{index}.png", 1e-3))
+    depth = _indoor_depth(read_png_depth(scene / "depth" / f"depth{index}.png", 1000.0))
     return PointMapView(read_rgb(scene / "images" / f"img{index}.png"), depth, np.array(NRGBD_K), camera_to_world)
 
 
