@@ -26,9 +26,10 @@ BENCHMARKS = ("spar", "mindcube", "omnispatial")
 
 @dataclass(frozen=True)
 class SavedAnswer:
-    """One saved answer. `key` is the question id the benchmark's questions are matched by (for lmms-eval lines
-    without the question's id, "row:<doc_id>"); `task` / `answer` / `sub_task` are None when the line does not
-    carry them (then the benchmark's --data supplies them)."""
+    """One saved answer. `key` is what the benchmark's questions are matched by: our lines' "key"; for lmms-eval
+    lines `sparbench_<id>` (SPAR-Bench, as `g2vlm shard spar-bench` keys its samples), the question id (MindCube),
+    `<task_type>/<id>` (OmniSpatial), or "row:<doc_id>" when the line has no id. `task` / `answer` / `sub_task` are
+    None when the line does not carry them (then the benchmark's --data supplies them)."""
 
     key: str
     prediction: str
@@ -98,8 +99,9 @@ def _from_lmms_eval(item: dict, benchmark: str, where: str, number: int) -> Save
         fields = doc or item.get("sparbench_score")
         if not isinstance(fields, dict):
             raise ValueError(f"{where}: an lmms-eval line without 'doc' or 'sparbench_score' (not a SPAR-Bench sample)")
-        return SavedAnswer(key=_question_id(fields, item, where), prediction=response, line=number,
-                           task=_string(fields, "task", where), answer=_string(fields, "answer", where))
+        question = _question_id(fields, item, where)  # the shards of `g2vlm shard spar-bench` are keyed sparbench_<id>
+        return SavedAnswer(key=question if question.startswith("row:") else f"sparbench_{question}", prediction=response,
+                           line=number, task=_string(fields, "task", where), answer=_string(fields, "answer", where))
     if benchmark == "omnispatial":
         fields = item.get("omnispatial")
         if isinstance(fields, dict):  # the official task's metric entry

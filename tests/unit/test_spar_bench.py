@@ -118,6 +118,16 @@ def test_bench_spar_reads_lmms_eval_log_samples(tmp_path, name):
                                                 if k in fields)
     assert result["tasks"] == pytest.approx(official) and official["obj_spatial_relation_oo"] == 0.0
     assert result["n_questions"] == 3
+    # with --data: matched to the shards of `g2vlm shard spar-bench` (keys sparbench_<id>); a fourth question unanswered
+    write_spar_shards(tmp_path / "qa", [("sparbench_3", "obj_spatial_relation_oo", "B"),
+                                        ("sparbench_7", "depth_prediction_oc_mv", "2.5"),
+                                        ("sparbench_11", "view_change_infer", "move_right:1.0,rotate_left:20"),
+                                        ("sparbench_12", "obj_spatial_relation_oo", "A")])
+    assert _bench("--predictions", str(FIXTURES / name), "--data", str(tmp_path / "qa"), "--out",
+                  str(tmp_path / "r.json")) == 0
+    result = json.loads((tmp_path / "r.json").read_text())["spar"]
+    assert result["n_questions"] == 4 and result["n_missing"] == 1
+    assert result["tasks"]["obj_spatial_relation_oo"] == 0.0 and result["tasks"]["view_change_infer"] == 100.0
 
 
 def test_duplicate_keys_and_malformed_lines_are_one_clear_error(tmp_path, capsys):
@@ -135,7 +145,7 @@ def test_duplicate_keys_and_malformed_lines_are_one_clear_error(tmp_path, capsys
     lmms = json.loads((FIXTURES / "lmms_eval_0_7_samples_sparbench.jsonl").read_text().splitlines()[0])
     path.write_text(json.dumps(lmms) + "\n" + json.dumps({**lmms, "doc_id": 9}) + "\n")
     assert _bench("--predictions", str(path)) == 2
-    assert "p.jsonl:2: key '3' already on line 1" in capsys.readouterr().err  # the same SPAR-Bench id twice
+    assert "p.jsonl:2: key 'sparbench_3' already on line 1" in capsys.readouterr().err  # the same SPAR-Bench id twice
     path.write_text(json.dumps({**lmms, "filtered_resps": [7]}) + "\n")
     assert _bench("--predictions", str(path)) == 2
     assert "p.jsonl:1: field 'filtered_resps' holds a int, not the answer string" in capsys.readouterr().err
