@@ -38,6 +38,9 @@ def add_to(subparsers: argparse._SubParsersAction) -> None:
     from g2vlm.benchmarks.spar_cli import add_spar
 
     add_spar(benchmarks)  # spatial QA: its own run (benchmarks/spar_cli.py)
+    from g2vlm.benchmarks import qa_cli
+
+    qa_cli.add_to(benchmarks)  # MindCube and OmniSpatial saved answers (benchmarks/qa_cli.py)
     from g2vlm.benchmarks.infer_speed import add_infer
     from g2vlm.benchmarks.train_speed import add_train
 

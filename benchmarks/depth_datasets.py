@@ -34,8 +34,8 @@ from g2vlm.metrics.depth import DEPTH_CAPS_M
 SINTEL_SEQUENCES = ("alley_2", "ambush_4", "ambush_5", "ambush_6", "cave_2", "cave_4", "market_2", "market_5",
                     "market_6", "shaman_3", "sleeping_1", "sleeping_2", "temple_2", "temple_3")
 BONN_SEQUENCES = ("balloon2", "crowd2", "crowd3", "person_tracking2", "synchronous")
-BONN_METRES_PER_UNIT = 1 / 5000
-KITTI_METRES_PER_UNIT = 1 / 256
+BONN_UNITS_PER_METRE = 5000.0
+KITTI_UNITS_PER_METRE = 256.0
 DEPTH_DATASET_NAMES = ("synthetic", "nyu", "sintel", "bonn", "kitti")
 DATASET_ALIASES = {"nyu-v2": "nyu", "nyuv2": "nyu"}
 
@@ -132,7 +132,7 @@ def _bonn(root: Path) -> list[DepthSequence]:
         if folder is None:
             raise ValueError(f"benchmarks/depth_datasets.py: Bonn root {root} lacks rgbd_bonn_{name}/ (or {name}/)")
         sequences.append(_paired(folder.name, folder / "rgb_110", "*.png", folder / "depth_110", "*.png",
-                                 partial(read_png_depth, metres_per_unit=BONN_METRES_PER_UNIT)))
+                                 partial(read_png_depth, units_per_metre=BONN_UNITS_PER_METRE, dtype=np.float64)))
     return sequences
 
 
@@ -142,7 +142,7 @@ def _kitti(root: Path) -> list[DepthSequence]:
     if not drives:
         raise ValueError(f"benchmarks/depth_datasets.py: KITTI root {root} has no image_gathered/<drive>/ folders")
     return [_paired(drive, image_root / drive, "*.png", root / "groundtruth_depth_gathered" / drive, "*.png",
-                    partial(read_png_depth, metres_per_unit=KITTI_METRES_PER_UNIT)) for drive in drives]
+                    partial(read_png_depth, units_per_metre=KITTI_UNITS_PER_METRE, dtype=np.float64)) for drive in drives]
 
 
 def _synthetic() -> DepthDataset:

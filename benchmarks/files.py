@@ -1,6 +1,6 @@
 """Readers for the files of the evaluation datasets: RGB images, depth in its many encodings, camera files.
 
-Every reader returns numpy arrays (RGB (H, W, 3) uint8, depth (H, W) float32 metres with 0 = invalid) and
+Every reader returns numpy arrays (RGB (H, W, 3) uint8, depth (H, W) float metres with 0 = invalid) and
 raises `FrameError` with the file's path in the message when a file is missing or does not decode; the
 benchmark runners skip such a frame, count it and name it in the report.
 """
@@ -35,13 +35,16 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise FrameError(str(error)) from None
 
 
-def read_png_depth(path: str | Path, metres_per_unit: float) -> np.ndarray:
-    """16-bit PNG depth -> (H, W) float32 metres (value × metres_per_unit; 0 stays 0 = invalid)."""
+def read_png_depth(path: str | Path, units_per_metre: float, dtype: type = np.float32) -> np.ndarray:
+    """16-bit PNG depth -> (H, W) metres = value / units_per_metre computed in `dtype` (0 stays 0 = invalid).
+
+    The official readers divide in float64 for Bonn (÷ 5000) and KITTI (÷ 256) and in float32 for 7-Scenes and
+    NRGBD (÷ 1000); the metrics follow the GT's dtype, so the readers pass the same."""
     try:
         units = decode_depth_png(_read_bytes(Path(path)), member=str(path))
     except SampleError as error:
         raise FrameError(str(error)) from None
-    return units.astype(np.float32) * np.float32(metres_per_unit)
+    return units.astype(dtype) / dtype(units_per_metre)
 
 
 def read_npy_depth(path: str | Path, metres_per_unit: float = 1.0) -> np.ndarray:

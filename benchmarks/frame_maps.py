@@ -7,7 +7,7 @@ Rules (reference g2vlm-official.md §5.3–5.4, data-and-benchmarks.md §6–7):
   reader's order, `numpy.random.choice(n, 10, replace=False)` (legacy global RandomState, draw order kept);
   sequences with fewer than 10 frames are left out. Co3Dv2 order: the 41 training categories then the 10
   test categories (each alphabetical), sequences in the annotation file's order; RealEstate10K: the order
-  of `re10k_test_1719.txt` (else sorted folder names).
+  of the official list `frame_maps/re10k_test_1719.txt` (shipped; 1,719 sequences, sorted).
 - The synthetic set uses every view of every scene (no map).
 
 Shipped maps (benchmarks/frame_maps/<dataset>_<rule>.json, {"dataset", "rule", "sequences": {name: [ids]}})

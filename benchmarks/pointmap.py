@@ -3,8 +3,10 @@
 Per sequence the mapped frames go through one forward; the prediction is the world point map
 (camera_to_world · local points, not the global head), resized bilinearly (antialiased) to the GT grid. On
 the valid GT pixels `PointMapMetrics` aligns it by Umeyama Sim(3), then point-to-point ICP (max correspondence
-distance 0.1 m; 100 mm for DTU), and scores Accuracy, Completeness and Normal Consistency (means and medians).
-Sequences are averaged with equal weight. The metrics run on the model's device (the GPU when there is one).
+distance 0.1 m; 100 mm for DTU), and scores Accuracy, Completeness and Normal Consistency (means and medians),
+in the official evaluation's steps and dtypes (g2vlm.metrics.point_map). Sequences are averaged with equal
+weight. The GT grid and its quirks (OpenCV nearest resize, one K factor for both axes): see
+g2vlm.benchmarks.pointmap_datasets.
 """
 
 from __future__ import annotations
@@ -62,8 +64,7 @@ def evaluate_pointmap(dataset: PointMapDataset, predictor: GeometryPredictor | N
         else:
             pred = torch.stack(preds)
         with run.timed("metrics"):
-            metrics.update(pred.to(run.device), torch.stack(gts).float().to(run.device),
-                           torch.stack(valids).to(run.device))
+            metrics.update(pred.to(run.device), torch.stack(gts).to(run.device), torch.stack(valids).to(run.device))
         images += len(gts)
     values = {name: float(value) for name, value in metrics.compute().items()} if metrics.update_called else {}
     record = {name: values.get(name, float("nan")) for name in POINT_MAP_METRIC_NAMES}

@@ -16,10 +16,18 @@ data-and-benchmarks.md §3.4 and §6).
                               resized to the depth, eroded by a 10×10 window); millimetres, so ICP uses 100; stride 5
     synthetic                 no root: the held-out synthetic set, every view, at its own resolution
 
-GT (real datasets): depth resized (nearest) to width 512 and height round(H·512/W/14)·14 — the official
-protocol's GT grid, the same for every model — with K scaled exactly for pixel centres at integer
-coordinates (c' = (c + 0.5)·s − 0.5); unprojected with K and camera_to_world; valid = depth > 1e-4. The model
-sees the original image through the protocol's input resize (g2vlm.benchmarks.inference).
+GT (real datasets), as the official `datasets/utils/cropping.py: resize_image_depth_and_intrinsic` and VGGT's
+`unproject_depth_map_to_point_map` compute it: depth resized with `cv2.resize(..., INTER_NEAREST)` (source pixel
+floor(x · W / W'), not torch's "nearest-exact") to width 512 and height round(H·512/W/14)·14 — the protocol's GT
+grid, the same for every model; K shifted by +0.5, its first two rows multiplied by ONE factor s = max(W'/W,
+H'/H), shifted back; camera points (u - cx)·z / fx, (v - cy)·z / fy, z rounded to float32; world = R·X + t with
+(R, t) = the closed-form inverse of the official world_to_camera; valid = depth > 1e-4. Dtypes as the official
+readers: K float32 for 7-Scenes, NRGBD and DTU (float64 for ETH3D), NRGBD poses float32.
+Quirks kept for comparability (the published numbers carry them):
+- one K factor for both axes although the depth is resized per axis (640×480 -> 512×378 scales rows by 0.7875
+  but fy by 0.8), so the GT is stretched by 1.6 % vertically against the image;
+- INTER_NEAREST picks source pixel floor(x · W / W') (biased towards the top-left), not the nearest centre.
+The model sees the original image through the protocol's input resize (g2vlm.benchmarks.inference).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -49,16 +58,16 @@ POINT_MAP_DATASET_NAMES = ("synthetic", "7scenes", "7scenes-sparse", "nrgbd", "n
 GT_GRID_BASE = 14  # the official GT grid snaps the height to multiples of 14 for every model
 VALID_DEPTH_MIN = 1e-4
 ICP_MAX_DISTANCE = {"dtu": 100.0}  # scene units; 0.1 (metres) otherwise
-SEVEN_SCENES_K = ((525.0, 0.0, 320.0), (0.0, 525.0, 240.0), (0.0, 0.0, 1.0))
-NRGBD_K = ((554.2562584220408, 0.0, 320.0), (0.0, 554.2562584220408, 240.0), (0.0, 0.0, 1.0))
+SEVEN_SCENES_K = ((525.0, 0.0, 320.0), (0.0, 525.0, 240.0), (0.0, 0.0, 1.0))  # float32, as the official
+NRGBD_K = ((554.2562584220408, 0.0, 320.0), (0.0, 554.2562584220408, 240.0), (0.0, 0.0, 1.0))  # float32 too
 INDOOR_DEPTH_RANGE_M = (1e-3, 10.0)
 DTU_EROSION = 10
 
 
 @dataclass(frozen=True)
 class PointMapView:
-    """rgb (H0, W0, 3) uint8 (the image the model sees); depth (H, W) float (0 = invalid); K (3, 3);
-    camera_to_world (4, 4) OpenCV, float64."""
+    """rgb (H0, W0, 3) uint8 (the image the model sees); depth (H, W) float (0 = invalid); K (3, 3) in the official
+    reader's dtype; camera_to_world (4, 4) OpenCV, float64, as the official unprojection derives it."""
 
     rgb: np.ndarray
     depth: np.ndarray
@@ -115,22 +124,33 @@ def sequence_lengths(name: str, root: str | Path) -> dict[str, int]:
 
 
 def gt_points(view: PointMapView, gt_width: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """GT world points (H, W, 3) float64 and validity (H, W) on the protocol's GT grid."""
-    from g2vlm.geometry.camera import unproject_depth
-
-    depth = torch.from_numpy(np.ascontiguousarray(view.depth, dtype=np.float64))
-    K = torch.from_numpy(np.asarray(view.K, dtype=np.float64)).clone()
+    """GT world points (H, W, 3) float64 and validity (H, W) on the protocol's GT grid (see the module docstring;
+    gt_width None: the native grid)."""
+    depth = np.asarray(view.depth)
+    K = np.array(view.K)  # a copy, in the reader's dtype
     height, width = depth.shape
     if gt_width is not None and gt_width != width:
-        new_height = max(GT_GRID_BASE, round(height * gt_width / width / GT_GRID_BASE) * GT_GRID_BASE)
-        scale_x, scale_y = gt_width / width, new_height / height
-        depth = F.interpolate(depth[None, None], size=(new_height, gt_width), mode="nearest-exact")[0, 0]
-        K[0] *= scale_x
-        K[1] *= scale_y
-        K[0, 2] += 0.5 * scale_x - 0.5
-        K[1, 2] += 0.5 * scale_y - 0.5
-    points = unproject_depth(depth, K, torch.from_numpy(np.asarray(view.camera_to_world, dtype=np.float64)))
-    return points, depth > VALID_DEPTH_MIN
+        size_in = np.array([width, height], dtype=np.float32)
+        size_out = np.array([gt_width, max(GT_GRID_BASE, round(size_in[1] * (gt_width / size_in[0]) / GT_GRID_BASE)
+                                           * GT_GRID_BASE)])
+        depth = cv2.resize(depth, (int(size_out[0]), int(size_out[1])), interpolation=cv2.INTER_NEAREST)
+        K[0, 2] = K[0, 2] + 0.5
+        K[1, 2] = K[1, 2] + 0.5
+        K[:2, :] = K[:2, :] * np.max(size_out / size_in)
+        K[0, 2] = K[0, 2] - 0.5
+        K[1, 2] = K[1, 2] - 0.5
+    u, v = np.meshgrid(np.arange(depth.shape[1]), np.arange(depth.shape[0]))
+    camera = np.stack(((u - K[0, 2]) * depth / K[0, 0], (v - K[1, 2]) * depth / K[1, 1], depth), axis=-1)
+    camera_to_world = np.asarray(view.camera_to_world, dtype=np.float64)
+    world = np.dot(camera.astype(np.float32), camera_to_world[:3, :3].T) + camera_to_world[:3, 3]
+    return torch.from_numpy(world), torch.from_numpy(depth > VALID_DEPTH_MIN)
+
+
+def official_camera_to_world(world_to_camera: np.ndarray) -> np.ndarray:
+    """(4, 4) float64: the closed-form inverse [Rᵀ, -Rᵀt] the official unprojection takes of its world_to_camera
+    extrinsic (VGGT `closed_form_inverse_se3`), which the official datasets hold in float64 arrays whatever they
+    were read as (float32 for NRGBD's poses and DTU's cameras)."""
+    return rigid_inverse(np.asarray(world_to_camera, dtype=np.float64))
 
 
 def _root(name: str, root: str | Path | None) -> Path:
@@ -175,8 +195,9 @@ def _read_seven_scenes(folder: Path, index: int) -> PointMapView:
     prefix = folder / f"frame-{index:06d}"
     units = read_png_depth(f"{prefix}.depth.proj.png", 1.0)
     depth = _indoor_depth(np.where(units == 65535, 0, units) / 1000.0)
-    camera_to_world = read_matrix_text(f"{prefix}.pose.txt", 4, 4)
-    return PointMapView(read_rgb(f"{prefix}.color.png"), depth, np.array(SEVEN_SCENES_K), camera_to_world)
+    world_to_camera = rigid_inverse(read_matrix_text(f"{prefix}.pose.txt", 4, 4))
+    return PointMapView(read_rgb(f"{prefix}.color.png"), depth, np.array(SEVEN_SCENES_K, dtype=np.float32),
+                        official_camera_to_world(world_to_camera))
 
 
 # ------------------------------------------------------------------------------------------------ NRGBD
@@ -191,7 +212,7 @@ def _nrgbd(root: Path) -> dict[str, list[PointMapFrame]]:
         if numbers.size != 16 * count:
             raise ValueError(f"benchmarks/pointmap_datasets.py: {scene / 'poses.txt'} holds {numbers.size / 16:g} "
                              f"poses for {count} images")
-        poses = numbers.reshape(count, 4, 4)
+        poses = numbers.reshape(count, 4, 4).astype(np.float32)  # float32, as the official reader
         poses[:, :, 1:3] *= -1  # OpenGL camera axes -> OpenCV
         out[scene.name] = [PointMapFrame(f"img{i}", partial(_read_nrgbd, scene, i, poses[i])) for i in range(count)]
     return out
@@ -200,8 +221,9 @@ def _nrgbd(root: Path) -> dict[str, list[PointMapFrame]]:
 def _read_nrgbd(scene: Path, index: int, camera_to_world: np.ndarray) -> PointMapView:
     if not np.isfinite(camera_to_world).all():
         raise FrameError(f"{scene / 'poses.txt'}: pose {index} is not finite")
-    depth = _indoor_depth(read_png_depth(scene / "depth" / f"depth{index}.png", 1e-3))
-    return PointMapView(read_rgb(scene / "images" / f"img{index}.png"), depth, np.array(NRGBD_K), camera_to_world)
+    depth = _indoor_depth(read_png_depth(scene / "depth" / f"depth{index}.png", 1000.0))
+    return PointMapView(read_rgb(scene / "images" / f"img{index}.png"), depth, np.array(NRGBD_K, dtype=np.float32),
+                        official_camera_to_world(rigid_inverse(camera_to_world)))
 
 
 # ------------------------------------------------------------------------------------------------ ETH3D
@@ -226,7 +248,7 @@ def _read_eth3d(scene: Path, image_name: str) -> PointMapView:
             world_to_camera[: extrinsics.shape[0], :4] = extrinsics[:4, :4]
     except (OSError, KeyError, ValueError) as error:
         raise FrameError(f"{camera_path}: unreadable camera ({type(error).__name__}: {error})") from None
-    return PointMapView(rgb, depth, K, rigid_inverse(world_to_camera))
+    return PointMapView(rgb, depth, K, official_camera_to_world(world_to_camera))
 
 
 # -------------------------------------------------------------------------------------------------- DTU
@@ -259,9 +281,10 @@ def _read_dtu(scan: Path, index: int) -> PointMapView:
                              mode="nearest")[0, 0].numpy() > 0.5
     depth = depth * erode(mask)
     camera_path = scan / "cams" / f"{index:08d}_cam.txt"
-    world_to_camera = read_matrix_text(camera_path, 4, 4, skip_words=1)  # after the word "extrinsic"
-    K = read_matrix_text(camera_path, 3, 3, skip_words=18)  # after the 4×4 matrix and the word "intrinsic"
-    return PointMapView(read_rgb(scan / "images" / f"{index:08d}.jpg"), depth, K, rigid_inverse(world_to_camera))
+    world_to_camera = read_matrix_text(camera_path, 4, 4, skip_words=1).astype(np.float32)  # after "extrinsic"
+    K = read_matrix_text(camera_path, 3, 3, skip_words=18).astype(np.float32)  # after the 4×4 and "intrinsic"
+    return PointMapView(read_rgb(scan / "images" / f"{index:08d}.jpg"), depth, K,
+                        official_camera_to_world(world_to_camera))
 
 
 # -------------------------------------------------------------------------------------------- synthetic

@@ -5,7 +5,9 @@
                (the Co3Dv2 download: <category>/<sequence>/images/frameNNNNNN.jpg). All 51 categories; a
                sequence with fewer than 50 frames, or a frame whose T_x + T_y + T_z > 1e5, is left out.
     re10k      ROOT/<sequence>/annotations.json ([{filepath, extrinsics (world-to-camera, OpenCV, 3×4 or 4×4)},
-               ...]; filepath relative to ROOT); the sequences of ROOT/re10k_test_1719.txt, else every folder.
+               ...]; filepath relative to ROOT); the 1,719 test sequences of the official list, shipped as
+               benchmarks/frame_maps/re10k_test_1719.txt (G2VLM `eval_code/recons/datasets/sequences/`), in its
+               order (sorted); other folders under ROOT are ignored, a listed sequence missing there is an error.
     synthetic  no root: the held-out synthetic set, every view.
 
 Frames: 10 per sequence by the seed-42 map (benchmarks/frame_maps.py); full images, uncropped. Co3Dv2's
@@ -38,7 +40,7 @@ CO3D_TEST_CATEGORIES = ("ball", "book", "couch", "frisbee", "hotdog", "kite", "r
                         "suitcase")
 CO3D_MIN_FRAMES = 50
 CO3D_MAX_TRANSLATION_SUM = 1e5
-RE10K_SEQUENCE_LIST = "re10k_test_1719.txt"
+RE10K_SEQUENCE_LIST = Path(__file__).resolve().parent / "frame_maps" / "re10k_test_1719.txt"
 
 
 @dataclass(frozen=True)
@@ -164,14 +166,18 @@ def _co3d(root: Path) -> tuple[dict[str, list[dict]], list[str]]:
     return sequences, notes
 
 
+def re10k_test_sequences() -> list[str]:
+    """The official RealEstate10K test sequences, in the list's order."""
+    return [line.strip() for line in RE10K_SEQUENCE_LIST.read_text().splitlines() if line.strip()]
+
+
 def _re10k(root: Path) -> tuple[dict[str, list[dict]], list[str]]:
-    listing = root / RE10K_SEQUENCE_LIST
-    if listing.is_file():
-        names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
-    else:
-        names = sorted(p.name for p in root.iterdir() if (p / "annotations.json").is_file())
-    if not names:
-        raise ValueError(f"benchmarks/pose_datasets.py: no <sequence>/annotations.json under {root}")
+    names = re10k_test_sequences()
+    missing = [name for name in names if not (root / name / "annotations.json").is_file()]
+    if missing:
+        raise ValueError(f"benchmarks/pose_datasets.py: {len(missing)} of the {len(names)} test sequences of "
+                         f"{RE10K_SEQUENCE_LIST.name} have no <sequence>/annotations.json under {root} "
+                         f"(first: {', '.join(missing[:3])})")
     sequences = {}
     for sequence in names:
         path = root / sequence / "annotations.json"
@@ -186,7 +192,7 @@ def _re10k(root: Path) -> tuple[dict[str, list[dict]], list[str]]:
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ValueError(f"benchmarks/pose_datasets.py: {path}: unreadable annotations ({type(error).__name__}: {error})") from None
         sequences[sequence] = frames
-    return sequences, [f"sequence list: {listing.name if listing.is_file() else 'every folder'}"]
+    return sequences, [f"sequence list: {RE10K_SEQUENCE_LIST.name} ({len(names)} sequences)"]
 
 
 def _synthetic() -> PoseDataset:

@@ -1,6 +1,6 @@
 """Saved predictions of any model, one float32 `.npy` per GT frame, scored as if the model had just run.
 
-Layout: `DIR/[<seq>/]<stem>.npy`, where `<seq>` is the sequence name (none for NYU-v2) and `<stem>` the GT
+Layout: `DIR/[<seq>/]<stem>.npy` (float32, or float64 kept as such, as the official code keeps it), where `<seq>` is the sequence name (none for NYU-v2) and `<stem>` the GT
 frame's image stem. The official evaluation scripts' naming `<stem>depth.npy` is accepted too, so π³ / VGGT /
 G²VLM outputs score as they are. When DIR holds a folder named after the dataset (`DIR/sintel/...`, as the
 official `output_dir/<model>/<dataset>/` does), that folder is used. Contents per benchmark:
@@ -52,17 +52,19 @@ class PredictionFolder:
                          f"[<seq>/]<stem>.npy (or <stem>depth.npy) in {self.root}: {shown}")
 
     def load(self, sequence: str | None, stem: str, kind: str) -> np.ndarray:
-        """The prediction of one frame as float32: kind `depth` -> (h, w); `points` -> (h, w, 3);
+        """The prediction of one frame (float64 stays float64, anything else becomes float32): kind `depth` ->
+        (h, w); `points` -> (h, w, 3);
         `pose` -> (4, 4) (a (3, 4) matrix gets the row 0 0 0 1). Singleton dims are squeezed."""
         path = self.path(sequence, stem)
         if path is None:
             raise FrameError(f"{self.root}: no prediction for {sequence + '/' if sequence else ''}{stem}")
         try:
-            values = np.squeeze(np.load(path, allow_pickle=False)).astype(np.float32)
+            values = np.squeeze(np.load(path, allow_pickle=False))
+            values = values.astype(np.float64 if values.dtype == np.float64 else np.float32)
         except (OSError, ValueError, EOFError, TypeError) as error:
             raise FrameError(f"{path}: not a readable numeric .npy array ({type(error).__name__}: {error})") from None
         if kind == "pose" and values.shape == (3, 4):
-            values = np.concatenate([values, np.array([[0, 0, 0, 1]], dtype=np.float32)])
+            values = np.concatenate([values, np.array([[0, 0, 0, 1]], dtype=values.dtype)])
         valid = {"depth": values.ndim == 2, "points": values.ndim == 3 and values.shape[-1] == 3,
                  "pose": values.shape == (4, 4)}[kind]
         if not valid:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-PACKAGES = ("g2vlm", "torch", "lightning", "numpy", "pillow", "timm", "transformers")
+PACKAGES = ("g2vlm", "torch", "lightning", "numpy", "pillow", "timm", "transformers", "opencv-python-headless")
 
 
 def environment(device: str | torch.device | None) -> dict:

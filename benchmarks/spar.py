@@ -1,20 +1,25 @@
 """SPAR-Bench (and any QA shards) scoring: per task, the Low / Medium / High groups as published, beside the paper;
-plus the answer parsing of MindCube and OmniSpatial (end of file).
+plus the scoring of MindCube and OmniSpatial (end of file).
 
-Scoring rules are SPAR-Bench's official lmms-eval task (`g2vlm.metrics.spatial_qa`; reference
-data-and-benchmarks.md §1.5): MRA for the 8 numeric Low tasks, SPAR's lenient exact match for multiple choice,
-the 5-axis MRA for view_change_infer; groups are unweighted means over their tasks with the 3-task Medium of the
-published tables, Avg the mean of all 20. Questions of other tasks (the synthetic QA) are scored by
-`g2vlm.lit.spatial_reasoning.score_qa` and reported per task, with numeric MRA and multiple-choice accuracy.
+Scoring rules are SPAR-Bench's official lmms-eval task (fudan-zvg/spar `lmms-eval/lmms_eval/tasks/sparbench/
+utils.py`; `g2vlm.metrics.spatial_qa`): MRA for the 8 numeric Low tasks, SPAR's lenient exact match for multiple
+choice, the 5-axis MRA for view_change_infer; Avg the mean of all 20 task scores. Quirks kept for comparability:
+- the answer is scored as it comes, not stripped: a leading space or newline (lmms-eval's Qwen2-VL wrapper in
+  SPAR's fork returns them) fails the multiple-choice rules and hides a view-change action key;
+- an empty answer counts as correct in multiple choice (the empty string is a substring of every answer);
+- "Answer: A" is correct when the answer is A (its first character, lower-cased, is "a");
+- the view-change MRA divides by the predicted axis value (the official code swaps its arguments);
+- Medium is printed twice: the 3-task mean of the published tables (`medium`) and the official code's own
+  "Middle" (`middle_official`, 2 tasks: its group lookup drops view_change_infer_vci_metric).
+Questions of other tasks (the synthetic QA) are scored by `g2vlm.lit.spatial_reasoning.score_qa` and reported
+per task, with numeric MRA and multiple-choice accuracy. A question without a prediction scores 0 and is counted.
 
 Answers come from a SpatialReasoning checkpoint (greedy, at most 100 new tokens, stop at `<|im_end|>`, as the
-official task) or from saved predictions: JSONL lines {"key": KEY, "prediction": "..."} matched to the QA
-shards' samples by key (lines may also carry "task" and "answer", then no shards are needed).
+official task) or from saved answers (`g2vlm.benchmarks.qa_answers`: our JSONL or lmms-eval `--log_samples`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import defaultdict
@@ -64,54 +69,52 @@ PUBLISHED_GROUPS: dict[str, dict[str, float]] = {
 }
 
 
+# The official code's own "Middle": its group lookup strips the last `_token` of each metric key, so
+# `view_change_infer_vci_metric` becomes `view_change_infer_vci`, which is no task name, and falls out.
+OFFICIAL_CODE_MIDDLE_TASKS = tuple(task for task in MEDIUM_TASKS if task != "view_change_infer")
+
+
 def group_averages(per_task: dict[str, float]) -> dict[str, float]:
     """SPAR-Bench aggregates (percent in, percent out) from per-task scores: `overall` over all tasks present,
-    `low` / `medium` (3 tasks, as published) / `high` over the present tasks of each group (NaN when none)."""
+    `low` / `medium` (3 tasks, as the published tables) / `high` over the present tasks of each group, and
+    `middle_official` (the official code's 2-task "Middle", see OFFICIAL_CODE_MIDDLE_TASKS); NaN when none."""
 
     def mean(names: Iterable[str]) -> float:
         values = [per_task[name] for name in names if name in per_task and not math.isnan(per_task[name])]
         return sum(values) / len(values) if values else math.nan
 
-    return {"overall": mean(SPAR_TASKS), "low": mean(LOW_TASKS), "medium": mean(MEDIUM_TASKS), "high": mean(HIGH_TASKS)}
+    return {"overall": mean(SPAR_TASKS), "low": mean(LOW_TASKS), "medium": mean(MEDIUM_TASKS), "high": mean(HIGH_TASKS),
+            "middle_official": mean(OFFICIAL_CODE_MIDDLE_TASKS)}
 
 
-def score_predictions(items: Iterable[tuple[str, str, str, str]]) -> dict:
-    """items: (task, answer_type, prediction, answer) per question -> the benchmark record:
-    {"tasks": {task: percent}, "counts": {task: n}, SPAR groups when SPAR tasks are present, "numeric_mra",
-    "choice_accuracy", "n_questions"}."""
+def score_predictions(items: Iterable[tuple[str, str, str | None, str]]) -> dict:
+    """items: (task, answer_type, prediction, answer) per question; prediction None = the question has no
+    prediction (it scores 0) -> the benchmark record: {"tasks": {task: percent}, "counts": {task: n}, SPAR groups
+    when SPAR tasks are present, "numeric_mra", "choice_accuracy", "n_questions", "n_missing",
+    "missing": {task: n}}."""
     from g2vlm.lit.spatial_reasoning import score_qa
 
     scores: dict[str, list[float]] = defaultdict(list)
     by_type: dict[str, list[float]] = defaultdict(list)
+    missing: dict[str, int] = defaultdict(int)
     for task, answer_type, prediction, answer in items:
-        score = score_qa(task, answer_type, prediction, answer)
+        if prediction is None:
+            score = 0.0
+            missing[task] += 1
+        else:
+            score = score_qa(task, answer_type, prediction, answer)
         scores[task].append(score)
         by_type[answer_type].append(score)
     per_task = {task: 100.0 * sum(values) / len(values) for task, values in sorted(scores.items())}
     record: dict = {"tasks": per_task, "counts": {task: len(values) for task, values in sorted(scores.items())},
-                    "n_questions": sum(len(values) for values in scores.values())}
+                    "n_questions": sum(len(values) for values in scores.values()),
+                    "n_missing": sum(missing.values()), "missing": dict(sorted(missing.items()))}
     for answer_type, key in (("numeric", "numeric_mra"), ("multiple_choice", "choice_accuracy")):
         values = by_type.get(answer_type, [])
         record[key] = 100.0 * sum(values) / len(values) if values else math.nan
     if any(task in SPAR_TASKS for task in per_task):
         record.update(group_averages(per_task))
     return record
-
-
-def read_predictions(path: str | Path) -> dict[str, dict]:
-    """JSONL of {"key", "prediction"[, "task", "answer", "answer_type"]} -> {key: line}. Clear errors name the line."""
-    out = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not JSON ({error})") from None
-        if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not isinstance(item.get("prediction"), str):
-            raise ValueError(f"{path}:{number}: each line needs string fields 'key' and 'prediction'")
-        out[item["key"]] = item
-    return out
 
 
 def checkpoint_answers(checkpoint: str | Path, shards: list[str], device: str, max_new_tokens: int = 100,
@@ -136,55 +139,116 @@ def checkpoint_answers(checkpoint: str | Path, shards: list[str], device: str, m
         yield sample.key, sample.task, sample.answer_type, module.answer(sample, max_new_tokens), sample.answer
 
 
-# ------------------------------------------------------------------ MindCube and OmniSpatial answer parsing
-# (reference data-and-benchmarks.md §2; their scorers are exact match on the parsed letter)
-_MINDCUBE_PATTERNS = (
-    re.compile(r"\b([A-E])\."),                                                     # "X." anywhere
-    re.compile(r"<Answer>\s*\(?([A-E])\)?", re.IGNORECASE),                        # inside <Answer> tags
-    re.compile(r"(?:my answer is|answer is|answer\s*:)\s*\(?([A-E])\)?", re.IGNORECASE),  # "Answer: X", ...
-    re.compile(r"^\s*\(?([A-E])\)?\s*$", re.MULTILINE),                             # a bare letter on a line
-)
-MINDCUBE_SETTINGS = ("around", "rotation", "translation", "among")
+# ------------------------------------------------------------------ MindCube and OmniSpatial scoring
+# MindCube: the official `extract_answer` (mll-lab-nu/MindCube src/evaluation/core/extractors.py) and its basic
+# evaluator (src/evaluation/evaluator.py, core/base_metrics.py). Patterns are tried in priority order; the first
+# that matches decides, with its LAST match. Letters are A-E, upper case only (a lower-case "d" is no answer).
+_MINDCUBE_FIRST = re.compile(r"([A-E])\.")  # "X." anywhere
+_MINDCUBE_TAG = re.compile(r"<Answer>(.*?)(?:<|$)", re.DOTALL)  # the text after the first <Answer> tag
+_MINDCUBE_IN_TAG = tuple(re.compile(p) for p in (
+    r"[Mm]y answer is ([A-E])", r"[Mm]y answer is ([A-E])\.", r"[Tt]he answer is ([A-E])", r"(?:Answer: )?([A-E])\.",
+    r"\b([A-E])\b"))
+_MINDCUBE_PRIORITY = tuple(re.compile(p) for p in (
+    r'(?:Answer: )?([A-E])\. [A-Za-z0-9 \-\(\)\'",]+(?=(?:\n|$|\.|"))',  # letter, ". ", a description
+    r'(?:Answer: )?([A-E])\. [A-Za-z0-9 \-\(\)\'"]+',
+    r"(?:^|\n)(?:Answer: )?([A-E])(?:\.|$|\s)",  # a letter at a line start
+    r"[\*\"]([A-E])[\*\"]",  # in quotes or asterisks
+    r"\bAnswer:?\s*([A-E])\b",
+    r"[Mm]y answer is ([A-E])",
+    r"[Mm]y answer is ([A-E])\.",
+    r"answer is ([A-E])",
+))
+_MINDCUBE_LINE_DESCRIBED = re.compile(r'([A-E])\. [A-Za-z0-9 \-\(\)\'",]+')
+_MINDCUBE_LINE_BARE = re.compile(r"\b([A-E])\b")
+MINDCUBE_SETTINGS = ("around", "rotation", "translation", "among", "other")
+MINDCUBE_OVERALL_EXCLUDES = ("translation",)
 
 
 def mindcube_answer(text: str) -> str | None:
-    """MindCube's extraction: the first pattern of its priority list that matches decides; its LAST match wins."""
-    for pattern in _MINDCUBE_PATTERNS:
+    """The letter MindCube's `extract_answer` reads from a response, or None. Quirks kept: the "X." pattern
+    outranks everything (so "I pick B. C is wrong" reads B, and "e.g. A." reads A); lower-case letters never
+    count; a bare letter anywhere on the last line that has one ("I think it is B") is the last resort."""
+    if not text:
+        return None
+    found = _MINDCUBE_FIRST.findall(text)
+    if found:
+        return found[-1]
+    tag = _MINDCUBE_TAG.search(text)
+    if tag:
+        for pattern in _MINDCUBE_IN_TAG:
+            found = pattern.findall(tag.group(1))
+            if found:
+                return found[-1]
+    for pattern in _MINDCUBE_PRIORITY:
         found = pattern.findall(text)
         if found:
-            return found[-1].upper()
+            return found[-1]
+    lines = text.split("\n")
+    described = [match.group(1) for line in lines if (match := _MINDCUBE_LINE_DESCRIBED.search(line))]
+    if described:
+        return described[-1]
+    for line in reversed(lines):
+        match = _MINDCUBE_LINE_BARE.search(line)
+        if match:
+            return match.group(1)
     return None
 
 
 def mindcube_setting(sample_id: str) -> str:
-    """The setting a MindCube question belongs to, by a substring of its id (else `other`)."""
-    return next((name for name in MINDCUBE_SETTINGS if name in sample_id), "other")
+    """The setting of a MindCube question: the first of around, rotation, translation, among found in its lower-cased
+    id (else `other`), as the official `get_setting_from_id`."""
+    lowered = sample_id.lower()
+    return next((name for name in MINDCUBE_SETTINGS[:-1] if name in lowered), "other")
 
 
-def mindcube_scores(items: Iterable[tuple[str, str, str]]) -> dict[str, float]:
-    """items: (id, prediction, gt letter) -> accuracy (percent) per setting and `overall`, which leaves out
-    `translation` as MindCube does."""
+def mindcube_scores(items: Iterable[tuple[str, str | None, str]]) -> dict:
+    """items: (question id, response, gt letter) -> accuracy (percent) per setting that has questions, `overall`
+    (all settings but translation, as the official evaluator) and counts. A question whose gt letter is empty is
+    skipped, as officially; the gt letter is compared as it is (the official code does not normalise it). A
+    response None (no prediction) is wrong."""
     correct: dict[str, list[float]] = defaultdict(list)
-    for sample_id, prediction, answer in items:
-        correct[mindcube_setting(sample_id)].append(float(mindcube_answer(prediction) == answer.strip().upper()))
-    out = {name: 100.0 * sum(v) / len(v) for name, v in correct.items()}
-    counted = [x for name, v in correct.items() if name != "translation" for x in v]
+    for sample_id, response, answer in items:
+        if not answer:
+            continue
+        extracted = None if response is None else mindcube_answer(response)
+        correct[mindcube_setting(sample_id)].append(float(extracted is not None and extracted == answer))
+    out: dict = {name: 100.0 * sum(v) / len(v) for name, v in correct.items()}
+    counted = [x for name, v in correct.items() if name not in MINDCUBE_OVERALL_EXCLUDES for x in v]
     out["overall"] = 100.0 * sum(counted) / len(counted) if counted else math.nan
+    out["counts"] = {name: len(v) for name, v in correct.items()}
     return out
 
 
-def omnispatial_answer(text: str) -> str | None:
-    """OmniSpatial's default extraction "Answer: X" (A-D), then a JSON {"answer": ...}, then a bare letter."""
-    found = re.findall(r"Answer:\s*\(?([A-D])\)?", text)
-    if found:
-        return found[-1]
-    match = re.search(r"\{[^{}]*\}", text)
-    if match:
-        try:
-            value = json.loads(match.group(0)).get("answer")
-        except (json.JSONDecodeError, AttributeError):
-            value = None
-        if isinstance(value, str) and value.strip()[:1].upper() in "ABCD" and value.strip():
-            return value.strip()[0].upper()
-    bare = text.strip().strip(".()").upper()
-    return bare if bare in ("A", "B", "C", "D") else None
+# OmniSpatial: the official default scorer, `eval_type="re"` of qizekun/OmniSpatial `api_eval.py: process_info`.
+_OMNISPATIAL_ANSWER = re.compile(r"Answer\s*:\s*([A-D])\b", re.IGNORECASE)
+OMNISPATIAL_REPORTED = ("Spatial_Interaction", "Perspective_Taking")  # G²VLM's OmniSpatial*: SI and PT
+
+
+def omnispatial_answer(text: str) -> str:
+    """The letter OmniSpatial's default ("re") scorer reads: the LAST "Answer: X" (case-insensitive; X in A-D as
+    written, so "answer: b" reads "b", which never equals the upper-case gt letter), else "A" (an unparsed response
+    counts as answering A: right whenever the answer is A)."""
+    found = _OMNISPATIAL_ANSWER.findall(text)
+    return found[-1] if found else "A"
+
+
+def omnispatial_scores(items: Iterable[tuple[str, str, str | None, str]]) -> dict:
+    """items: (task_type, sub_task_type, response, gt letter) -> accuracy (percent) overall, per task type and per
+    sub-task, `reported` (SI and PT pooled, G²VLM's "OmniSpatial*" average) and counts. A response None (no
+    prediction) is wrong."""
+    by_task: dict[str, list[float]] = defaultdict(list)
+    by_sub_task: dict[str, list[float]] = defaultdict(list)
+    for task, sub_task, response, answer in items:
+        flag = float(response is not None and omnispatial_answer(response) == answer)
+        by_task[task].append(flag)
+        by_sub_task[sub_task].append(flag)
+
+    def percent(values: list[float]) -> float:
+        return 100.0 * sum(values) / len(values) if values else math.nan
+
+    every = [x for v in by_task.values() for x in v]
+    reported = [x for name in OMNISPATIAL_REPORTED for x in by_task.get(name, [])]
+    return {"overall": percent(every), "reported": percent(reported),
+            "tasks": {name: percent(v) for name, v in sorted(by_task.items())},
+            "sub_tasks": {name: percent(v) for name, v in sorted(by_sub_task.items())},
+            "counts": {name: len(v) for name, v in sorted(by_task.items())}}

@@ -4,12 +4,16 @@
     g2vlm bench spar --ckpt runs/reasoning-demo/checkpoints/last.ckpt --data data/shards/spar-bench
     g2vlm bench spar --predictions outputs/model.jsonl --data data/shards/spar-bench --out runs/bench/spar.json
     g2vlm bench spar --predictions outputs/model.jsonl          # lines carrying task and answer too
+    g2vlm bench spar --predictions logs/g2vlm/<date>_samples_sparbench.jsonl   # lmms-eval --log_samples output
 
 --data is a folder (or glob) of QA shards: SPAR-Bench or SPAR-Bench-Tiny converted by `g2vlm shard spar-bench`
 (each question already as the official lmms-eval task prompts it, so a checkpoint answers exactly those prompts;
 keys `sparbench_<id>`), SPAR-7M's val split (`g2vlm shard spar --split val`) or synthetic QA
 (`g2vlm shard synthetic-qa`). Prints the Avg / Low / Medium / High table beside the published rows and the
-per-task table; --out writes JSON {"spar": {...}, "env": {...}}. Scoring rules: g2vlm.benchmarks.spar.
+per-task table (Medium: the published 3-task mean; also the official code's own 2-task "Middle", labelled); --out
+writes JSON {"spar": {...}, "env": {...}}. Scoring rules: g2vlm.benchmarks.spar. Saved answers: our JSONL or
+lmms-eval's samples file (g2vlm.benchmarks.qa_answers), scored as they come. With --data every question is scored:
+one without a prediction counts as wrong and is reported.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ def add_spar(benchmarks: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", help="QA shards: a folder (all *.tar in it) or a glob")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", help="SpatialReasoning checkpoint")
-    source.add_argument("--predictions", metavar="JSONL", help='saved answers: {"key": ..., "prediction": ...} per line')
+    source.add_argument("--predictions", metavar="JSONL", help='saved answers: {"key": ..., "prediction": ...} per line, '
+                        "or lmms-eval --log_samples output (<date>_samples_sparbench.jsonl)")
     parser.add_argument("--tokenizer", help="tokenizer folder (default: the one the checkpoint records)")
     parser.add_argument("--max-new-tokens", type=int, default=100, help="generation length (default 100, as SPAR)")
     parser.add_argument("--save-predictions", metavar="JSONL", help="write the checkpoint's answers as JSONL")
@@ -53,28 +58,34 @@ def run_spar(args: argparse.Namespace) -> int:
         return 2
 
 
-def _items_from_predictions(args: argparse.Namespace) -> list[tuple[str, str, str, str, str]]:
-    from g2vlm.benchmarks.spar import read_predictions
+def _items_from_predictions(args: argparse.Namespace) -> list[tuple[str, str, str, str | None, str]]:
+    from g2vlm.benchmarks.qa_answers import read_saved_answers
 
-    predictions = read_predictions(args.predictions)
+    answers = read_saved_answers(args.predictions, "spar")
     if args.data is None:
-        missing = [key for key, item in predictions.items() if not {"task", "answer"} <= set(item)]
-        if missing:
-            raise ValueError(f"{args.predictions}: lines without 'task' and 'answer' (e.g. {missing[0]}) need --data")
-        return [(key, item["task"], item.get("answer_type", _answer_type(item["task"])), item["prediction"],
-                 item["answer"]) for key, item in predictions.items()]
+        lacking = next((a for a in answers.values() if a.task is None or a.answer is None), None)
+        if lacking is not None:
+            raise ValueError(f"{args.predictions}:{lacking.line}: no 'task' and 'answer' on this line: pass --data "
+                             f"(the QA shards) to supply them")
+        return [(a.key, a.task, a.answer_type or _answer_type(a.task), a.prediction, a.answer)
+                for a in answers.values()]
     from g2vlm.datamodules.clip_reader import SkipLog
     from g2vlm.datamodules.qa_shards import iter_qa_samples
 
-    items, unanswered = [], 0
+    items, missing = [], []
     for record in iter_qa_samples(shard_paths(args.data), SkipLog()):
-        item = predictions.get(record.key)
-        if item is None:
-            unanswered += 1
-            item = {"prediction": ""}  # counted as given: an unanswered question gets the empty answer
-        items.append((record.key, record.qa.task, record.qa.answer_type, item["prediction"], record.qa.final_answer))
-    if unanswered:
-        print(f"[bench] {unanswered} questions have no prediction: scored as empty answers", file=sys.stderr)
+        answer = answers.pop(record.key, None)
+        if answer is None:
+            missing.append(record.key)
+        items.append((record.key, record.qa.task, record.qa.answer_type, None if answer is None else answer.prediction,
+                      record.qa.final_answer))
+    if missing:
+        print(f"[bench] {len(missing)} of {len(items)} questions have no prediction (e.g. {', '.join(missing[:3])}): "
+              f"scored as wrong", file=sys.stderr)
+    if answers:
+        extra = next(iter(answers.values()))
+        print(f"[bench] {len(answers)} predictions match no question of --data (e.g. {extra.key!r}, line "
+              f"{extra.line}): ignored", file=sys.stderr)
     return items
 
 
@@ -115,15 +126,21 @@ def format_tables(record: dict, source: str) -> str:
     from g2vlm.benchmarks.spar import PAPER_TASK_NAMES, PUBLISHED_GROUPS, PUBLISHED_PER_TASK
 
     tables = []
+    missing = f", {record['n_missing']} without a prediction (scored as wrong)" if record.get("n_missing") else ""
     if "overall" in record:
-        columns = [("overall", "Avg", ".2f"), ("low", "Low", ".2f"), ("medium", "Medium", ".2f"), ("high", "High", ".2f")]
+        columns = [("overall", "Avg", ".2f"), ("low", "Low", ".2f"), ("medium", "Medium", ".2f"), ("high", "High", ".2f"),
+                   ("middle_official", "Middle (code)", ".2f")]
         rows = [(f"this run ({source})", record), *report.published_rows(PUBLISHED_GROUPS, "G2-T1b/T3")]
-        tables.append(report.format_table(f"SPAR-Bench, {record['n_questions']} questions", columns, rows))
+        tables.append(report.format_table(
+            f"SPAR-Bench, {record['n_questions']} questions{missing}\n(Medium: the 3-task mean of the published tables; "
+            f"Middle (code): the official code's own group, 2 tasks: its lookup drops view_change_infer)", columns, rows))
     spar_names = {task: name for name, task in PAPER_TASK_NAMES.items()}
     published = PUBLISHED_PER_TASK if any(task in spar_names for task in record["tasks"]) else {}
     columns = [("this run", "this run", ".2f"), ("n", "questions", "d"),
+               *([("missing", "no prediction", "d")] if record.get("n_missing") else []),
                *((model, model, ".2f") for model in published)]
     rows = [(spar_names.get(task, task), {"this run": score, "n": record["counts"][task],
+                                          "missing": record.get("missing", {}).get(task, 0),
                                           **{model: values.get(task) for model, values in published.items()}})
             for task, score in record["tasks"].items()]
     title = (f"per task ({source}; published: G2-T3); numeric MRA {record['numeric_mra']:.2f}, "

@@ -203,17 +203,20 @@ def test_erosion_matches_a_written_out_window_minimum():
     np.testing.assert_array_equal(erode(mask, 4), expected)
 
 
-def test_gt_grid_resize_keeps_points_on_their_rays():
-    """Nearest resize of a fronto-parallel plane to the protocol grid: with K scaled for pixel centres,
-    pixel (u', v') unprojects to the original continuous pixel ((u' + 0.5)/s - 0.5, (v' + 0.5)/s - 0.5)."""
-    K = np.array([[10.0, 0, 3.5], [0, 10.0, 2.5], [0, 0, 1]])
-    view = PointMapView(np.zeros((6, 8, 3), np.uint8), np.full((6, 8), 2.0), K, np.eye(4))
-    points, valid = gt_points(view, 16)
-    assert points.shape == (14, 16, 3) and bool(valid.all())  # height round(6·16/8/14)·14 -> 14 (at least 14)
-    v, u = torch.meshgrid(torch.arange(14.0), torch.arange(16.0), indexing="ij")
-    x = ((u + 0.5) / 2 - 0.5 - 3.5) / 10 * 2
-    y = ((v + 0.5) / (14 / 6) - 0.5 - 2.5) / 10 * 2
-    torch.testing.assert_close(points, torch.stack([x, y, torch.full_like(x, 2.0)], -1).double())
+def test_gt_grid_is_the_official_nearest_resize_with_one_intrinsics_factor():
+    """8×6 -> 16×14 (the official `resize_image_depth_and_intrinsic`): cv2 INTER_NEAREST takes source row
+    floor(v' · 6 / 14) (torch's "nearest-exact" would take floor((v' + 0.5) · 6 / 14)), and K's first two rows are
+    scaled by ONE factor s = max(16 / 8, 14 / 6) = 7/3 around pixel centres: c' = (c + 0.5) · s - 0.5, f' = f · s
+    (for x too, although the columns are scaled by 2)."""
+    K = np.array([[10.0, 0, 3.5], [0, 10.0, 2.5], [0, 0, 1]], dtype=np.float32)
+    depth = np.repeat(2.0 + 0.1 * np.arange(6, dtype=np.float32)[:, None], 8, axis=1)  # row r at 2 + 0.1 r
+    points, valid = gt_points(PointMapView(np.zeros((6, 8, 3), np.uint8), depth, K, np.eye(4)), 16)
+    assert points.shape == (14, 16, 3) and points.dtype == torch.float64 and bool(valid.all())
+    s = 7 / 3
+    v, u = np.mgrid[0:14, 0:16].astype(np.float64)
+    z = 2.0 + 0.1 * np.floor(v * 6 / 14)
+    expected = np.stack([(u - (4.0 * s - 0.5)) * z / (10 * s), (v - (3.0 * s - 0.5)) * z / (10 * s), z], -1)
+    np.testing.assert_allclose(points.numpy(), expected, rtol=1e-6, atol=1e-6)  # float32 K and camera points
 
 
 def test_shipped_maps_follow_the_rule_and_are_checked_against_the_root(tmp_path):

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+from g2vlm.benchmarks import pose_datasets
 from g2vlm.benchmarks.frame_maps import sample_frames
 from g2vlm.benchmarks.pose import evaluate_pose
 from g2vlm.benchmarks.pose_datasets import (
@@ -99,9 +100,9 @@ def test_co3dv2_reader_filters_converts_and_gt_scores_perfectly(tmp_path):
         assert record[key] == pytest.approx(100.0)
 
 
-def test_re10k_reader_gt_is_perfect(tmp_path):
+def test_re10k_reader_gt_is_perfect(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
-    names = ["0a1b2c3d4e5f6a7b", "ffeeddccbbaa9988"]
+    names = ["0a1b2c3d4e5f6a7b", "ffeeddccbbaa9988", "1234567890abcdef"]
     truth = {}
     for name in names:
         poses = random_cameras(rng, 12)
@@ -110,12 +111,26 @@ def test_re10k_reader_gt_is_perfect(tmp_path):
                     "extrinsics": np.linalg.inv(pose)[:3].tolist()} for k, pose in enumerate(poses)]
         (tmp_path / "re10k" / name).mkdir(parents=True)
         (tmp_path / "re10k" / name / "annotations.json").write_text(json.dumps(records))
-    (tmp_path / "re10k" / "re10k_test_1719.txt").write_text(f"{names[1]}\n{names[0]}\n")
+    (tmp_path / "list.txt").write_text(f"{names[1]}\n{names[0]}\n")  # the third folder is not a test sequence
+    monkeypatch.setattr(pose_datasets, "RE10K_SEQUENCE_LIST", tmp_path / "list.txt")
     dataset = read_pose_dataset("re10k", tmp_path / "re10k")
-    assert [s.name for s in dataset.sequences] == names[::-1]  # the list file's order
+    assert [s.name for s in dataset.sequences] == names[1::-1]  # the list's sequences, in its order
     write_predictions(tmp_path / "pred", dataset, lambda sequence: sequence.camera_to_world)
     record = evaluate_pose(dataset, predictions=PredictionFolder(tmp_path / "pred", ("re10k",)))
     assert record["n_pairs"] == 90 and record["AUC@30"] == pytest.approx(100.0)
+
+
+def test_re10k_uses_the_shipped_official_list_and_names_missing_sequences(tmp_path):
+    """The list of G2VLM's `datasets/sequences/re10k_test_1719.txt`: 1,719 distinct sequences, sorted."""
+    names = pose_datasets.re10k_test_sequences()
+    assert len(names) == len(set(names)) == 1719 and names == sorted(names)
+    assert (names[0], names[1], names[-1]) == ("000c3ab189999a83", "000db54a47bd43fe", "4cf74ffa5bfd5904")
+    (tmp_path / names[5]).mkdir()
+    (tmp_path / names[5] / "annotations.json").write_text("[]")
+    (tmp_path / "not_a_test_sequence").mkdir()
+    (tmp_path / "not_a_test_sequence" / "annotations.json").write_text("[]")
+    with pytest.raises(ValueError, match="1718 of the 1719 test sequences of re10k_test_1719.txt have no .*000c3ab189999a83"):
+        read_pose_dataset("re10k", tmp_path)
 
 
 def test_one_rotated_camera_gives_hand_computed_scores(tmp_path):

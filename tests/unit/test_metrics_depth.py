@@ -10,7 +10,7 @@ def random_depth(*shape, seed=0):
 
 def test_gt_vs_gt_is_perfect_in_every_mode():
     gt = random_depth(3, 8, 10)
-    for alignment in ("scale", "median", "scale_shift", "none"):
+    for alignment in ("scale", "median", "scale_shift", "scale_shift_exact", "none"):
         metric = DepthMetrics(alignment=alignment)
         metric.update(gt.clone(), gt)
         out = metric.compute()
@@ -28,7 +28,7 @@ def test_any_scale_mono_and_scale_shift_video_are_aligned_away():
         assert out["abs_rel"] < 1e-6 and out["delta_1"] == 1, alignment
     video = random_depth(2, 5, 8, 10, seed=2)  # two sequences of 5 frames: one alignment each
     pred = video * torch.tensor([0.3, 4.0])[:, None, None, None] + torch.tensor([2.0, -1.5])[:, None, None, None]
-    metric = DepthMetrics(alignment="scale_shift")
+    metric = DepthMetrics(alignment="scale_shift_exact")
     metric.update(pred, video)
     out = metric.compute()
     assert out["abs_rel"] < 1e-5 and out["delta_1"] == 1
@@ -36,6 +36,18 @@ def test_any_scale_mono_and_scale_shift_video_are_aligned_away():
     metric = DepthMetrics(alignment="scale")
     metric.update(pred, video)
     assert metric.compute()["abs_rel"] > 1e-2
+
+
+def test_official_video_fit_is_adam_from_the_median_ratio():
+    """The official fit starts at median(gt) / median(pred), t = 0, and takes Adam steps of about lr = 1e-4: a scale
+    alone is found at once, a 2 m shift is not (1000 steps move t by at most ~0.1)."""
+    video = random_depth(1, 5, 8, 10, seed=2)
+    metric = DepthMetrics(alignment="scale_shift")
+    metric.update(video * 0.3, video)
+    assert metric.compute()["abs_rel"] < 1e-5
+    metric = DepthMetrics(alignment="scale_shift")
+    metric.update(video * 0.3 + 2.0, video)
+    assert metric.compute()["abs_rel"] > 0.05
 
 
 def test_hand_computed_values_without_alignment():
@@ -84,6 +96,20 @@ def test_caps_clip_and_official_irls_alignment():
     out = metric.compute()
     assert out["delta_1"] == 0.9
     assert out["abs_rel"] < 0.1 + 1e-4  # the 9 inliers are exact; the outlier's relative error is 1
+
+
+def test_non_finite_entries_are_invalid_and_empty_units_skipped():
+    gt = torch.full((3, 2, 4), 2.0)
+    pred = torch.full((3, 2, 4), 1.0)
+    pred[0, 0, 0] = float("nan")
+    pred[0, 0, 1] = 50.0  # an outlier among valid pixels
+    gt[0, 1, 0] = float("inf")
+    gt[2] = 0.0  # unit 2: no valid pixel
+    metric = DepthMetrics(alignment="median")
+    metric.update(pred, gt)
+    out = metric.compute()
+    assert out["valid_pixels"] == 6 + 8 and out["skipped_units"] == 1
+    torch.testing.assert_close(out["abs_rel"], torch.tensor(49.0 / 14))  # scale 2: 100 m against 2 m, relative 49
 
 
 def test_prediction_resized_bicubic_to_gt_resolution():

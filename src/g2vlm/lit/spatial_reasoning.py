@@ -96,10 +96,11 @@ def to_segments(parts) -> list[Segment]:
 
 
 def score_qa(task: str, answer_type: str, prediction: str, answer: str) -> float:
-    """Score in [0, 1] of one generated answer (rules in the module docstring)."""
-    prediction = prediction.strip()
+    """Score in [0, 1] of one generated answer (rules in the module docstring). SPAR-Bench answers are scored as
+    they come, unstripped, as its official lmms-eval task does; other answers are stripped first."""
     if task in SPAR_TASKS:
         return score_answer(task, prediction, answer)
+    prediction = prediction.strip()
     if answer_type == "numeric":
         number = parse_number(prediction, task)
         return mean_relative_accuracy(number, float(answer)) if number is not None else 0.0

@@ -2,27 +2,48 @@
 
 One `update` call takes a batch of *alignment units*: the leading dim of the inputs. For monocular depth a
 unit is one image (inputs (B, H, W)); for video depth a unit is one whole sequence (inputs (B, N, H, W)),
-which gets one alignment. Per unit: the prediction is resized to the GT resolution (bicubic) if needed, the
-valid set is GT > 0 (and < max_depth_m), the prediction is aligned, optionally clipped, and the metrics are
-computed over the unit's valid pixels. Units are aggregated weighted by their valid-pixel counts, as the
-official code does.
+which gets one alignment. Per unit: the prediction is resized to the GT resolution if needed, the valid set is
+GT > 0 (and < max_depth_m), the valid pixels are gathered in row-major order, the prediction is aligned,
+optionally clipped, and the metrics are computed over them. Units are aggregated weighted by their valid-pixel
+counts, as the official code does.
+
+Fidelity to the official code (G2VLM `eval_code/recons/{monodepth,videodepth}/eval.py`, `utils/depth.py`):
+- resize: `cv2.resize(pred, (W, H), interpolation=cv2.INTER_CUBIC)` per frame, with OpenCV itself (Keys' cubic
+  a = -0.75, half-pixel centres, edge replication, no antialiasing). Torch's bicubic is the same filter but
+  places the taps in float32 and differs by up to ~2e-4 m on textured predictions; a float64 torch bicubic
+  rounded to float32 is within 3 ulps of OpenCV, but not bitwise, and the IRLS scale below amplifies ulps.
+- every unit goes through the official operations in the official order, on the gathered valid pixels, the
+  prediction in its own dtype (float32) and the GT in the dtype its reader returns (float64 for Bonn and KITTI,
+  float32 for Sintel and NYU-v2): the IRLS scale (start mean(gt) / mean(pred), ten steps of
+  w = 1 / (|s·pred - gt| + 1e-8), s = Σ w·pred·gt / Σ w·pred², clamp >= 1e-3) is chaotic in float32 — eps lies
+  below the residuals' resolution, so a pixel whose residual rounds to 0 takes weight 1e8 — and a different
+  summation order or dtype moves Abs Rel by 1e-5 to 1e-3 relative on noisy predictions. Doing the same
+  operations makes ours bitwise the official on the same device (the official runs Sintel, Bonn and KITTI on
+  the GPU, NYU-v2 on the CPU; GPU and CPU sums differ, so a run on another device than the official's may
+  differ by that much: an uncertainty of the published numbers themselves). OpenCV builds differ too: 4.10 and
+  5.1 resize to results a few ulps apart, which moved the official Abs Rel by 3e-4 relative on a 436×1024
+  Sintel-like noisy case. δ thresholds are means of float32 0/1 values, as officially.
+- video (`scale_shift`): the official L1 fit by Adam (lr 1e-4, at most 1000 steps, stop when the loss changes by
+  less than 1e-6, from s = median(gt) / median(pred), t = 0), in the prediction's dtype, on the unit's valid
+  pixels in row-major order. Adam moves s and t by about lr per step, so a sequence that needs a shift larger
+  than ~0.1 m stays partly unaligned: a quirk of the published protocol, kept for comparability.
+  `scale_shift_exact` is the exact L1 optimum instead (not comparable with published tables).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torchmetrics import Metric
 
-from g2vlm.geometry.alignment import irls_l1_scale, l1_scale_shift, median_scale
+from g2vlm.geometry.alignment import l1_scale_shift
 
-Alignment = Literal["scale", "median", "scale_shift", "none"]
+Alignment = Literal["scale", "median", "scale_shift", "scale_shift_exact", "none"]
+ALIGNMENTS = ("scale", "median", "scale_shift", "scale_shift_exact", "none")
 
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "log_rmse", "delta_1", "delta_2", "delta_3")
-
-METRIC_CHUNK_ENTRIES = 1 << 18  # pixels per chunk of the metric pass (its buffers stay in cache)
 
 # Per-dataset caps of the official evaluation: (max GT depth for validity, clip of aligned predictions), metres.
 DEPTH_CAPS_M: dict[str, tuple[float | None, float | None]] = {
@@ -39,10 +60,13 @@ class DepthMetrics(Metric):
     Args:
         alignment: `scale` — IRLS-L1 scale (the official default, labelled "median-scale" in its configs);
             `median` — median(gt)/median(pred) (lower medians, as torch.median; the official `scale` label);
-            `scale_shift` — L1-optimal scale and shift (video depth); `none` — metric depth.
+            `scale_shift` — the official video-depth L1 scale and shift by Adam (see the module docstring);
+            `scale_shift_exact` — the exact L1-optimal scale and shift (not comparable with published tables);
+            `none` — metric depth.
         max_depth_m: GT depths at or above it are invalid (None: no cap).
         clip_max_m: aligned predictions are clipped to at most this (Sintel: 70).
-    Log and ratio metrics clamp the aligned prediction at >= 1e-5 (as the official code).
+    Log and ratio metrics clamp the aligned prediction at >= 1e-5 (as the official code). Non-finite GT or
+    prediction entries are invalid (the official code has none in its inputs).
     """
 
     full_state_update = False
@@ -56,7 +80,7 @@ class DepthMetrics(Metric):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if alignment not in ("scale", "median", "scale_shift", "none"):
+        if alignment not in ALIGNMENTS:
             raise ValueError(f"metrics/depth.py: unknown alignment {alignment!r}")
         self.alignment = alignment
         self.max_depth_m = max_depth_m
@@ -75,64 +99,52 @@ class DepthMetrics(Metric):
         return cls(alignment=alignment, max_depth_m=max_depth_m, clip_max_m=clip_max_m, **kwargs)
 
     def update(self, pred_depth: torch.Tensor, gt_depth: torch.Tensor, valid: torch.Tensor | None = None) -> None:
-        """pred_depth (B, ..., h, w) and gt_depth (B, ..., H, W) in metres; valid (B, ..., H, W) optional extra mask."""
-        pred_depth = pred_depth.to(torch.float32)
-        gt_depth = gt_depth.to(torch.float32)
+        """pred_depth (B, ..., h, w) and gt_depth (B, ..., H, W) in metres; valid (B, ..., H, W) optional extra mask.
+        float64 inputs stay float64, others become float32 (the official dtypes, see the module docstring)."""
         if pred_depth.shape[:-2] != gt_depth.shape[:-2]:
             raise ValueError(
                 f"metrics/depth.py: pred_depth {tuple(pred_depth.shape)} and gt_depth {tuple(gt_depth.shape)} differ before H, W"
             )
+        pred_depth = pred_depth.to(_float_dtype(pred_depth))
+        gt_depth = gt_depth.to(_float_dtype(gt_depth))
         if pred_depth.shape[-2:] != gt_depth.shape[-2:]:
-            flat = pred_depth.reshape(-1, 1, *pred_depth.shape[-2:])
-            flat = F.interpolate(flat, size=gt_depth.shape[-2:], mode="bicubic", align_corners=False)
-            pred_depth = flat.reshape(*gt_depth.shape)
+            pred_depth = resize_bicubic_opencv(pred_depth, gt_depth.shape[-2:])
         B = gt_depth.shape[0]
-        pred = pred_depth.reshape(B, -1)
-        gt = gt_depth.reshape(B, -1)
-        if valid is not None:
-            valid = valid.to(torch.bool).expand_as(gt_depth).reshape(B, -1)
-        pred, gt, mask = _finite_and_valid(pred, gt, self.max_depth_m, valid)
-        if mask is None:  # every pixel valid
-            count = torch.full((B,), float(gt.shape[-1]), dtype=torch.float64, device=gt.device)
-        else:
-            count = mask.sum(-1, dtype=torch.float64)
-        scale, shift = self._alignment(pred, gt, mask)
-        # aligned predictions and metrics in chunks of rows whose three buffers stay in cache (and are reused:
-        # first touches of fresh large buffers cost as much as several passes over them)
-        rows = max(1, min(B, METRIC_CHUNK_ENTRIES // max(gt.shape[-1], 1)))
-        buffers = gt.new_empty((3, rows, gt.shape[-1]))
-        per_unit = gt.new_empty((B, len(METRIC_NAMES)))
-        for start in range(0, B, rows):
-            chunk = slice(start, start + rows)
-            size = gt[chunk].shape[0]
-            aligned = buffers[0, :size]
-            if scale is None:
-                aligned.copy_(pred[chunk])
-            else:
-                torch.mul(pred[chunk], scale[chunk, None], out=aligned)
-            if shift is not None:
-                aligned.add_(shift[chunk, None])
+        pred_rows, gt_rows = pred_depth.reshape(B, -1), gt_depth.reshape(B, -1)
+        valid_rows = None if valid is None else valid.to(torch.bool).expand_as(gt_depth).reshape(B, -1)
+        for row in range(B):
+            gt = gt_rows[row]
+            mask = gt > 0
+            if self.max_depth_m is not None:
+                mask &= gt < self.max_depth_m
+            mask &= torch.isfinite(gt) & torch.isfinite(pred_rows[row])
+            if valid_rows is not None:
+                mask &= valid_rows[row]
+            pred, gt = pred_rows[row][mask], gt[mask]
+            if gt.numel() == 0:
+                self.skipped_units += 1
+                continue
+            aligned = self._align(pred, gt)
             if self.clip_max_m is not None:
-                aligned.clamp_(max=self.clip_max_m)
-            per_unit[chunk] = _depth_metrics(aligned, gt[chunk], None if mask is None else mask[chunk],
-                                             (buffers[1, :size], buffers[2, :size]))
-        used = count > 0
-        self.weighted_sums += (per_unit[used].double() * count[used, None]).sum(0)
-        self.pixels += count.sum()
-        self.units += used.sum().double()
-        self.skipped_units += (~used).sum().double()
+                aligned = torch.clamp(aligned, max=self.clip_max_m)
+            self.weighted_sums += official_depth_metrics(aligned, gt).to(torch.float64) * gt.numel()
+            self.pixels += gt.numel()
+            self.units += 1
 
-    def _alignment(
-        self, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Per-unit scale (B,) and shift (B,) of the alignment (None: not part of it)."""
+    def _align(self, pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        """The aligned prediction of one unit's valid pixels pred (M,) (its own dtype), gt (M,), with the official
+        operations (the result's dtype is theirs: promoted where the official code promotes)."""
         if self.alignment == "scale":
-            return irls_l1_scale(pred, gt, mask), None
+            return official_irls_scale(pred, gt) * pred
         if self.alignment == "median":
-            return median_scale(pred, gt, None if mask is None else mask.to(torch.bool)), None
+            return pred * (torch.median(gt) / torch.median(pred))
         if self.alignment == "scale_shift":
-            return l1_scale_shift(pred, gt, None if mask is None else mask.to(torch.bool))
-        return None, None
+            scale, shift = adam_l1_scale_shift(pred, gt)
+            return scale * pred + shift
+        if self.alignment == "scale_shift_exact":
+            scale, shift = l1_scale_shift(pred, gt)
+            return scale * pred + shift
+        return pred
 
     def compute(self) -> dict[str, torch.Tensor]:
         values = self.weighted_sums / self.pixels.clamp(min=1)
@@ -142,63 +154,68 @@ class DepthMetrics(Metric):
         return out
 
 
-def _finite_and_valid(
-    pred: torch.Tensor, gt: torch.Tensor, max_depth_m: float | None, valid: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(B, M) x2 -> pred and gt with every entry finite (non-finite ones replaced; they are invalid) and the float
-    0/1 mask (B, M) of GT > 0, GT < max_depth_m (if set), both finite, and `valid` (if given); mask None when every
-    entry is valid (decided by reductions, without touching a new buffer).
-
-    Float masks: bool tensors cost several times more per element on the CPU."""
-    finite_pred = bool(torch.isfinite(pred.sum()))  # a sum of finite values can overflow: then the slow path
-    finite_gt = bool(torch.isfinite(gt.sum()))
-    if (valid is None and finite_pred and finite_gt and gt.numel() > 0 and bool(gt.min() > 0)
-            and (max_depth_m is None or bool(gt.max() < max_depth_m))):
-        return pred, gt, None
-    mask = torch.gt(gt, 0, out=torch.empty_like(gt))  # NaN fails
-    if max_depth_m is not None or not finite_gt:
-        mask.mul_(gt < (float("inf") if max_depth_m is None else max_depth_m))  # inf fails
-    if valid is not None:
-        mask.mul_(valid)
-    if not finite_pred:
-        finite = torch.isfinite(pred)
-        mask.mul_(finite)
-        pred = torch.where(finite, pred, torch.zeros_like(pred))
-    if not finite_gt:  # NaN or inf GT entries (already invalid) are replaced for the arithmetic
-        gt = torch.where(torch.isfinite(gt), gt, torch.zeros_like(gt))
-    return pred, gt, mask
+def _float_dtype(tensor: torch.Tensor) -> torch.dtype:
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
 
-def _depth_metrics(
-    pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None, work: tuple[torch.Tensor, torch.Tensor]
-) -> torch.Tensor:
-    """Per-unit metrics over the valid entries. pred, gt (B, M) finite; mask (B, M) float 0/1 or None (all valid);
-    work: two (B, M) buffers to overwrite. Returns (B, 7) in the order of METRIC_NAMES. Consumes `pred`.
+def resize_bicubic_opencv(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(..., h, w) -> (..., H, W): `cv2.resize(frame, (W, H), interpolation=cv2.INTER_CUBIC)` on every frame, the
+    official evaluation's resize (float32 and float64 keep their dtype). Runs on the CPU; returned on the input's
+    device."""
+    import cv2
 
-    Invalid entries are set to pred = gt = 1 (zero error, zero log ratio, ratio 1) so the row sums need no masking:
-    every valid entry sees the same float operations as the textbook masked means, and the sums are bitwise theirs.
+    frames = depth.detach().reshape(-1, *depth.shape[-2:]).cpu().numpy()
+    resized = [cv2.resize(frame, (int(size[1]), int(size[0])), interpolation=cv2.INTER_CUBIC) for frame in frames]
+    return torch.from_numpy(np.stack(resized)).reshape(*depth.shape[:-2], *size).to(depth.device)
+
+
+def official_irls_scale(pred: torch.Tensor, gt: torch.Tensor, iterations: int = 10) -> torch.Tensor:
+    """The official `align_with_scale` branch on one unit's valid pixels pred (M,), gt (M,): the same operations in
+    the same order (see the module docstring; `g2vlm.geometry.alignment.irls_l1_scale` is the same loop over
+    masked rows, equal in exact arithmetic but summed in another order). Returns s (0-dim, promoted dtype)."""
+    scale = torch.nanmean(gt) / torch.nanmean(pred)
+    for _ in range(iterations):
+        weights = 1.0 / ((scale * pred - gt).abs() + 1e-8)
+        scale = torch.sum(weights * pred * gt) / torch.sum(weights * pred**2)
+    return scale.clamp(min=1e-3)
+
+
+@torch.no_grad()
+def adam_l1_scale_shift(pred: torch.Tensor, gt: torch.Tensor, lr: float = 1e-4, max_iterations: int = 1000,
+                        tolerance: float = 1e-6) -> tuple[float, float]:
+    """The official video-depth alignment (`absolute_value_scaling2`): minimise Σ |s·pred + t - gt| with Adam.
+
+    pred, gt (M,): one unit's valid pixels in row-major order, pred in its own dtype. s starts at
+    median(gt) / median(pred) (lower medians, as torch.median), t at 0; s and t are tensors of pred's dtype; Adam(lr)
+    for at most `max_iterations` steps, stopping after a step whose loss differs from the previous step's by less
+    than `tolerance`. Returns (s, t) as Python floats.
     """
-    first, second = work
-    if mask is None:
-        count = torch.full(pred.shape[:-1], float(pred.shape[-1]), dtype=pred.dtype, device=pred.device)
-    else:
-        count = mask.sum(-1).clamp(min=1)
-        outside = torch.neg(mask, out=first).add_(1)  # 1 - mask
-        pred = torch.addcmul(outside, pred, mask, out=pred)  # pred where valid, 1 elsewhere (exact: m is 0 or 1)
-        gt = torch.addcmul(outside, gt, mask)
-    error = torch.sub(pred, gt, out=first).abs_()
-    abs_rel = torch.div(error, gt, out=second).sum(-1) / count
-    error.mul_(error)  # squared error
-    rmse = (error.sum(-1) / count).sqrt()
-    sq_rel = torch.div(error, gt, out=second).sum(-1) / count
-    clamped = pred.clamp_(min=1e-5)
-    log_difference = torch.log(clamped, out=second).sub_(torch.log(gt, out=first))
-    log_rmse = (log_difference.square_().sum(-1) / count).sqrt()
-    ratio = torch.maximum(torch.div(clamped, gt, out=second), torch.div(gt, clamped, out=first), out=second)
-    deltas = []
-    for power in (1, 2, 3):
-        below = torch.lt(ratio, 1.25**power, out=first)  # float 0/1
-        if mask is not None:
-            below.mul_(mask)
-        deltas.append(below.sum(-1) / count)
-    return torch.stack([abs_rel, sq_rel, rmse, log_rmse, *deltas], dim=-1)
+    initial = (torch.median(gt) / torch.median(pred)).item()
+    scale = torch.tensor([initial], dtype=pred.dtype, device=pred.device, requires_grad=True)
+    shift = torch.tensor([0.0], dtype=pred.dtype, device=pred.device, requires_grad=True)
+    optimizer = torch.optim.Adam([scale, shift], lr=lr)
+    previous = None
+    with torch.enable_grad():
+        for _ in range(max_iterations):
+            optimizer.zero_grad()
+            loss = torch.sum(torch.abs(scale * pred + shift - gt))
+            loss.backward()
+            optimizer.step()
+            if previous is not None and torch.abs(previous - loss) < tolerance:
+                break
+            previous = loss.item()
+    return scale.item(), shift.item()
+
+
+def official_depth_metrics(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """The official metrics of one unit's aligned valid pixels pred (M,), gt (M,), in its operations and order.
+    Returns (7,) in the order of METRIC_NAMES."""
+    error = pred - gt
+    abs_rel = torch.mean(torch.abs(error) / gt)
+    sq_rel = torch.mean((error**2) / gt)
+    rmse = torch.sqrt(torch.mean(error**2))
+    pred = torch.clamp(pred, min=1e-5)
+    log_rmse = torch.sqrt(torch.mean((torch.log(pred) - torch.log(gt)) ** 2))
+    ratio = torch.maximum(pred / gt, gt / pred)
+    deltas = [torch.mean((ratio < 1.25**power).float()) for power in (1, 2, 3)]
+    return torch.stack([value.to(torch.float64) for value in (abs_rel, sq_rel, rmse, log_rmse, *deltas)])
