@@ -43,6 +43,7 @@ from torchmetrics import MeanMetric
 from g2vlm.datamodules.qa_batch import GeometryPart, ImagePart, QABatch, QASample, TextPart, float_image
 from g2vlm.datamodules.qa_template import QATemplate
 from g2vlm.datamodules.qa_tokenizer import ChatTokens, load_tokenizer
+from g2vlm.lit.fsdp import gathered, shard_for_trainer
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
 from g2vlm.losses.geometry_loss import GeometryLoss
 from g2vlm.metrics.spatial_qa import SPAR_TASKS, exact_match, mean_relative_accuracy, parse_number, score_answer
@@ -158,6 +159,7 @@ class SpatialReasoning(L.LightningModule):
         self.model: G2VLM | None = None
         self.val_score, self.val_numeric, self.val_choice = MeanMetric(), MeanMetric(), MeanMetric()
         self._val_tasks: dict[str, list[float]] = defaultdict(list)
+        self._pre_clip_grad_norm: torch.Tensor | None = None  # set each step by on_before_optimizer_step
 
     # ------------------------------------------------------------------------------------ model
     def configure_model(self) -> None:
@@ -181,6 +183,7 @@ class SpatialReasoning(L.LightningModule):
         self.model.freeze(*FREEZE_GROUPS, frozen=False)
         self.model.freeze(*self.freeze_groups)
         self.model.set_gradient_checkpointing(h.gradient_checkpointing)
+        shard_for_trainer(self.model, self._trainer)
 
     def _load_module_checkpoint(self, path: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
@@ -270,8 +273,10 @@ class SpatialReasoning(L.LightningModule):
         self.log("val/loss/ce", losses["ce"], batch_size=batch.batch_size, sync_dist=True)
         if not self.hparams.generate_in_validation:
             return
-        for sample in batch.samples:
-            score = score_qa(sample.task, sample.answer_type, self.answer(sample), sample.answer)
+        with gathered(self.model):  # generation reads the layers' weights directly (no-op unless sharded)
+            answers = [self.answer(sample) for sample in batch.samples]
+        for sample, answer in zip(batch.samples, answers):
+            score = score_qa(sample.task, sample.answer_type, answer, sample.answer)
             self.val_score.update(score)
             if sample.answer_type == "numeric":
                 self.val_numeric.update(score)
@@ -294,7 +299,7 @@ class SpatialReasoning(L.LightningModule):
 
     # ----------------------------------------------------------------------- optimisation
     # Shared with geometry pretraining: AdamW groups per part + warmup cosine, per-part gradient norms, and norm
-    # clipping that also works under FSDP (they read the same hyper-parameter names).
+    # clipping that also works under FSDP2 (they read the same hyper-parameter names).
     configure_optimizers = GeometryPretraining.configure_optimizers
     on_before_optimizer_step = GeometryPretraining.on_before_optimizer_step
     configure_gradient_clipping = GeometryPretraining.configure_gradient_clipping
