@@ -70,12 +70,6 @@ class FSDP2Strategy(ModelParallelStrategy):
         else:
             self.shard_mesh = self.device_mesh["data_parallel"]
 
-    def policies(self) -> tuple[MixedPrecisionPolicy, MixedPrecisionPolicy]:
-        """(policy of the trunk and every other unit, policy of the geometry heads: fp32 parameters)."""
-        trunk = MixedPrecisionPolicy(param_dtype=self.param_dtype, reduce_dtype=self.reduce_dtype)
-        heads = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
-        return trunk, heads
-
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath, storage_options: Any | None = None) -> None:
         """A DCP folder written by every rank (its own shards; rank 0 adds `meta.pt`). An existing checkpoint of
         that name is removed first, so no shard of an earlier save (e.g. at another world size) is left in it."""
@@ -89,12 +83,15 @@ class FSDP2Strategy(ModelParallelStrategy):
         super().save_checkpoint(checkpoint, path, storage_options)
 
 
-def shard_model(model: G2VLM, strategy: FSDP2Strategy) -> None:
-    """Apply `fully_shard` to `model` in place, unit by unit (module docstring). Methods other than `forward`
-    that the suite calls on a unit (`forward_geometry`, `forward_packed`) are registered so they gather and
-    free the unit's parameters like `forward` does."""
-    mesh = strategy.shard_mesh
-    trunk, heads = strategy.policies()
+def shard_model(model: G2VLM, mesh: DeviceMesh, param_dtype: torch.dtype = torch.bfloat16,
+                reduce_dtype: torch.dtype = torch.float32) -> None:
+    """Apply `fully_shard` to `model` in place over `mesh` (1-D: shard; 2-D: replicate × shard), unit by unit:
+    each DINO block, expert-router layer and ViT block, each head decoder block, the geometry heads, the root.
+    The heads' units keep fp32 parameters and reduce in fp32; every other unit computes in `param_dtype` and
+    reduces in `reduce_dtype`. Methods other than `forward` that the suite calls on a unit (`forward_geometry`,
+    `forward_packed`) are registered so they gather and free the unit's parameters as `forward` does."""
+    trunk = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
+    heads = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
     for block in model.dino.vit.blocks:
         fully_shard(block, mesh=mesh, mp_policy=trunk)
     for layer in model.trunk.layers:
@@ -132,7 +129,7 @@ def shard_for_trainer(model: G2VLM, trainer) -> None:
     the model whole. A plain `ModelParallelStrategy` is refused: the units and policies are this module's."""
     strategy = getattr(trainer, "strategy", None)
     if isinstance(strategy, FSDP2Strategy):
-        shard_model(model, strategy)
+        shard_model(model, strategy.shard_mesh, strategy.param_dtype, strategy.reduce_dtype)
     elif isinstance(strategy, ModelParallelStrategy):
         raise TypeError(f"g2vlm.lit.fsdp: trainer.strategy {type(strategy).__name__} shards nothing by itself; use "
                         "g2vlm.lit.fsdp.FSDP2Strategy (experiments/trainer/fsdp.yaml)")
