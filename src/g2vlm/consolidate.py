@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import io
 import pickle
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -99,21 +100,31 @@ def _restricted_reader(folder: Path):
     return RestrictedReader(folder)
 
 
+def _refusal(error: pickle.UnpicklingError) -> str:
+    """The gist of torch's weights-only refusal (which global it would not load)."""
+    found = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", str(error), flags=re.IGNORECASE)
+    return f"it asks for {found.group(1)}" if found else str(error).splitlines()[0]
+
+
 def _weights_only_planner(folder: Path):
-    """DCP's load planner with the non-tensor entries read by `torch.load(weights_only=True)`."""
+    """DCP's load planner with the non-tensor entries read by `torch.load(weights_only=True)`; a refused entry is
+    kept in `refused` (DCP wraps what a planner raises)."""
     import torch
     from torch.distributed.checkpoint import DefaultLoadPlanner
 
     class WeightsOnlyLoadPlanner(DefaultLoadPlanner):
+        refused: UnsafeCheckpointError | None = None
+
         def load_bytes(self, read_item, value: io.BytesIO) -> None:
             key = read_item.dest_index.fqn
             try:
-                self.state_dict[key] = torch.load(value, weights_only=True)
+                self.original_state_dict[key] = torch.load(value, weights_only=True)  # the flat dict given to load
             except pickle.UnpicklingError as error:
-                raise UnsafeCheckpointError(f"{folder}: entry {key!r} is not loadable with weights_only=True "
-                                            f"({str(error).splitlines()[0]})") from error
+                self.refused = UnsafeCheckpointError(f"{folder}: entry {key!r} is not loadable with "
+                                                     f"weights_only=True: {_refusal(error)}")
+                raise self.refused from error
 
-    return WeightsOnlyLoadPlanner(flatten_state_dict=False)
+    return WeightsOnlyLoadPlanner(flatten_state_dict=False, flatten_sharded_tensors=False)
 
 
 def _set_nested(root: dict, path: tuple, value: Any) -> None:
@@ -138,6 +149,7 @@ def load_sharded(folder: Path) -> dict[str, Any]:
     CPU, read through the restricted readers."""
     import torch
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
     metadata = read_metadata(folder / METADATA_FILE)
@@ -147,9 +159,15 @@ def load_sharded(folder: Path) -> dict[str, Any]:
             flat[key] = torch.empty(entry.size, dtype=entry.properties.dtype)
         else:
             flat[key] = None  # a non-tensor entry: the planner puts the stored object here
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.load(flat, storage_reader=_restricted_reader(folder), planner=_weights_only_planner(folder), no_dist=True)
+    planner = _weights_only_planner(folder)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(flat, storage_reader=_restricted_reader(folder), planner=planner, no_dist=True)
+    except CheckpointException:
+        if planner.refused is not None:
+            raise planner.refused from None
+        raise
     paths = metadata.planner_data or {}
     nested: dict[str, Any] = {}
     for key, value in flat.items():
@@ -165,8 +183,8 @@ def consolidate(folder: Path, out: Path) -> Path:
     try:
         checkpoint = torch.load(folder / LIGHTNING_META_FILE, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise UnsafeCheckpointError(f"{folder / LIGHTNING_META_FILE}: not loadable with weights_only=True "
-                                    f"({str(error).splitlines()[0]})") from error
+        raise UnsafeCheckpointError(f"{folder / LIGHTNING_META_FILE}: not loadable with weights_only=True: "
+                                    f"{_refusal(error)}") from None
     if "state_dict" not in state:
         raise ValueError(f"{folder}: the shards hold no `state_dict` entry (keys {sorted(state)}); "
                          "not a checkpoint of Lightning training")

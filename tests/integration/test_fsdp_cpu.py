@@ -248,7 +248,7 @@ def test_consolidated_preempted_folder_loads_in_one_cpu_process(workdir, preempt
 
 
 @pytest.mark.slow
-def test_resume_two_to_one_to_two_processes_reshards(workdir, fsdp_reference, preempted):
+def test_resume_two_to_one_to_two_processes_reshards(workdir, preempted):
     stopped, checkpoints, _, _ = preempted
     at_save = torch.load(stopped / "end.pt", weights_only=True)
     one = fit(workdir, "one-process", "--trainer.devices", "1", "--trainer.max_steps", "6",
@@ -256,9 +256,6 @@ def test_resume_two_to_one_to_two_processes_reshards(workdir, fsdp_reference, pr
     start = torch.load(one / "start.pt", weights_only=True)
     assert start["global_step"] == 4
     assert_same_state(start, at_save, "2 -> 1")
-    reference_lr = torch.load(fsdp_reference / "optimizer-rank0.pt", weights_only=True)
-    one_lr = torch.load(one / "optimizer-rank0.pt", weights_only=True)
-    assert [one_lr[step]["lr"] for step in (4, 5)] == [reference_lr[step]["lr"] for step in (4, 5)]
     folder = workdir / "runs" / "one-process" / "checkpoints" / "last.ckpt"
     assert sorted(path.name for path in folder.iterdir()) == [".metadata", "__0_0.distcp", "meta.pt"]
 
