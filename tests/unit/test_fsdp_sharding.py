@@ -90,3 +90,17 @@ def test_sharded_model_computes_what_the_whole_model_computes(mesh):
         tokens = generate(sharded, prompt, stop_token=0, max_new_tokens=6)
     assert tokens == generate(whole, prompt, stop_token=0, max_new_tokens=6)
     assert all(isinstance(p, DTensor) for p in sharded.parameters())  # resharded after the block
+
+
+def test_generation_reads_gathered_bf16_weights(mesh):
+    """KV-cache generation reads layer weights directly: inside `gathered` it sees the full bf16 weights and its
+    float inputs are cast (it never enters the root unit's forward, which casts them otherwise)."""
+    model = tiny_model()
+    shard_model(model, mesh, param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    ids = torch.arange(5, 14)
+    prompt = [Text(ids[:6]), Geometry(torch.rand(2, 3, 32, 32)), Text(ids[6:])]
+    with gathered(model):
+        assert model.trunk.layers[0].geometric.q_proj.weight.dtype == torch.bfloat16
+        tokens = generate(model, prompt, stop_token=-1, max_new_tokens=4)
+    assert len(tokens) == 4 and all(isinstance(token, int) for token in tokens)
+    assert all(isinstance(p, DTensor) and p.dtype == torch.float32 for p in model.parameters())

@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
-from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
@@ -110,15 +109,19 @@ def shard_model(model: G2VLM, mesh: DeviceMesh, param_dtype: torch.dtype = torch
 
 
 @contextmanager
-def gathered(model: nn.Module) -> Iterator[None]:
+def gathered(model: G2VLM) -> Iterator[None]:
     """Every FSDP unit of `model` holds its full parameters inside the block (a collective: every rank enters it),
-    for code that reads parameters outside the units' `forward`, such as KV-cache generation. A no-op for an
-    unsharded model."""
+    for code that reads parameters outside the units' `forward`, such as KV-cache generation. Such code also skips
+    the root unit's cast of its inputs, so with low-precision parameters (bf16) the block computes under autocast to
+    that dtype (the heads turn autocast off and run in fp32 as always). A no-op for an unsharded model."""
     units = [module for module in model.modules() if isinstance(module, FSDPModule)]
     for unit in units:
         unit.unshard()
     try:
-        yield
+        parameter = next(model.parameters())  # the root unit's, now in its compute dtype
+        with torch.autocast(parameter.device.type, dtype=parameter.dtype,
+                            enabled=bool(units) and parameter.dtype != torch.float32):
+            yield
     finally:
         for unit in units:
             unit.reshard()
