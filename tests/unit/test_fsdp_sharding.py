@@ -104,3 +104,12 @@ def test_generation_reads_gathered_bf16_weights(mesh):
         tokens = generate(model, prompt, stop_token=-1, max_new_tokens=4)
     assert len(tokens) == 4 and all(isinstance(token, int) for token in tokens)
     assert all(isinstance(p, DTensor) and p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_packed_path_keeps_the_encoders_in_the_root_unit(mesh):
+    """SpatialReasoning's layout: the packed path runs DINO once per geometry sample, so its blocks (and the ViT's)
+    must not be units whose calls differ between ranks; the trunk layers and heads still are."""
+    model = tiny_model()
+    shard_model(model, mesh, encoder_blocks=False)
+    assert not any(isinstance(block, FSDPModule) for block in [*model.dino.vit.blocks, *model.vision_tower.model.blocks])
+    assert all(isinstance(unit, FSDPModule) for unit in [*model.trunk.layers, model.heads, model])

@@ -9,7 +9,8 @@ Two pieces:
   dtypes, and sharded checkpoints: each rank writes its own shards (torch.distributed.checkpoint, no full state
   gathered anywhere), which a run of any other world size can load (DCP reshards on load).
 - `shard_model`, called by the LightningModules' `configure_model`: each DINO block, each expert-router layer,
-  each ViT block and each head decoder block is its own FSDP unit, then the geometry heads, then the root.
+  each ViT block and each head decoder block is its own FSDP unit, then the geometry heads, then the root
+  (`SpatialReasoning` keeps the encoders in the root unit: see `shard_model`).
   The geometry heads keep fp32 parameters (heads, geometry and losses run in fp32); every other unit computes
   in `param_dtype`. Gradients are reduced in `reduce_dtype`; the optimizer holds fp32 sharded master weights.
 
@@ -83,23 +84,31 @@ class FSDP2Strategy(ModelParallelStrategy):
 
 
 def shard_model(model: G2VLM, mesh: DeviceMesh, param_dtype: torch.dtype = torch.bfloat16,
-                reduce_dtype: torch.dtype = torch.float32) -> None:
+                reduce_dtype: torch.dtype = torch.float32, encoder_blocks: bool = True) -> None:
     """Apply `fully_shard` to `model` in place over `mesh` (1-D: shard; 2-D: replicate × shard), unit by unit:
-    each DINO block, expert-router layer and ViT block, each head decoder block, the geometry heads, the root.
-    The heads' units keep fp32 parameters and reduce in fp32; every other unit computes in `param_dtype` and
-    reduces in `reduce_dtype`. Methods other than `forward` that the suite calls on a unit (`forward_geometry`,
-    `forward_packed`) are registered so they gather and free the unit's parameters as `forward` does."""
+    each DINO block and ViT block (with `encoder_blocks`), each expert-router layer, each head decoder block, the
+    geometry heads, the root. The heads' units keep fp32 parameters and reduce in fp32; every other unit computes
+    in `param_dtype` and reduces in `reduce_dtype`. Methods other than `forward` that the suite calls on a unit
+    (`forward_geometry`, `forward_packed`) are registered so they gather and free the unit's parameters as
+    `forward` does.
+
+    Every call of a unit is a collective (an all-gather; a reduce-scatter in backward), so all ranks must call each
+    unit equally often. The geometry path runs each encoder once per forward: `encoder_blocks=True`. The packed
+    path runs DINO once per geometry sample and the ViT only for batches with images, which differs between ranks:
+    `encoder_blocks=False` leaves both encoders in the root unit (gathered once per forward). The heads run once per
+    geometry sample there too; `SpatialReasoning` evens their calls out across ranks."""
     trunk = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
     heads = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
-    for block in model.dino.vit.blocks:
-        fully_shard(block, mesh=mesh, mp_policy=trunk)
+    if encoder_blocks:
+        for block in model.dino.vit.blocks:
+            fully_shard(block, mesh=mesh, mp_policy=trunk)
+        if model.vision_tower is not None:
+            for block in model.vision_tower.model.blocks:
+                fully_shard(block, mesh=mesh, mp_policy=trunk)
     for layer in model.trunk.layers:
         fully_shard(layer, mesh=mesh, mp_policy=trunk)
         register_fsdp_forward_method(layer, "forward_geometry")
         register_fsdp_forward_method(layer, "forward_packed")
-    if model.vision_tower is not None:
-        for block in model.vision_tower.model.blocks:
-            fully_shard(block, mesh=mesh, mp_policy=trunk)
     for module in model.heads.modules():
         if isinstance(module, (DecoderBlock, ContextDecoderBlock)):
             fully_shard(module, mesh=mesh, mp_policy=heads)
@@ -127,12 +136,12 @@ def gathered(model: G2VLM) -> Iterator[None]:
             unit.reshard()
 
 
-def shard_for_trainer(model: G2VLM, trainer) -> None:
+def shard_for_trainer(model: G2VLM, trainer, encoder_blocks: bool = True) -> None:
     """`shard_model` when `trainer` (None outside a Trainer) runs `FSDP2Strategy`; every other strategy leaves
     the model whole. A plain `ModelParallelStrategy` is refused: the units and policies are this module's."""
     strategy = getattr(trainer, "strategy", None)
     if isinstance(strategy, FSDP2Strategy):
-        shard_model(model, strategy.shard_mesh, strategy.param_dtype, strategy.reduce_dtype)
+        shard_model(model, strategy.shard_mesh, strategy.param_dtype, strategy.reduce_dtype, encoder_blocks)
     elif isinstance(strategy, ModelParallelStrategy):
         raise TypeError(f"g2vlm.lit.fsdp: trainer.strategy {type(strategy).__name__} shards nothing by itself; use "
                         "g2vlm.lit.fsdp.FSDP2Strategy (experiments/trainer/fsdp.yaml)")
