@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 
@@ -251,13 +252,19 @@ def test_consolidated_preempted_folder_loads_in_one_cpu_process(workdir, preempt
 def test_resume_two_to_one_to_two_processes_reshards(workdir, preempted):
     stopped, checkpoints, _, _ = preempted
     at_save = torch.load(stopped / "end.pt", weights_only=True)
-    one = fit(workdir, "one-process", "--trainer.devices", "1", "--trainer.max_steps", "6",
-              "--ckpt_path", str(checkpoints / "last-preempted.ckpt"))
+    folder = workdir / "runs" / "one-process" / "checkpoints" / "last-preempted.ckpt"
+    shutil.copytree(checkpoints / "last-preempted.ckpt", folder)  # 2 ranks' shards, step 4
+    signal_after_5 = """    - class_path: tests.fixtures.callbacks.SignalAtStep
+      init_args: {step: 5, signal_name: SIGUSR1}
+"""
+    one = fit(workdir, "one-process", "--trainer.devices", "1", "--trainer.max_steps", "8", "--ckpt_path", str(folder),
+              extra_callbacks=signal_after_5)
     start = torch.load(one / "start.pt", weights_only=True)
     assert start["global_step"] == 4
     assert_same_state(start, at_save, "2 -> 1")
-    folder = workdir / "runs" / "one-process" / "checkpoints" / "last.ckpt"
+    # preempted at step 6, saved over the folder it started from, as a whole: no shard of the 2-rank save is left
     assert sorted(path.name for path in folder.iterdir()) == [".metadata", "__0_0.distcp", "meta.pt"]
+    assert torch.load(folder / "meta.pt", weights_only=True)["global_step"] == 6
 
     two = fit(workdir, "two-processes", "--trainer.max_steps", "8", "--ckpt_path", str(folder))
     start = torch.load(two / "start.pt", weights_only=True)
