@@ -19,7 +19,6 @@ from pathlib import Path
 from jsonargparse import set_parsing_settings
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from torch.distributed.fsdp import MixedPrecision
 
 
 class G2VLMCLI(LightningCLI):
@@ -45,8 +44,7 @@ def base_config_files() -> list[str]:
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of `lightning` and `python -m g2vlm`; `args` lets tests call it in-process."""
-    # MixedPrecision is a dataclass: allow its subclasses (g2vlm.lit.fsdp.HeadsInFp32MixedPrecision) in YAML
-    set_parsing_settings(omegaconf_absolute_to_relative_paths=True, subclasses_enabled=[MixedPrecision])
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     G2VLMCLI(
         model_class=None,
         datamodule_class=None,

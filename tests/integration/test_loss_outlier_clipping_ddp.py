@@ -1,4 +1,5 @@
-"""LossOutlierClipping in a real 2-process CPU DDP run (gloo), through the `lightning` console script."""
+"""LossOutlierClipping in real 2-process CPU runs (gloo), through the `lightning` console script: under DDP, and
+(slow) sharded with the FSDP2 overlay experiments/trainer/fsdp.yaml, where it must behave the same."""
 
 from __future__ import annotations
 
@@ -11,16 +12,18 @@ from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 TINY = str(REPO_ROOT / "experiments" / "geometry" / "tiny.yaml")
+FSDP = str(REPO_ROOT / "experiments" / "trainer" / "fsdp.yaml")
+STRATEGIES = {"ddp": ["--trainer.strategy", "ddp"], "fsdp2": ["--config", FSDP]}
 
 
-def test_bad_loss_on_one_rank_changes_no_parameter_on_either_rank(console_script, tiny_workdir):
+@pytest.mark.parametrize("strategy", ["ddp", pytest.param("fsdp2", marks=pytest.mark.slow)])
+def test_bad_loss_on_one_rank_changes_no_parameter_on_either_rank(console_script, tiny_workdir, strategy):
     out = tiny_workdir / "record"
     # The injector must run before LossOutlierClipping, so this overlay replaces the callbacks list.
     overlay = tiny_workdir / "ddp_outliers.yaml"
     overlay.write_text(f"""
 trainer:
   devices: 2
-  strategy: ddp
   max_steps: 5
   limit_val_batches: 0
   log_every_n_steps: 1
@@ -31,8 +34,8 @@ trainer:
     - class_path: tests.fixtures.callbacks.RecordParameterChanges
       init_args: {{out_dir: {out}}}
 """)
-    result = console_script("lightning", "fit", "--config", TINY, "--config", str(overlay), cwd=tiny_workdir,
-                            timeout=900)
+    result = console_script("lightning", "fit", "--config", TINY, *STRATEGIES[strategy], "--config", str(overlay),
+                            cwd=tiny_workdir, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     for rank in (0, 1):
         changes = {int(step): change for step, change in json.loads((out / f"changes-rank{rank}.json").read_text()).items()}

@@ -1,5 +1,5 @@
 """Preemption under 2-process CPU DDP (gloo): SIGUSR1 on one rank mid-epoch -> both ranks stop at one agreed
-step (the next checked one: every 2 steps in tests/conf/preempt_ddp.yaml) after saving -> `scontrol requeue`
+step (the next checked one: every 2 steps in tests/conf/two_ranks.yaml) after saving -> `scontrol requeue`
 is called (a fake scontrol on PATH records it) -> a relaunch with `--ckpt_path last` resumes and, on
 deterministic data, reproduces the uninterrupted run's losses exactly."""
 
@@ -14,7 +14,7 @@ import torch
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
-CONFIG = str(REPO_ROOT / "tests" / "conf" / "preempt_ddp.yaml")
+CONFIG = str(REPO_ROOT / "tests" / "conf" / "two_ranks.yaml")
 
 
 def record_overlay(workdir, name: str, out_dir, extra: str = "") -> str:
@@ -60,7 +60,7 @@ def test_sigusr1_saves_on_all_ranks_requeues_and_resumes_exactly(console_script,
     # step 3 is not checked, step 4 is
     assert agreed_step == records[1]["final_step"] == 4
     assert requeue_log.read_text().split() == ["requeue", "4242"]  # rank 0 only, once
-    saved = torch.load(tiny_workdir / "runs" / "preempt" / "checkpoints" / "last-preempted.ckpt",
+    saved = torch.load(tiny_workdir / "runs" / "two-ranks" / "checkpoints" / "last-preempted.ckpt",
                        map_location="cpu", weights_only=False)
     assert saved["global_step"] == agreed_step
 

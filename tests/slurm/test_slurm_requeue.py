@@ -1,7 +1,8 @@
 """End to end on a real one-node SLURM cluster (`make slurm-up`): our sbatch template runs the tiny geometry
-config with 2-task CPU DDP; `scancel --signal=USR1` preempts it mid-run; the job saves (at the next step the
-ranks check: every 10 steps, PreemptionCheckpoint's default), requeues itself, restarts by itself and finishes
-from the saved step.
+config sharded with the FSDP2 overlay (experiments/trainer/fsdp.yaml, its bf16 GPU policy) on 2 CPU tasks over
+gloo; `scancel --signal=USR1` preempts it mid-run; every rank saves its shards (at the next step the ranks check:
+every 10 steps, PreemptionCheckpoint's default), the job requeues itself, restarts by itself, resumes from the
+sharded folder and finishes from the saved step.
 
 SLURM holds a requeued job for a couple of minutes (Reason=BeginTime); the test moves its start time to now,
 which changes nothing else about the restart.
@@ -23,6 +24,7 @@ from tests.conftest import REPO_ROOT
 pytestmark = pytest.mark.slurm
 TEMPLATE = REPO_ROOT / "experiments" / "slurm" / "single_node.sbatch"
 TINY = REPO_ROOT / "experiments" / "geometry" / "tiny.yaml"
+FSDP = REPO_ROOT / "experiments" / "trainer" / "fsdp.yaml"
 SLURM_CONF = os.environ.get("SLURM_CONF", "/tmp/g2vlm-slurm/slurm.conf")
 
 
@@ -59,8 +61,8 @@ def test_preempt_requeue_resume_finishes(cluster, tiny_workdir):
     (tiny_workdir / "runs").mkdir()
     submitted = subprocess.run(
         ["sbatch", "--job-name", "g2vlm-slurm-test", "--ntasks-per-node", "2", "--cpus-per-task", "1",
-         "--gpus-per-node", "0", str(TEMPLATE), "--config", str(TINY), "--trainer.accelerator", "cpu",
-         "--trainer.strategy", "ddp", "--trainer.max_steps", "30", "--trainer.limit_val_batches", "0",
+         "--gpus-per-node", "0", str(TEMPLATE), "--config", str(TINY), "--config", str(FSDP),
+         "--trainer.accelerator", "cpu", "--trainer.max_steps", "30", "--trainer.limit_val_batches", "0",
          "--checkpoint.every_n_train_steps", "5", "--data.init_args.train_batches_per_epoch", "100"],
         cwd=tiny_workdir, capture_output=True, text=True,
         env={**os.environ, "SLURM_CONF": SLURM_CONF, "PYTHON": sys.executable,
@@ -70,12 +72,12 @@ def test_preempt_requeue_resume_finishes(cluster, tiny_workdir):
     log = tiny_workdir / "runs" / f"slurm-g2vlm-slurm-test-{job_id}.out"
     checkpoints = tiny_workdir / "runs" / "geometry-tiny" / "checkpoints"
     try:
-        wait_for(lambda: (checkpoints / "step=5.ckpt").exists(), 300, "the first checkpoint", log)
+        wait_for(lambda: (checkpoints / "step=5.ckpt" / "meta.pt").exists(), 420, "the first checkpoint", log)
         slurm("scancel", "--signal=USR1", job_id)
         wait_for(lambda: job_field(job_id, "Restarts") == "1" and job_field(job_id, "JobState") == "PENDING",
                  120, "the requeue", log)
         slurm("scontrol", "update", f"JobId={job_id}", "StartTime=now")
-        wait_for(lambda: job_field(job_id, "JobState") in ("COMPLETED", "FAILED", "CANCELLED"), 420,
+        wait_for(lambda: job_field(job_id, "JobState") in ("COMPLETED", "FAILED", "CANCELLED"), 600,
                  "the requeued job to finish", log)
     finally:
         slurm("scancel", job_id, check=False)
@@ -84,7 +86,9 @@ def test_preempt_requeue_resume_finishes(cluster, tiny_workdir):
     assert f"requeued SLURM job {job_id}" in text
     assert f"job {job_id} restart 1" in text
     assert "Restored all states from the checkpoint at" in text and "last-preempted.ckpt" in text
-    preempted = torch.load(checkpoints / "last-preempted.ckpt", map_location="cpu", weights_only=False)
-    assert preempted["global_step"] in (10, 20)  # signalled after step 5; the ranks check at steps 10, 20, 30
-    final = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)
+    preempted = checkpoints / "last-preempted.ckpt"  # a sharded folder: one shard file per rank
+    assert sorted(path.name for path in preempted.iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp", "meta.pt"]
+    saved_step = torch.load(preempted / "meta.pt", weights_only=True)["global_step"]
+    assert saved_step in (10, 20)  # signalled after step 5; the ranks check at steps 10, 20, 30
+    final = torch.load(checkpoints / "last.ckpt" / "meta.pt", weights_only=True)
     assert final["global_step"] == 30

@@ -10,7 +10,7 @@ import torch
 from g2vlm.datamodules.multiview import MultiViewDataModule
 
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
-from g2vlm.lit.optimization import adamw_parameter_groups, warmup_cosine_factor
+from g2vlm.lit.optimization import adamw_parameter_groups, gradient_norms, total_norm, warmup_cosine_factor
 from g2vlm.losses.geometry_loss import GeometryLoss
 
 
@@ -78,3 +78,21 @@ def test_warmup_cosine_factor_hand_values():
     assert warmup_cosine_factor(9, 4, 14, 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2)))
     assert warmup_cosine_factor(14, 4, 14, 0.1) == pytest.approx(0.1)
     assert warmup_cosine_factor(100, 4, 14, 0.1) == pytest.approx(0.1)
+
+
+def test_gradient_norms_per_part_and_in_total():
+    """The logged norms (and the one clipping uses): per part, and the total over every part, against the norm of
+    all gradients concatenated in float64; parts without gradients are left out, none at all gives None."""
+    torch.manual_seed(0)
+    parts = {"a": [torch.nn.Parameter(torch.randn(3, 4)), torch.nn.Parameter(torch.randn(5))],
+             "b": [torch.nn.Parameter(torch.randn(7))], "frozen": [torch.nn.Parameter(torch.randn(2))]}
+    for name in ("a", "b"):
+        for parameter in parts[name]:
+            parameter.grad = torch.randn_like(parameter) * 10
+    norms = gradient_norms(parts)
+    assert sorted(norms) == ["a", "b"]
+    whole = torch.cat([p.grad.double().flatten() for name in ("a", "b") for p in parts[name]]).norm()
+    part_a = torch.cat([p.grad.double().flatten() for p in parts["a"]]).norm()
+    assert norms["a"].item() == pytest.approx(part_a.item(), rel=1e-6)
+    assert total_norm(norms).item() == pytest.approx(whole.item(), rel=1e-6)
+    assert total_norm({}) is None

@@ -2,10 +2,11 @@
 
     lightning fit --config experiments/geometry/demo.yaml
 
-The model is built in `configure_model` (so FSDP can shard it at init; the hook is idempotent). The geometry
-loss runs in fp32 outside autocast. Every loss term is logged unweighted under `train/loss/<term>`, the
-gradient norm of every part under `train/grad_norm/<part>` (before clipping). Norm clipping works under every
-strategy, FSDP included. Callbacks may guard the training loss through `guard_training_loss` (see
+The model is built in `configure_model`, which also shards it under FSDP2 (`g2vlm.lit.fsdp`; the hook is
+idempotent). The geometry loss runs in fp32 outside autocast. Every loss term is logged unweighted under
+`train/loss/<term>`, the gradient norm of every part under `train/grad_norm/<part>` and in total under
+`train/grad_norm/total` (before clipping; over all shards under FSDP2). Norm clipping works under every
+strategy, FSDP2 included. Callbacks may guard the training loss through `guard_training_loss` (see
 `g2vlm.callbacks.loss_outlier_clipping`).
 """
 
@@ -14,10 +15,10 @@ from __future__ import annotations
 import lightning as L
 import torch
 from lightning.fabric.utilities.throughput import measure_flops
-from lightning.pytorch.strategies import FSDPStrategy
 
 from g2vlm.datamodules.batch import MultiViewBatch
-from g2vlm.lit.optimization import adamw_parameter_groups, warmup_cosine_schedule
+from g2vlm.lit.fsdp import shard_for_trainer
+from g2vlm.lit.optimization import adamw_parameter_groups, gradient_norms, total_norm, warmup_cosine_schedule
 from g2vlm.losses.geometry_loss import GeometryLoss
 from g2vlm.metrics.depth import DepthMetrics
 from g2vlm.metrics.relative_pose import RelativePoseMetrics
@@ -80,6 +81,7 @@ class GeometryPretraining(L.LightningModule):
         self.flops_per_batch: int | None = None  # read by ThroughputMonitor (FLOPs/s, MFU)
         self._flops_cache: dict[tuple[int, ...], int] = {}
         self._flops_model: list[G2VLM] = []  # a meta-device copy for FLOP counting, kept out of the module tree
+        self._pre_clip_grad_norm: torch.Tensor | None = None  # set each step by on_before_optimizer_step
         self.val_depth = DepthMetrics(alignment="scale")
         self.val_pose = RelativePoseMetrics(thresholds=(30,))
 
@@ -107,6 +109,7 @@ class GeometryPretraining(L.LightningModule):
         self.model.set_gradient_checkpointing(self.hparams.gradient_checkpointing)
         if self.hparams.compile:
             self.model.compile_blocks()
+        shard_for_trainer(self.model, self._trainer)
 
     def forward(self, images: torch.Tensor) -> GeometryOutput:
         return self.model.forward_geometry(images)
@@ -187,30 +190,25 @@ class GeometryPretraining(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Log the gradient norm of every part and in total (before clipping). Under FSDP each rank holds
-        only gradient shards: the total is logged by `configure_gradient_clipping` from the FSDP root's
-        global norm instead, and per-part norms are not logged."""
-        if isinstance(self.trainer.strategy, FSDPStrategy):
-            return
-        squared_total = None
-        for part, parameters in self.model.parameter_groups().items():
-            grads = [p.grad.detach() for p in parameters if p.grad is not None]
-            if not grads:
-                continue
-            squared = torch.stack(torch._foreach_norm(grads)).float().pow(2).sum()
-            squared_total = squared if squared_total is None else squared_total + squared
-            self.log(f"train/grad_norm/{part}", squared.sqrt())
-        if squared_total is not None:
-            self.log("train/grad_norm/total", squared_total.sqrt())
+        """Log the gradient norm of every part and in total, before clipping (under FSDP2 over all shards: a
+        collective on every rank). The total is kept for `configure_gradient_clipping`, which Lightning calls
+        next."""
+        norms = gradient_norms(self.model.parameter_groups())
+        for part, norm in norms.items():
+            self.log(f"train/grad_norm/{part}", norm)
+        self._pre_clip_grad_norm = total_norm(norms)
+        if self._pre_clip_grad_norm is not None:
+            self.log("train/grad_norm/total", self._pre_clip_grad_norm)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        """Norm clipping under every strategy. Lightning's FSDP precision plugin refuses norm clipping, so
-        under FSDP the root module's `clip_grad_norm_` computes the norm across shards (a collective: every
-        rank calls it)."""
+        """Norm clipping with the global norm `on_before_optimizer_step` measured, under every strategy (each
+        rank scales its own gradient shards by the same factor); value clipping as Lightning does it."""
         if not gradient_clip_val:
             return
-        if isinstance(self.trainer.strategy, FSDPStrategy) and gradient_clip_algorithm in (None, "norm"):
-            total_norm = self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
-            self.log("train/grad_norm/total", total_norm)
+        if gradient_clip_algorithm == "value":
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        norm, self._pre_clip_grad_norm = self._pre_clip_grad_norm, None
+        if norm is not None:  # None: no gradients this step (e.g. a step dropped by LossOutlierClipping)
+            grads = [p for p in self.model.parameters() if p.grad is not None]
+            torch.nn.utils.clip_grads_with_norm_(grads, gradient_clip_val, norm)

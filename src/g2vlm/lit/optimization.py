@@ -1,4 +1,4 @@
-"""AdamW parameter groups and the cosine-with-warmup schedule shared by the training stages.
+"""AdamW parameter groups, the cosine-with-warmup schedule and gradient norms shared by the training stages.
 
 Official recipe (reference g2vlm-official.md §3.2): AdamW (0.9, 0.95), eps 1e-15, weight decay 0, linear
 warmup then cosine down to a floor learning rate.
@@ -10,6 +10,7 @@ import math
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 
 def adamw_parameter_groups(
@@ -52,3 +53,28 @@ def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, 
                            min_factor: float) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine_factor(step, warmup_steps, total_steps, min_factor))
+
+
+def gradient_norms(parts: dict[str, list[nn.Parameter]]) -> dict[str, torch.Tensor]:
+    """L2 norm of the gradients of each part (fp32 0-dim tensors; parts without gradients are left out).
+
+    Sharded gradients (FSDP2's DTensors) give the norm over all shards: a collective, so every rank must call
+    this with the same parts at the same step.
+    """
+    norms = {}
+    for part, parameters in parts.items():
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if not grads:
+            continue
+        norm = torch.nn.utils.get_total_norm(grads)
+        if isinstance(norm, DTensor):
+            norm = norm.full_tensor()
+        norms[part] = norm.float()
+    return norms
+
+
+def total_norm(norms: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The global L2 norm from per-part norms (None without any)."""
+    if not norms:
+        return None
+    return torch.stack(list(norms.values())).pow(2).sum().sqrt()

@@ -38,17 +38,20 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch.distributed.fsdp import FSDPModule
 from torchmetrics import MeanMetric
 
 from g2vlm.datamodules.qa_batch import GeometryPart, ImagePart, QABatch, QASample, TextPart, float_image
 from g2vlm.datamodules.qa_template import QATemplate
 from g2vlm.datamodules.qa_tokenizer import ChatTokens, load_tokenizer
+from g2vlm.lit.fsdp import gathered, shard_for_trainer
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
 from g2vlm.losses.geometry_loss import GeometryLoss
 from g2vlm.metrics.spatial_qa import SPAR_TASKS, exact_match, mean_relative_accuracy, parse_number, score_answer
 from g2vlm.model.config import model_config
 from g2vlm.model.g2vlm import FREEZE_GROUPS, G2VLM
 from g2vlm.model.generation import generate
+from g2vlm.model.outputs import GeometryOutput
 from g2vlm.model.packing import Geometry, PackedBatch, Segment, Text, VitImage, pack
 from g2vlm.model.weights import (
     config_from_dict,
@@ -169,6 +172,7 @@ class SpatialReasoning(L.LightningModule):
         self.model: G2VLM | None = None
         self.val_score, self.val_numeric, self.val_choice = MeanMetric(), MeanMetric(), MeanMetric()
         self._val_tasks: dict[str, list[float]] = defaultdict(list)
+        self._pre_clip_grad_norm: torch.Tensor | None = None  # set each step by on_before_optimizer_step
 
     # ------------------------------------------------------------------------------------ model
     def configure_model(self) -> None:
@@ -193,6 +197,7 @@ class SpatialReasoning(L.LightningModule):
         self.model.freeze(*FREEZE_GROUPS, frozen=False)
         self.model.freeze(*self.freeze_groups)
         self.model.set_gradient_checkpointing(h.gradient_checkpointing)
+        shard_for_trainer(self.model, self._trainer, encoder_blocks=False)  # see g2vlm.lit.fsdp.shard_model
 
     def _load_module_checkpoint(self, path: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
@@ -226,15 +231,42 @@ class SpatialReasoning(L.LightningModule):
 
     def _losses(self, batch: QABatch, run_heads: bool) -> dict[str, torch.Tensor]:
         packed = self.pack(batch)
-        output = self.model(packed, run_heads=run_heads)
+        sharded = isinstance(self.model, FSDPModule)
+        output = self.model(packed, run_heads=run_heads and not sharded)
         labels = packed.text_labels.to(output.logits.device)
         ce_sum = F.cross_entropy(output.logits.float(), labels, ignore_index=-100, reduction="sum")
         tokens = self._global_sum((labels != -100).sum().float())
         losses = {"ce_objective": ce_sum * self.world_size / tokens.clamp(min=1),
                   "ce": self._global_sum(ce_sum.detach()) / tokens.clamp(min=1)}
-        if run_heads:
+        if run_heads and sharded:
+            geometry, every_call = self._heads_equally_often(packed, output.geometric_hidden)
+            losses.update(self._geometry_losses(batch.samples, geometry))
+            losses["vg"] = losses["vg"] + every_call
+        elif run_heads:
             losses.update(self._geometry_losses(batch.samples, output.geometry))
         return losses
+
+    def _heads_equally_often(self, packed: PackedBatch, hidden: torch.Tensor) -> tuple[list[GeometryOutput], torch.Tensor]:
+        """The heads on each geometry sample, as `G2VLM.forward` runs them, for a sharded model, where each call
+        of a unit is a collective (all-gather; reduce-scatter in backward) that every rank must make as often as
+        the others. Ranks with fewer geometry samples than the most on any rank also run the heads on a one-patch
+        zero input. -> (the samples' outputs, a zero that depends on every call's local_points, camera_to_world and
+        global_points: the outputs the geometry loss reads, so every call has the same backward on every rank)."""
+        samples = len(packed.geometry_grids)
+        most = self._trainer.strategy.reduce(torch.tensor(float(samples), device=hidden.device), reduce_op="max")
+        outputs, extra, offset = [], [], 0
+        for frames, grid_h, grid_w in packed.geometry_grids:
+            tokens = hidden[offset : offset + frames * grid_h * grid_w].reshape(1, frames, grid_h * grid_w, -1)
+            outputs.append(GeometryOutput(**self.model.heads(tokens, grid_h, grid_w)))
+            offset += frames * grid_h * grid_w
+        for _ in range(int(most.item()) - samples):
+            dummy = torch.zeros(1, 1, 1, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device, requires_grad=True)
+            extra.append(GeometryOutput(**self.model.heads(dummy, 1, 1)))
+        every_call = hidden.new_zeros((), dtype=torch.float32)
+        for output in outputs + extra:
+            every_call = every_call + 0.0 * (output.local_points.sum() + output.camera_to_world.sum()
+                                             + output.global_points.sum())
+        return outputs, every_call
 
     def _geometry_losses(self, samples: list[QASample], outputs) -> dict[str, torch.Tensor]:
         """Mean over the samples with 3D labels of each one's geometry loss (its own frame count)."""
@@ -282,8 +314,10 @@ class SpatialReasoning(L.LightningModule):
         self.log("val/loss/ce", losses["ce"], batch_size=batch.batch_size, sync_dist=True)
         if not self.hparams.generate_in_validation:
             return
-        for sample in batch.samples:
-            score = score_qa(sample.task, sample.answer_type, self.answer(sample), sample.answer)
+        with gathered(self.model):  # generation reads the layers' weights directly (no-op unless sharded)
+            answers = [self.answer(sample) for sample in batch.samples]
+        for sample, answer in zip(batch.samples, answers):
+            score = score_qa(sample.task, sample.answer_type, answer, sample.answer)
             self.val_score.update(score)
             if sample.answer_type == "numeric":
                 self.val_numeric.update(score)
@@ -306,7 +340,7 @@ class SpatialReasoning(L.LightningModule):
 
     # ----------------------------------------------------------------------- optimisation
     # Shared with geometry pretraining: AdamW groups per part + warmup cosine, per-part gradient norms, and norm
-    # clipping that also works under FSDP (they read the same hyper-parameter names).
+    # clipping that also works under FSDP2 (they read the same hyper-parameter names).
     configure_optimizers = GeometryPretraining.configure_optimizers
     on_before_optimizer_step = GeometryPretraining.on_before_optimizer_step
     configure_gradient_clipping = GeometryPretraining.configure_gradient_clipping
