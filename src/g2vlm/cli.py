@@ -10,16 +10,25 @@ merged config, so an overlay may refer to keys set in an earlier file.
 The base blocks in `experiments/base/` (trainer defaults, logging, checkpointing) are loaded first for
 every subcommand, so an experiment file holds only what is its own; `--help` shows them as the default
 config files.
+
+`--ckpt_path` (a file, a sharded folder, `last`, `best`): the configuration builds the model and the checkpoint
+only restores state, whatever the form; the checkpoint is read without running code from it, one of another
+LightningModule is refused, and so is a `fit` resume whose model hyper-parameters disagree with the checkpoint's
+(g2vlm.resume_guard). A refused or unreadable checkpoint ends the command with one line and exit status 2.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from jsonargparse import set_parsing_settings
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from torch.distributed.fsdp import MixedPrecision
+
+from g2vlm.resume_guard import guard_checkpoint_loading
+from g2vlm.safe_load import CheckpointError
 
 
 class G2VLMCLI(LightningCLI):
@@ -31,6 +40,18 @@ class G2VLMCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI would rebuild the model from a checkpoint file's hyper-parameters here; the suite's rule is
+        that the configuration builds the model (g2vlm.resume_guard), so nothing is read from the checkpoint."""
+
+    def before_fit(self) -> None:
+        guard_checkpoint_loading(self.trainer, self.model, fitting=True)
+
+    def before_validate(self) -> None:
+        guard_checkpoint_loading(self.trainer, self.model, fitting=False)
+
+    before_test = before_predict = before_validate
 
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -47,6 +68,14 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of `lightning` and `python -m g2vlm`; `args` lets tests call it in-process."""
     # MixedPrecision is a dataclass: allow its subclasses (g2vlm.lit.fsdp.HeadsInFp32MixedPrecision) in YAML
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True, subclasses_enabled=[MixedPrecision])
+    try:
+        _run_cli(args)
+    except CheckpointError as error:  # unsafe, unreadable or mismatched checkpoint: one line, no traceback
+        print(f"lightning: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _run_cli(args: list[str] | None) -> None:
     G2VLMCLI(
         model_class=None,
         datamodule_class=None,
