@@ -28,7 +28,6 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from g2vlm.safe_load import CheckpointError, load_checkpoint_record
 
-
 # Hyper-parameters that change neither the model nor the optimisation a resumed run continues.
 MAY_DIFFER_ON_RESUME = frozenset({
     "compile", "gradient_checkpointing",  # speed switches
