@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from torch.distributed.fsdp import MixedPrecision
 
+from g2vlm.datamodules.schema import DataError
 from g2vlm.resume_guard import guard_checkpoint_loading
 from g2vlm.safe_load import CheckpointError
 
@@ -70,9 +71,17 @@ def main(args: list[str] | None = None) -> None:
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True, subclasses_enabled=[MixedPrecision])
     try:
         _run_cli(args)
-    except CheckpointError as error:  # unsafe, unreadable or mismatched checkpoint: one line, no traceback
-        print(f"lightning: error: {error}", file=sys.stderr)
+    except (CheckpointError, DataError) as error:  # a refused checkpoint, unusable data: one line, no traceback
+        print(f"lightning: error: {last_line(error)}", file=sys.stderr)
         sys.exit(2)
+
+
+def last_line(error: BaseException) -> str:
+    """The error's own message; for one re-raised from a DataLoader worker (whose message holds the worker's
+    traceback), its last line without the exception's name."""
+    line = str(error).strip().splitlines()[-1]
+    name = f"{type(error).__module__}.{type(error).__qualname__}: "
+    return line.removeprefix(name)
 
 
 def _run_cli(args: list[str] | None) -> None:
