@@ -94,6 +94,10 @@ def _run(args: argparse.Namespace) -> int:
     from g2vlm.benchmarks.inference import GeometryPredictor, load_geometry_model
     from g2vlm.benchmarks.predictions import PredictionFolder
 
+    from g2vlm.output_paths import check_writable_file
+
+    if args.out:
+        check_writable_file(args.out)  # before the evaluation, not after it
     datasets = [name.strip() for name in args.dataset.split(",") if name.strip()]
     if not datasets:
         raise ValueError("--dataset is empty")

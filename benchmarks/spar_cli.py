@@ -86,6 +86,11 @@ def _run(args: argparse.Namespace) -> int:
     from g2vlm.benchmarks import report
     from g2vlm.benchmarks.spar import checkpoint_answers, score_predictions
 
+    from g2vlm.output_paths import check_writable_file
+
+    for option, path in (("--out", args.out), ("--save-predictions", args.save_predictions)):
+        if path:
+            check_writable_file(path, option)  # before answering every question, not after
     device = None
     if args.ckpt:
         if args.data is None:

@@ -106,8 +106,10 @@ def _run(args: argparse.Namespace) -> int:
         load_geometry_model,
         training_image_size,
     )
+    from g2vlm.output_paths import check_writable_folder
     from g2vlm.visual_io import colourise, save_png, write_ply
 
+    check_writable_folder(args.out)  # before the inference, not after it
     paths = collect_images(args.images)
     rgbs = [read_rgb(path) for path in paths]
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
