@@ -56,6 +56,13 @@ class G2VLMCLI(LightningCLI):
 
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+CKPT_PATH_NOTE = (
+    "--ckpt_path FILE|FOLDER|last|best: the configuration builds the model, the checkpoint restores its state. The "
+    "checkpoint is read without running code from it (a file with torch.load weights_only=True, a sharded folder's "
+    ".metadata with an unpickler limited to DCP's metadata classes); one of another LightningModule, or a fit resume "
+    "whose model hyper-parameters disagree with the checkpoint's, is refused with one line (exit status 2). "
+    "README: 'Trust and safety'."
+)
 BASE_CONFIG_DIR = Path(__file__).resolve().parents[2] / "experiments" / "base"
 BASE_CONFIGS = ("trainer.yaml", "logging.yaml", "checkpoint.yaml")
 
@@ -93,7 +100,8 @@ def _run_cli(args: list[str] | None) -> None:
         seed_everything_default=0,
         parser_kwargs={
             "parser_mode": "omegaconf+",
-            **{subcommand: {"default_config_files": base_config_files()} for subcommand in SUBCOMMANDS},
+            **{subcommand: {"default_config_files": base_config_files(), "description": CKPT_PATH_NOTE}
+               for subcommand in SUBCOMMANDS},
         },
         args=args,
     )

@@ -31,7 +31,7 @@ MAX_DEPTH_MM = 65535
 def add_to(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("reconstruct", help="depth PNGs, a coloured PLY and cameras from images",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="GeometryPretraining checkpoint")
+    parser.add_argument("--ckpt", required=True, help="GeometryPretraining checkpoint (read as tensors only, torch.load weights_only=True: runs no code from the file)")
     parser.add_argument("--images", required=True, nargs="+", metavar="DIR_OR_FILE",
                         help="image files and/or folders (their images in name order)")
     parser.add_argument("--out", required=True, help="output folder")
