@@ -8,12 +8,16 @@ from pathlib import Path
 
 
 def check_writable_folder(path: str | Path, option: str = "--out", given: str | Path | None = None) -> Path:
-    """Create folder `path` (and its parents) if needed and check a file can be created in it; ValueError naming
-    `option`, the path given (default `path`) and the reason otherwise."""
+    """Check that folder `path` exists and takes new files, or that its nearest existing ancestor is a folder that
+    does (nothing is left behind); ValueError naming `option`, the path given (default `path`) and the reason."""
     path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{option} {given or path}: cannot write there ({existing} is not a folder)")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
         raise ValueError(f"{option} {given or path}: cannot write there ({error.strerror or error})") from None
