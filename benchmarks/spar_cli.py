@@ -23,7 +23,8 @@ def add_spar(benchmarks: argparse._SubParsersAction) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="QA shards: a folder (all *.tar in it) or a glob")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt", help="SpatialReasoning checkpoint (read as tensors only, torch.load weights_only=True: runs no code from the file)")
+    source.add_argument("--ckpt", help="SpatialReasoning checkpoint (read as tensors only, torch.load "
+                                       "weights_only=True: runs no code from it)")
     source.add_argument("--predictions", metavar="JSONL", help='saved answers: {"key": ..., "prediction": ...} per line')
     parser.add_argument("--tokenizer", help="tokenizer folder (default: the one the checkpoint records)")
     parser.add_argument("--max-new-tokens", type=int, default=100, help="generation length (default 100, as SPAR)")

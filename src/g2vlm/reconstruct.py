@@ -14,6 +14,9 @@ Outputs, all at that model resolution:
   by the resized image; valid = finite with positive depth;
 - OUT/cameras.json: per image its file, model-resolution width/height, K (focal fitted to the local points
   with the principal point at the centre, (W-1)/2 and (H-1)/2) and camera_to_world (OpenCV, frame 0's world).
+
+The checkpoint is read as tensors and plain containers only (torch.load weights_only=True), so it runs no code;
+--out is checked before the inference. 16-bit greyscale images are scaled to 8 bits.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ MAX_DEPTH_MM = 65535
 def add_to(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("reconstruct", help="depth PNGs, a coloured PLY and cameras from images",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="GeometryPretraining checkpoint (read as tensors only, torch.load weights_only=True: runs no code from the file)")
+    parser.add_argument("--ckpt", required=True, help="GeometryPretraining checkpoint")
     parser.add_argument("--images", required=True, nargs="+", metavar="DIR_OR_FILE",
                         help="image files and/or folders (their images in name order)")
     parser.add_argument("--out", required=True, help="output folder")

@@ -25,7 +25,6 @@ from g2vlm.model.config import model_config
 from g2vlm.model.g2vlm import FREEZE_GROUPS, G2VLM
 from g2vlm.model.outputs import GeometryOutput
 from g2vlm.model.weights import load_model, load_strict
-from g2vlm.safe_load import load_checkpoint_file
 
 
 def images_in_batch(batch: MultiViewBatch) -> int:
@@ -96,6 +95,8 @@ class GeometryPretraining(L.LightningModule):
         else:
             self.model = G2VLM(self.model_config)
             if init_weights:
+                from g2vlm.safe_load import load_checkpoint_file
+
                 state = load_checkpoint_file(init_weights)["state_dict"]
                 model_state = {key.removeprefix("model."): value for key, value in state.items()
                                if key.startswith("model.")}

@@ -51,7 +51,6 @@ from g2vlm.model.g2vlm import FREEZE_GROUPS, G2VLM
 from g2vlm.model.generation import generate
 from g2vlm.model.packing import Geometry, PackedBatch, Segment, Text, VitImage, pack
 from g2vlm.model.weights import config_from_dict, config_to_dict, load_model, load_qwen2vl, load_strict, read_tensors
-from g2vlm.safe_load import load_checkpoint_file
 
 VARIANTS = ("ce_only", "ce_ce", "vg_ce")
 GEOMETRIC_KEYS = re.compile(r"^(dino\.|dino_projector\.|trunk\.layers\.\d+\.geometric\.|trunk\.geometric_norm\.|heads\.)")
@@ -184,6 +183,8 @@ class SpatialReasoning(L.LightningModule):
         self.model.set_gradient_checkpointing(h.gradient_checkpointing)
 
     def _load_module_checkpoint(self, path: str) -> None:
+        from g2vlm.safe_load import load_checkpoint_file
+
         state = load_checkpoint_file(path)["state_dict"]
         model_state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
         load_strict(self.model, model_state, list(self.model.state_dict()), [], str(path))
@@ -191,6 +192,8 @@ class SpatialReasoning(L.LightningModule):
     def load_geometry(self, path: str | Path) -> None:
         """The geometric parts from a GeometryPretraining checkpoint (.ckpt) or our safetensors, strictly: every
         geometric key of this model must be there with its shape; the source's other keys are ignored."""
+        from g2vlm.safe_load import load_checkpoint_file
+
         path = Path(path)
         if path.suffix == ".safetensors":
             state = read_tensors(path)
@@ -306,6 +309,11 @@ def load_reasoning_checkpoint(path: str | Path, device: str | torch.device = "cp
     """(SpatialReasoning in eval mode on `device`, the checkpoint record) from a Lightning checkpoint; weights
     are loaded strictly and the starting-weight arguments it was trained with are not read again. `tokenizer`
     replaces the recorded tokenizer folder (a relative path is relative to where training ran)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such checkpoint file")
+    from g2vlm.safe_load import load_checkpoint_file
+
     record = load_checkpoint_file(path)  # weights_only: runs no code from the file (g2vlm.safe_load)
     hparams = record.get("hyper_parameters") if isinstance(record, dict) else None
     if not isinstance(hparams, dict) or "tokenizer" not in hparams or "variant" not in hparams:
