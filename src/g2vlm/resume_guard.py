@@ -64,11 +64,17 @@ def check_resume_checkpoint(path: str | Path, module: Any, fitting: bool) -> Non
     expected = class_path(module)
     saved_class = saved.get("_class_path")
     if saved_class is None:  # saved outside LightningCLI: tell modules apart by their argument names
-        arguments = set(inspect.signature(type(module).__init__).parameters) - {"self"}
-        unknown = sorted(key for key in saved if not key.startswith("_") and key not in arguments)
-        if unknown:
+        parameters = dict(inspect.signature(type(module).__init__).parameters)
+        parameters.pop("self", None)
+        unknown = sorted(key for key in saved if not key.startswith("_") and key not in parameters)
+        required = sorted(name for name, parameter in parameters.items() if name not in saved
+                          and parameter.default is inspect.Parameter.empty
+                          and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY))
+        if unknown or required:
+            reasons = ([f"hyper-parameters {unknown[:5]} are not arguments of it"] if unknown else []) + \
+                      ([f"its required arguments {required[:5]} are missing"] if required else [])
             raise CheckpointError(f"{path}: a checkpoint of another LightningModule than the configured {expected} "
-                                  f"(hyper-parameters {unknown[:5]} are not arguments of it)")
+                                  f"({'; '.join(reasons)})")
     elif saved_class != expected:
         raise CheckpointError(
             f"{path}: a checkpoint of {saved_class}, but the configuration builds {expected}. Resume it with a "
