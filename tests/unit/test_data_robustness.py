@@ -177,7 +177,7 @@ def test_a_meta_size_that_disagrees_with_its_images_is_caught_before_decoding(tm
     path = str(write_tar(tmp_path / "lying-000000.tar", [(key, with_meta(members, width=4000, height=3000))]))
     skips = SkipLog()
     assert list(iter_clip_records([path], skips)) == []  # refused while reading, before any frame is allocated
-    assert skips.totals == {"decode": 1}
+    assert skips.counts == {"decode": 1}
 
 
 def test_a_missing_shard_file_is_reported_at_once_as_not_found(tmp_path):
