@@ -53,7 +53,7 @@ def test_writing_into_a_folder_with_other_shards_is_refused_unless_overwrite(tmp
 
 def test_a_folder_of_shards_written_by_an_older_run_without_progress_record_is_refused(tmp_path):
     assert shard("data", "--scenes", "4", "--size", "32x32", cwd=tmp_path).returncode == 0
-    (tmp_path / "data" / "synthetic-train-progress.json").unlink()  # as the suite wrote shards before
+    (tmp_path / "data" / "synthetic-train-progress.json").unlink(missing_ok=True)  # as the suite wrote shards before
     refused = shard("data", "--scenes", "4", "--size", "32x32", cwd=tmp_path)
     assert refused.returncode == 2 and "did not record" in refused.stderr
 
