@@ -39,7 +39,8 @@ def test_training_on_clips_that_all_fail_to_decode_exits_within_60_s_naming_shar
     assert "data/depth8-000000.tar" in error and "data/depth8-000001.tar" in error and "'bad_depth': 1000" in error
 
 
-def test_sigterm_stops_a_run_stuck_in_data_loading(tmp_path, tiny_workdir):
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGUSR1"])
+def test_a_signal_stops_a_run_stuck_in_data_loading(tiny_workdir, signal_name):
     """The training loader delivers one batch and then blocks (tests/fixtures/stalling_data.py): no step ever ends,
     so the preemption callback can never reach a step to save at."""
     marker = tiny_workdir / "stalled"
@@ -53,7 +54,7 @@ def test_sigterm_stops_a_run_stuck_in_data_loading(tmp_path, tiny_workdir):
             time.sleep(0.5)
         assert marker.exists(), f"the loader never stalled\n{process.communicate(timeout=30)[0][-3000:]}"
         time.sleep(1.0)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.Signals[signal_name])
         sent = time.monotonic()
         output, _ = process.communicate(timeout=60)
         assert time.monotonic() - sent < 30  # data_stall_seconds is 3 in tests/conf/data_stall.yaml
@@ -62,7 +63,7 @@ def test_sigterm_stops_a_run_stuck_in_data_loading(tmp_path, tiny_workdir):
             process.kill()
             process.communicate()
     assert process.returncode != 0
-    assert "SIGTERM received, but no training batch came in the 3 s since (the data loader is stuck)" in output
+    assert f"{signal_name} received, but no training batch came in the 3 s since (the data loader is stuck)" in output
 
 
 def test_skip_counts_reach_tensorboard_per_reason_and_an_empty_validation_set_says_so(tmp_path):
