@@ -56,7 +56,8 @@ def _add_common(benchmarks: argparse._SubParsersAction, name: str, help_text: st
     parser.add_argument("--root", action="append", default=[], metavar="[NAME=]DIR",
                         help="prepared dataset folder; NAME=DIR when several datasets are given (repeatable)")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--ckpt", help=f"GeometryPretraining checkpoint (default {DEMO_CHECKPOINT} when no --predictions)")
+    source.add_argument("--ckpt", help=f"GeometryPretraining checkpoint (default {DEMO_CHECKPOINT} when no --predictions; "
+                                             f"read as tensors only, torch.load weights_only=True: runs no code from it)")
     source.add_argument("--predictions", metavar="DIR", help="saved predictions: DIR[/<dataset>]/[<seq>/]<stem>.npy")
     parser.add_argument("--out", metavar="FILE.json", help="write the results and the environment as JSON")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
@@ -97,6 +98,10 @@ def _run(args: argparse.Namespace) -> int:
     from g2vlm.benchmarks.inference import GeometryPredictor, load_geometry_model
     from g2vlm.benchmarks.predictions import PredictionFolder
 
+    from g2vlm.output_paths import check_writable_file
+
+    if args.out:
+        check_writable_file(args.out)  # before the evaluation, not after it
     datasets = [name.strip() for name in args.dataset.split(",") if name.strip()]
     if not datasets:
         raise ValueError("--dataset is empty")

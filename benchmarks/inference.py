@@ -20,11 +20,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from g2vlm.safe_load import CheckpointError, load_checkpoint_file
+
 PROTOCOL_LOAD_WIDTH = 512
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or of the wrong kind."""
 
 
 def input_size(height: int, width: int, load_width: int, patch_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -59,10 +57,7 @@ def read_checkpoint_record(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file (run `g2vlm demo` to make runs/geometry-demo/checkpoints/last.ckpt)")
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as error:  # noqa: BLE001 - any failure to unpickle means "not a checkpoint"
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from None
+    record = load_checkpoint_file(path, mmap=True)  # weights_only: runs no code from the file (g2vlm.safe_load)
     hparams = record.get("hyper_parameters") if isinstance(record, dict) else None
     state = record.get("state_dict") if isinstance(record, dict) else None
     if not isinstance(hparams, dict) or "preset" not in hparams or not isinstance(state, dict) \

@@ -30,7 +30,8 @@ def add_spar(benchmarks: argparse._SubParsersAction) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="QA shards: a folder (all *.tar in it) or a glob")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt", help="SpatialReasoning checkpoint")
+    source.add_argument("--ckpt", help="SpatialReasoning checkpoint (read as tensors only, torch.load "
+                                       "weights_only=True: runs no code from it)")
     source.add_argument("--predictions", metavar="JSONL", help='saved answers: {"key": ..., "prediction": ...} per line, '
                         "or lmms-eval --log_samples output (<date>_samples_sparbench.jsonl)")
     parser.add_argument("--tokenizer", help="tokenizer folder (default: the one the checkpoint records)")
@@ -100,6 +101,11 @@ def _run(args: argparse.Namespace) -> int:
     from g2vlm.benchmarks import report
     from g2vlm.benchmarks.spar import checkpoint_answers, score_predictions
 
+    from g2vlm.output_paths import check_writable_file
+
+    for option, path in (("--out", args.out), ("--save-predictions", args.save_predictions)):
+        if path:
+            check_writable_file(path, option)  # before answering every question, not after
     device = None
     if args.ckpt:
         if args.data is None:

@@ -16,6 +16,10 @@ to `check_every_n_steps` steps after the signal.
 
 SLURM: submit with `--signal=USR1@<seconds>` (no `B:` prefix, which would signal only the batch shell)
 and `--requeue`; the lead time must cover `check_every_n_steps` steps plus the save.
+
+A run stuck in data loading never reaches a step at which it could save: when the signal arrives while the loop
+waits for a training batch and no batch arrives within `data_stall_seconds`, the run stops without a save (a
+KeyboardInterrupt in the main thread, which Lightning turns into a shutdown with exit status 1), saying why.
 """
 
 from __future__ import annotations
@@ -40,11 +44,18 @@ class PreemptionCheckpoint(L.Callback):
         signals: signal names that request a save-and-stop.
         requeue: run `scontrol requeue $SLURM_JOB_ID` (rank 0) after the save when SLURM_JOB_ID is set.
         check_every_n_steps: the ranks agree on a request at global steps divisible by this (default 10).
+        data_stall_seconds: a signal that arrives while the loop waits for a training batch stops the run without a
+            save if no batch arrives within this many seconds (default 60).
     """
 
-    def __init__(self, signals: list[str] | None = None, requeue: bool = True, check_every_n_steps: int = 10) -> None:
+    def __init__(self, signals: list[str] | None = None, requeue: bool = True, check_every_n_steps: int = 10,
+                 data_stall_seconds: float = 60.0) -> None:
         if check_every_n_steps < 1:
             raise ValueError(f"PreemptionCheckpoint: check_every_n_steps must be >= 1, got {check_every_n_steps}")
+        self.data_stall_seconds = data_stall_seconds
+        self._waiting_for_batch = False  # between a batch's end (or the start of training) and the next batch
+        self._batches_started = 0
+        self._stall_timer: threading.Timer | None = None
         self.signal_names = list(signals if signals is not None else ["SIGTERM", "SIGUSR1"])
         self.signals = [signal.Signals[name] for name in self.signal_names]
         self.requeue = requeue
@@ -56,6 +67,19 @@ class PreemptionCheckpoint(L.Callback):
 
     def _request(self, signum: int, frame) -> None:
         self.requested = True  # only a flag: saving happens at the next checked step, on every rank
+        if self._waiting_for_batch and self._stall_timer is None:
+            self._stall_timer = threading.Timer(self.data_stall_seconds, self._stop_if_stalled,
+                                                (self._batches_started, signal.Signals(signum).name))
+            self._stall_timer.daemon = True
+            self._stall_timer.start()
+
+    def _stop_if_stalled(self, batches_started: int, signal_name: str) -> None:
+        """Timer thread: still no new training batch since the signal -> interrupt the main thread."""
+        self._stall_timer = None
+        if self._waiting_for_batch and self._batches_started == batches_started:
+            log.error("%s received, but no training batch came in the %.0f s since (the data loader is stuck): "
+                      "stopping without a save", signal_name, self.data_stall_seconds)
+            signal.raise_signal(signal.SIGINT)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._checked_step = trainer.global_step  # after a restore: the first check is at the next multiple
@@ -65,8 +89,20 @@ class PreemptionCheckpoint(L.Callback):
         for signum in self.signals:
             self._previous_handlers[signum] = signal.getsignal(signum)
             signal.signal(signum, self._request)
+        self._waiting_for_batch = True
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        self._batches_started += 1
+        self._waiting_for_batch = False
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._waiting_for_batch = False
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._waiting_for_batch = trainer.state.fn == "fit"  # validation inside fit: training batches come next
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self._waiting_for_batch = True  # the loop fetches the next batch after this hook
         # With gradient accumulation, global_step stays put for several batches: only the batch that completed
         # the step checks, so a save never lands inside an accumulation window.
         step = trainer.global_step
@@ -91,6 +127,7 @@ class PreemptionCheckpoint(L.Callback):
         trainer.should_stop = True
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._waiting_for_batch = False
         if threading.current_thread() is not threading.main_thread():
             return
         for signum, handler in self._previous_handlers.items():

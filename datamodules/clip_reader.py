@@ -27,6 +27,7 @@ from g2vlm.datamodules.decoding import (
     decode_jpeg,
     decode_mask_png,
     depth_to_metres,
+    image_size,
 )
 from g2vlm.datamodules.schema import (
     META_SUFFIX,
@@ -45,16 +46,19 @@ logger = logging.getLogger("g2vlm.datamodules")
 
 class SkipLog:
     """Counts skipped samples per reason and logs each skip (the first `log_first` per reason, then every
-    `log_every`-th, so a shard full of bad samples does not flood the log)."""
+    `log_every`-th, so a shard full of bad samples does not flood the log). `counts` holds the skips since the
+    last `take()`, `totals` all of them."""
 
     def __init__(self, log_first: int = 10, log_every: int = 1000):
         self.counts: collections.Counter[str] = collections.Counter()
+        self.totals: collections.Counter[str] = collections.Counter()
         self.log_first = log_first
         self.log_every = log_every
 
     def record(self, error: SampleError, source: str) -> None:
         self.counts[error.reason] += 1
-        count = self.counts[error.reason]
+        self.totals[error.reason] += 1
+        count = self.totals[error.reason]
         if count <= self.log_first or count % self.log_every == 0:
             logger.warning("skipped sample (%s, #%d of this reason): %s: %s", error.reason, count, source, error)
 
@@ -285,6 +289,7 @@ def parse_clip(raw: RawSample) -> ClipRecord:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise SampleError(REASON_SCHEMA, f"{raw.key}.{META_SUFFIX}: not valid JSON ({error})") from None
     meta = validate_meta(record, f"{raw.key}.{META_SUFFIX}")
+    _check_declared_size(raw, meta)
     has_mask = frame_member(0, "mask.png") in raw.members
     present = raw.members.keys()
     if (_frame_members(meta.num_frames, "jpg") <= present
@@ -303,6 +308,18 @@ def parse_clip(raw: RawSample) -> ClipRecord:
         ):
             raise SampleError(REASON_MISSING_FRAME, f"{raw.key}: frame {index} has no depth member (has_depth is true)")
     return ClipRecord(raw.key, raw.url, meta, raw.members)
+
+
+def _check_declared_size(raw: RawSample, meta: ClipMeta) -> None:
+    """The first frame's image header must give the meta's width x height: loaders allocate by the meta's size
+    before decoding, so it is checked against the data first (every decoded frame is checked again)."""
+    member = frame_member(0, "jpg")
+    if member not in raw.members:
+        return  # reported as a missing frame
+    width, height, _ = image_size(raw.members[member], f"{raw.key}.{member}")
+    if (width, height) != (meta.width, meta.height):
+        raise SampleError(REASON_DECODE, f"{raw.key}.{META_SUFFIX}: declares width x height {meta.width}x{meta.height} "
+                                         f"but {member} is {width}x{height}")
 
 
 @functools.lru_cache(maxsize=256)

@@ -16,6 +16,11 @@ memory block per batch, decoded straight into it); images leave the workers as u
 uint16 units (photometric augmentation and the float conversions happen on the device, see
 `MultiViewDataModule` and `MultiViewBatch`). Samples that fail are skipped into a `SkipLog`; the counts ride on
 the next batch (`MultiViewBatch.skipped`).
+
+Data that yields nothing stops the run instead of looping: a training stream raises `DataError` (naming the shards
+and the skip counts per reason) after MAX_EMPTY_SHARD_DRAWS shard draws in a row without a readable clip or
+MAX_FAILED_CLIPS_IN_A_ROW clips in a row that fail to decode; a local shard path that does not exist is reported at
+once (`expand_shard_pattern`); a validation pass that yields no clip says so in a warning.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import glob
 import itertools
 import logging
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -33,30 +39,53 @@ from g2vlm.datamodules.augmentation import CropBox, crop_box
 from g2vlm.datamodules.batch import MultiViewBatch
 from g2vlm.datamodules.batch_assembly import BatchAssembler, ScratchBuffer, SharedBlockPool
 from g2vlm.datamodules.clip_reader import ClipRecord, SkipLog, iter_clip_records
-from g2vlm.datamodules.schema import SampleError
+from g2vlm.datamodules.schema import DataError, SampleError
 from g2vlm.datamodules.view_sampling import evenly_spaced_views, sample_training_views
 from torch.utils.data import IterableDataset, get_worker_info
 
 logger = logging.getLogger("g2vlm.datamodules")
 
 MAX_EMPTY_SHARD_DRAWS = 200  # resampled shards in a row without one valid clip: the data is broken, stop
+# Clips in a row that fail to decode: the data is broken, stop (a set with 99 % bad clips hits this about once
+# in 25,000 draws of a thousand; one with 95 % bad clips practically never).
+MAX_FAILED_CLIPS_IN_A_ROW = 1000
 READ_AHEAD = 8  # training clips read and validated together (held beside the shuffle buffer's 32)
 
 
+class MissingShardError(DataError, FileNotFoundError):
+    """A shard pattern that names local files which do not exist."""
+
+
+def is_local_path(url: str) -> bool:
+    """Whether a shard URL is a local file (not 'pipe:...', 'http://...', 's3://...' and the like)."""
+    return "://" not in url and not url.startswith("pipe:")
+
+
 def expand_shard_pattern(pattern: str) -> list[str]:
-    """Brace patterns ('dir/x-{000000..000009}.tar', '::'-separated lists) and local globs ('dir/*.tar')."""
+    """Brace patterns ('dir/x-{000000..000009}.tar', '::'-separated lists) and local globs ('dir/*.tar'). Local
+    paths must exist (MissingShardError, naming them), so a typo is reported at once and not as a bad shard."""
     urls: list[str] = []
     for url in wds.shardlists.expand_urls(pattern):
         if any(char in url for char in "*?["):
             matches = sorted(glob.glob(url))
             if not matches:
-                raise FileNotFoundError(f"datamodules/clip_streams.py: shard pattern {url!r} matches no file")
+                raise MissingShardError(f"datamodules/clip_streams.py: shard pattern {url!r} matches no file")
             urls.extend(matches)
         else:
             urls.append(url)
     if not urls:
-        raise FileNotFoundError(f"datamodules/clip_streams.py: shard pattern {pattern!r} is empty")
+        raise MissingShardError(f"datamodules/clip_streams.py: shard pattern {pattern!r} is empty")
+    missing = [url for url in urls if is_local_path(url) and not os.path.isfile(url)]
+    if missing:
+        raise MissingShardError(f"datamodules/clip_streams.py: shard pattern {pattern!r}: {len(missing)} of "
+                                f"{len(urls)} files not found, e.g. {missing[:3]}")
     return urls
+
+
+def describe_shards(urls: Sequence[str]) -> str:
+    """'a.tar, b.tar, c.tar and 7 more' (for error messages)."""
+    urls = list(urls)
+    return ", ".join(urls[:3]) + (f" and {len(urls) - 3} more" if len(urls) > 3 else "")
 
 
 def worker_slot() -> tuple[int, int]:
@@ -144,10 +173,8 @@ def resampled_records(urls: Sequence[str], rng: np.random.Generator, skips: Skip
             yield from chunk
         empty_draws = 0 if produced else empty_draws + 1
         if empty_draws >= MAX_EMPTY_SHARD_DRAWS:
-            raise RuntimeError(
-                f"datamodules/clip_streams.py: {empty_draws} shard draws in a row gave no valid clip "
-                f"(shards {list(urls)[:3]}...; skips so far {dict(skips.counts)})"
-            )
+            raise DataError(f"datamodules/clip_streams.py: {empty_draws} shard draws in a row gave no valid clip; "
+                            f"shards: {describe_shards(urls)}; skipped so far by reason: {dict(skips.totals)}")
 
 
 def mixed(sources: list[Iterator[ClipRecord]], weights: np.ndarray, rng: np.random.Generator) -> Iterator[ClipRecord]:
@@ -230,6 +257,7 @@ class TrainClipBatches(IterableDataset):
     def _budget_batches(self, records: Iterator[ClipRecord], rng: np.random.Generator, skips: SkipLog) -> Iterator[MultiViewBatch]:
         recipe = self.recipe
         scratch, pool = ScratchBuffer(), worker_block_pool()
+        failed_in_a_row = 0
         while True:
             num_views = int(rng.integers(recipe.views_min, recipe.views_max + 1))
             if recipe.aspect_ratio_range is None:
@@ -242,8 +270,16 @@ class TrainClipBatches(IterableDataset):
                 frames = sample_training_views(record.meta.num_frames, num_views, rng, recipe.view_window)
                 try:
                     batch.add(record, frames, clip_crop_box(record, frames, target_hw, recipe, rng))
+                    failed_in_a_row = 0
                 except SampleError as error:
                     skips.record(error, record.url)
+                    failed_in_a_row += 1
+                    if failed_in_a_row >= MAX_FAILED_CLIPS_IN_A_ROW:
+                        shards = [url for urls in self.shard_sets for url in urls]
+                        raise DataError(
+                            f"datamodules/clip_streams.py: {failed_in_a_row} clips in a row failed to decode, no "
+                            f"valid clip; shards: {describe_shards(shards)}; skipped so far by reason: "
+                            f"{dict(skips.totals)}; last: {error}") from None
             yield _with_skips(batch.batch(), skips)
 
 
@@ -271,7 +307,8 @@ class ValClipBatches(IterableDataset):
         batch_size = max(1, recipe.image_budget // recipe.val_views)
         batch: BatchAssembler | None = None
         pending: MultiViewBatch | None = None  # held back one step so skips at the end ride on the last batch
-        for record in iter_clip_records(slot_shards(self.urls, self.rank, self.world_size, worker, workers), skips):
+        shards = slot_shards(self.urls, self.rank, self.world_size, worker, workers)
+        for record in iter_clip_records(shards, skips):
             frames = evenly_spaced_views(record.meta.num_frames, recipe.val_views)
             batch = batch or BatchAssembler(batch_size, recipe.val_views, target_hw, scratch, pool)
             try:
@@ -289,3 +326,6 @@ class ValClipBatches(IterableDataset):
             pending = batch.batch()
         if pending is not None:
             yield _with_skips(pending, skips)
+        elif shards:
+            logger.warning("validation shards %s gave no valid clip (skipped by reason: %s): no validation metrics "
+                           "from them", describe_shards(shards), dict(skips.totals))

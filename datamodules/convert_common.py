@@ -411,7 +411,7 @@ def _write_json_atomic(path: Path, record: Any) -> None:
     os.replace(temporary, path)
 
 
-class _Progress:
+class ShardProgress:
     """The `<prefix>-progress.json` record: options and the committed chunks (a shard, or None when its scenes
     gave no clip, with the scenes it covers, counts and skips)."""
 
@@ -477,7 +477,7 @@ def convert_dataset(
     record_options = {"dataset": dataset.name, "split": split, "clip_frames": options.clip_frames,
                       "clip_step": options.clip_step, "frame_stride": options.frame_stride,
                       "long_side": options.long_side, **dataset.options()}
-    state = _Progress(out_dir / f"{prefix}-progress.json", record_options)
+    state = ShardProgress(out_dir / f"{prefix}-progress.json", record_options)
     done = state.done_scenes
     pending = [scene for scene in scenes if scene.name not in done]
     partial_dir = out_dir / PARTIAL_DIR
@@ -491,7 +491,7 @@ def convert_dataset(
 
             results = tqdm(results, total=len(pending), unit="scene", desc=f"{dataset.name} {split}")
         writer: ShardWriter | None = None
-        chunk = _new_chunk()
+        chunk = new_chunk()
         for result in results:
             if writer is None:
                 writer = ShardWriter(partial_dir, prefix, max_shard_bytes=1 << 62)
@@ -513,12 +513,12 @@ def convert_dataset(
             if progress:
                 results.set_postfix(clips=clips_now, skipped=skipped_now, refresh=False)
             if writer.shards and writer.shards[-1]["bytes"] >= shard_bytes:
-                written_now += _commit(state, writer, chunk, out_dir, prefix)
-                writer, chunk = None, _new_chunk()
+                written_now += commit_shard(state, writer, chunk, out_dir, prefix)
+                writer, chunk = None, new_chunk()
         if chunk["scenes"]:
-            written_now += _commit(state, writer, chunk, out_dir, prefix)
+            written_now += commit_shard(state, writer, chunk, out_dir, prefix)
     shutil.rmtree(partial_dir, ignore_errors=True)
-    _write_index(out_dir / f"{prefix}-index.json", prefix, state.shards)
+    write_index(out_dir / f"{prefix}-index.json", prefix, state.shards)
     skips = Skips()
     for chunk in state.chunks:
         skips.update(Skips.from_json(chunk["skips"]))
@@ -535,7 +535,7 @@ def convert_dataset(
     }
 
 
-def _new_chunk() -> dict[str, Any]:
+def new_chunk() -> dict[str, Any]:
     return {"shard": None, "scenes": [], "clips": 0, "frames": 0, "keyframes": 0, "bytes": 0,
             "skips": Skips().to_json()}
 
@@ -546,7 +546,7 @@ def _add_skips(chunk: dict[str, Any], skips: Skips) -> None:
     chunk["skips"] = merged.to_json()
 
 
-def _commit(state: _Progress, writer: ShardWriter, chunk: dict[str, Any], out_dir: Path, prefix: str) -> int:
+def commit_shard(state: ShardProgress, writer: ShardWriter, chunk: dict[str, Any], out_dir: Path, prefix: str) -> int:
     """Close the chunk's shard, move it into place and record it. Returns the number of shards written (0/1)."""
     index = writer.close()
     written = 0
@@ -560,8 +560,9 @@ def _commit(state: _Progress, writer: ShardWriter, chunk: dict[str, Any], out_di
     return written
 
 
-def _write_index(path: Path, prefix: str, shards: list[dict[str, Any]]) -> None:
-    """The ShardWriter index format; the file is left untouched when its content would not change."""
+def write_index(path: Path, prefix: str, shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ShardWriter index format, written atomically (returned); the file is left untouched when its content
+    would not change."""
     index = {
         "prefix": prefix,
         "shards": [{"name": s["shard"], "clips": s["clips"], "frames": s["frames"], "bytes": s["bytes"]} for s in shards],
@@ -570,9 +571,11 @@ def _write_index(path: Path, prefix: str, shards: list[dict[str, Any]]) -> None:
         "total_bytes": sum(s["bytes"] for s in shards),
     }
     text = json.dumps(index, indent=1)
-    if path.exists() and path.read_text() == text:
-        return
-    path.write_text(text)
+    if not (path.exists() and path.read_text() == text):
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    return index
 
 
 def format_summary(summary: dict[str, Any]) -> str:

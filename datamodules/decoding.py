@@ -61,14 +61,25 @@ def encode_mask_png(mask: np.ndarray) -> bytes:
 
 
 def decode_jpeg(data: bytes, member: str = "jpg") -> np.ndarray:
-    """JPEG (or any 8-bit RGB image) bytes -> (H, W, 3) uint8."""
+    """JPEG (or any other image) bytes -> (H, W, 3) uint8 RGB. A 16-bit greyscale image is scaled to 8 bits
+    (value / 257, rounded; Pillow's own conversion clips everything above 255 to white)."""
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.mode in _SIXTEEN_BIT_MODES or image.mode == "I":
+                return _grey16_to_rgb8(np.asarray(image), member)
             if image.mode != "RGB":
                 image = image.convert("RGB")
             return np.asarray(image)
     except _CORRUPT_DATA_ERRORS as error:
         raise SampleError(REASON_DECODE, f"{member}: not a decodable RGB image ({type(error).__name__}: {error})") from None
+
+
+def _grey16_to_rgb8(values: np.ndarray, member: str) -> np.ndarray:
+    """(H, W) 16-bit grey levels (or 32-bit integers within 0..65535) -> (H, W, 3) uint8, round(value / 257)."""
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise SampleError(REASON_DECODE, f"{member}: 32-bit integer image with values outside 0..65535")
+    grey = ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
 
 
 def decode_depth_png(data: bytes, member: str = "depth.png") -> np.ndarray:

@@ -23,7 +23,8 @@ per-clip colour jitter runs too; a LightningModule that overrides `on_after_batc
 stored uint16 units; `batch.depth_m` and `batch.valid` compute metres and validity wherever the batch is. The
 loaders pin their batches only when the trainer runs on a CUDA device.
 Samples skipped for bad data are counted per reason in `skipped_counts` (this rank's totals, summed from the
-batches in `on_before_batch_transfer`; log them from the LightningModule, e.g. at epoch end).
+batches in `on_before_batch_transfer`, kept in checkpoints) and logged to the trainer's logger as
+`data/skipped/<reason>` whenever they grew, at most once per `log_every_n_steps` steps, and at the end.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ class MultiViewDataModule(L.LightningDataModule):
         self.restart = 0  # how many times this run was resumed from a checkpoint (see load_state_dict)
         self._jittered_batches = 0
         self.skipped_counts: collections.Counter[str] = collections.Counter()
+        self._skips_logged_at: int | None = None  # global step of the last `data/skipped/*` log
+        self._skips_unlogged = False
 
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:
@@ -157,8 +160,27 @@ class MultiViewDataModule(L.LightningDataModule):
         self.skipped_counts = collections.Counter(state_dict.get("skipped_counts", {}))
 
     def on_before_batch_transfer(self, batch: MultiViewBatch, dataloader_idx: int) -> MultiViewBatch:
-        self.skipped_counts.update(batch.skipped)
+        if batch.skipped:
+            self.skipped_counts.update(batch.skipped)
+            self._skips_unlogged = True
+        self.log_skips()
         return batch
+
+    def log_skips(self, final: bool = False) -> None:
+        """This rank's skip totals as `data/skipped/<reason>` when they grew since the last log, at most once per
+        `log_every_n_steps` global steps (always when `final`)."""
+        trainer = self.trainer
+        if not self._skips_unlogged or trainer is None or trainer.logger is None:
+            return
+        step = trainer.global_step
+        if not final and self._skips_logged_at is not None and step - self._skips_logged_at < trainer.log_every_n_steps:
+            return
+        trainer.logger.log_metrics({f"data/skipped/{reason}": float(count)
+                                    for reason, count in sorted(self.skipped_counts.items())}, step=step)
+        self._skips_logged_at, self._skips_unlogged = step, False
+
+    def teardown(self, stage: str) -> None:
+        self.log_skips(final=True)
 
     def on_after_batch_transfer(self, batch: MultiViewBatch, dataloader_idx: int) -> MultiViewBatch:
         """On the device: uint8 images -> float32 in [0, 1], then per-clip colour jitter on training batches

@@ -45,8 +45,16 @@ SKIP_REASONS = (
 )
 
 RIGID_TOLERANCE = 1e-4  # |R^T R - I| and |det R - 1| above this make a pose non-rigid
+# The largest frame a sample may declare (8192 x 8192): what a loader allocates per frame follows the meta's
+# width x height, so a hostile or broken meta.json must not be able to ask for more (checked before decoding).
+MAX_FRAME_PIXELS = 8192 * 8192
 
 _KEY_FORBIDDEN = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+class DataError(RuntimeError):
+    """The data as a whole is unusable (shards missing, or no valid clip among many drawn): the run stops with this
+    one message, which names the shards and the skip counts."""
 
 
 class SampleError(ValueError):
@@ -205,6 +213,9 @@ def validate_meta(record: Any, where: str = "meta.json") -> ClipMeta:
     height = _require(record, "height", (int,), where)
     if width <= 0 or height <= 0:
         raise SampleError(REASON_SCHEMA, f"{where}: fields 'width'/'height' must be positive, got {width}x{height}")
+    if width * height > MAX_FRAME_PIXELS:
+        raise SampleError(REASON_SCHEMA, f"{where}: fields 'width' x 'height' {width}x{height} exceed the "
+                                         f"{MAX_FRAME_PIXELS:,} pixels a frame may have")
     convention = record.get("camera_convention", CAMERA_CONVENTION)
     if convention != CAMERA_CONVENTION:
         raise SampleError(REASON_SCHEMA, f"{where}: field 'camera_convention' is {convention!r}, expected {CAMERA_CONVENTION!r}")

@@ -29,7 +29,10 @@ def add_synthetic(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "synthetic", help="procedural textured rooms with objects: exact depth, cameras, object annotations",
         description="Render procedural scenes (one clip of V views each) into <out>/synthetic-<split>-NNNNNN.tar "
-                    "plus synthetic-<split>-index.json. Deterministic by --seed, whatever --workers is.",
+                    "plus synthetic-<split>-index.json. Deterministic by --seed, whatever --workers is. Each shard is "
+                    "written beside the folder first and recorded in synthetic-<split>-progress.json once in place, "
+                    "so the index always lists exactly the finished shards; re-running the same command resumes. "
+                    "Existing synthetic-<split> shards written otherwise are refused unless --overwrite.",
     )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--scenes", type=int, required=True, help="number of scenes (clips)")
@@ -40,20 +43,29 @@ def add_synthetic(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=1, help="rendering processes (default 1)")
     parser.add_argument("--clips-per-shard", type=int, default=100, help="clips per shard (default 100)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the synthetic-<split> shards, index and progress file already in --out first")
     parser.set_defaults(run=run_synthetic)
 
 
 def run_synthetic(args: argparse.Namespace) -> int:
+    import sys
     import time
 
+    from g2vlm.datamodules.convert_common import OutputError
     from g2vlm.datamodules.synthetic.shards import write_synthetic_shards
 
     height, width = args.size
     start = time.perf_counter()
-    index = write_synthetic_shards(
-        args.out, scenes=args.scenes, views=args.views, height=height, width=width, seed=args.seed,
-        split=args.split, workers=args.workers, clips_per_shard=args.clips_per_shard, progress=not args.no_progress,
-    )
+    try:
+        index = write_synthetic_shards(
+            args.out, scenes=args.scenes, views=args.views, height=height, width=width, seed=args.seed,
+            split=args.split, workers=args.workers, clips_per_shard=args.clips_per_shard,
+            progress=not args.no_progress, overwrite=args.overwrite,
+        )
+    except OutputError as error:
+        print(f"g2vlm shard synthetic: error: {error}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - start
     print(f"wrote {index['total_clips']} clips, {index['total_frames']} frames in {len(index['shards'])} shards "
           f"({index['total_bytes'] / 2**20:.1f} MiB) to {args.out} in {seconds:.1f} s "

@@ -19,7 +19,8 @@ from pathlib import Path
 def add_to(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("ask", help="answer a question about images with a SpatialReasoning checkpoint",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="SpatialReasoning checkpoint")
+    parser.add_argument("--ckpt", required=True, help="SpatialReasoning checkpoint (read as tensors only, "
+                                                       "torch.load weights_only=True: runs no code from it)")
     parser.add_argument("--images", nargs="+", required=True, help="image files (JPEG, PNG, ...), in order")
     parser.add_argument("--question", required=True, help="the question")
     parser.add_argument("--tokenizer", help="tokenizer folder (default: the one the checkpoint records)")

@@ -25,73 +25,24 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-METADATA_FILE = ".metadata"  # torch.distributed.checkpoint's index of the shards
-LIGHTNING_META_FILE = "meta.pt"  # everything but model and optimizer tensors, written by rank 0
-
-# (module, name) of every class a torch.distributed.checkpoint `.metadata` pickle is made of (torch 2.4 - 2.15);
-# torch dtypes (`torch.float32`, ...) are accepted besides.
-METADATA_CLASSES = frozenset({
-    ("torch.distributed.checkpoint.metadata", "Metadata"),
-    ("torch.distributed.checkpoint.metadata", "StorageMeta"),
-    ("torch.distributed.checkpoint.metadata", "MetadataIndex"),
-    ("torch.distributed.checkpoint.metadata", "TensorStorageMetadata"),
-    ("torch.distributed.checkpoint.metadata", "BytesStorageMetadata"),
-    ("torch.distributed.checkpoint.metadata", "ChunkStorageMetadata"),
-    ("torch.distributed.checkpoint.metadata", "TensorProperties"),
-    ("torch.distributed.checkpoint.metadata", "_MEM_FORMAT_ENCODING"),
-    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
-    ("torch.serialization", "_get_layout"),
-    ("torch", "Size"),
-    ("pathlib", "PosixPath"),
-    ("pathlib", "PurePosixPath"),
-    ("collections", "OrderedDict"),
-})
-
-
-class UnsafeCheckpointError(ValueError):
-    """A checkpoint file asked for something the restricted readers do not load."""
-
-
-class _MetadataUnpickler(pickle.Unpickler):
-    def __init__(self, file, path: Path) -> None:
-        super().__init__(file)
-        self.path = path
-
-    def find_class(self, module: str, name: str):
-        import torch
-
-        if (module, name) in METADATA_CLASSES or (module == "torch" and isinstance(getattr(torch, name, None),
-                                                                                   torch.dtype)):
-            return super().find_class(module, name)
-        raise UnsafeCheckpointError(f"{self.path}: refusing to unpickle {module}.{name}: not one of the classes "
-                                    "torch.distributed.checkpoint metadata is made of")
-
-
-def read_metadata(path: Path):
-    """A `.metadata` file -> torch.distributed.checkpoint `Metadata`, through the restricted unpickler."""
-    from torch.distributed.checkpoint.metadata import Metadata
-
-    try:
-        with open(path, "rb") as file:
-            metadata = _MetadataUnpickler(file, path).load()
-    except UnsafeCheckpointError:
-        raise
-    except Exception as error:
-        raise ValueError(f"{path}: not readable as torch.distributed.checkpoint metadata ({error})") from error
-    if not isinstance(metadata, Metadata):
-        raise ValueError(f"{path}: holds a {type(metadata).__name__}, not torch.distributed.checkpoint Metadata")
-    return metadata
+from g2vlm.safe_load import (
+    LIGHTNING_META_FILE,
+    METADATA_FILE,
+    UnsafeCheckpointError,
+    load_checkpoint_file,
+    read_dcp_metadata,
+)
 
 
 def _restricted_reader(folder: Path):
-    """A FileSystemReader whose metadata comes through `read_metadata` (tensor shards are read by DCP with
+    """A FileSystemReader whose metadata comes through `g2vlm.safe_load.read_dcp_metadata` (tensor shards are read by DCP with
     `torch.load(weights_only=True)` already)."""
     from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.metadata import StorageMeta
 
     class RestrictedReader(FileSystemReader):
         def read_metadata(self, *args, **kwargs):
-            metadata = read_metadata(folder / METADATA_FILE)
+            metadata = read_dcp_metadata(folder / METADATA_FILE)
             if getattr(metadata, "storage_meta", None) is None:
                 metadata.storage_meta = StorageMeta()
             metadata.storage_meta.load_id = self.load_id
@@ -152,7 +103,7 @@ def load_sharded(folder: Path) -> dict[str, Any]:
     from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-    metadata = read_metadata(folder / METADATA_FILE)
+    metadata = read_dcp_metadata(folder / METADATA_FILE)
     flat: dict[str, Any] = {}
     for key, entry in metadata.state_dict_metadata.items():
         if isinstance(entry, TensorStorageMetadata):
@@ -180,11 +131,7 @@ def consolidate(folder: Path, out: Path) -> Path:
     import torch
 
     state = load_sharded(folder)
-    try:
-        checkpoint = torch.load(folder / LIGHTNING_META_FILE, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise UnsafeCheckpointError(f"{folder / LIGHTNING_META_FILE}: not loadable with weights_only=True: "
-                                    f"{_refusal(error)}") from None
+    checkpoint = load_checkpoint_file(folder / LIGHTNING_META_FILE)
     if "state_dict" not in state:
         raise ValueError(f"{folder}: the shards hold no `state_dict` entry (keys {sorted(state)}); "
                          "not a checkpoint of Lightning training")

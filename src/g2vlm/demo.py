@@ -121,8 +121,10 @@ def evaluate(predict: Callable, loader) -> dict[str, float]:
 
 def load_trained(checkpoint: Path):
     from g2vlm.lit.geometry_pretraining import GeometryPretraining
+    from g2vlm.safe_load import load_checkpoint_file
 
-    module = GeometryPretraining.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
+    load_checkpoint_file(checkpoint)  # refuses a hostile or unreadable file with a clear message (g2vlm.safe_load)
+    module = GeometryPretraining.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
     return module.eval()
 
 
@@ -206,7 +208,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"[demo] no checkpoint at {checkpoint}: run `g2vlm demo` without --skip-training", file=sys.stderr)
         return 1
     start = time.perf_counter()
-    trained = load_trained(checkpoint)
+    from g2vlm.safe_load import CheckpointError
+
+    try:
+        trained = load_trained(checkpoint)
+    except CheckpointError as error:
+        print(f"[demo] error: {error}", file=sys.stderr)
+        return 2
     mean_depth = mean_training_depth()
     results = {name: evaluate(predict, val_loader()) for name, predict in predictors(trained, mean_depth).items()}
     out_dir = Path(args.out)

@@ -14,6 +14,9 @@ Outputs, all at that model resolution:
   by the resized image; valid = finite with positive depth;
 - OUT/cameras.json: per image its file, model-resolution width/height, K (focal fitted to the local points
   with the principal point at the centre, (W-1)/2 and (H-1)/2) and camera_to_world (OpenCV, frame 0's world).
+
+The checkpoint is read as tensors and plain containers only (torch.load weights_only=True), so it runs no code;
+--out is checked before the inference. 16-bit greyscale images are scaled to 8 bits.
 """
 
 from __future__ import annotations
@@ -108,8 +111,10 @@ def _run(args: argparse.Namespace) -> int:
         load_geometry_model,
         training_image_size,
     )
+    from g2vlm.output_paths import check_writable_folder
     from g2vlm.visual_io import colourise, save_png, write_ply
 
+    check_writable_folder(args.out)  # before the inference, not after it
     paths = collect_images(args.images)
     rgbs = [read_rgb(path) for path in paths]
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -31,8 +31,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from g2vlm.consolidate import read_metadata
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
+from g2vlm.safe_load import read_dcp_metadata as read_metadata
 from tests.conftest import REPO_ROOT, VENV_BIN, run_console_script
 
 pytestmark = pytest.mark.integration

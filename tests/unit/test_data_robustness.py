@@ -1,35 +1,34 @@
-"""One shard holding every kind of bad sample: the loaders keep going and count each skip by reason."""
+"""Bad data: one shard holding every kind of bad sample (the loaders keep going and count each skip by reason), data
+that yields nothing (a clear error, never an endless loop), sizes a meta.json only claims, missing shard files and a
+validation set with nothing in it."""
 
 from __future__ import annotations
 
-import io
 import json
+import logging
+import signal
 import tarfile
+import time
 from collections import Counter
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from g2vlm.datamodules.clip_reader import SkipLog, iter_clip_records
 from g2vlm.datamodules.clip_streams import BatchRecipe, TrainClipBatches, ValClipBatches
 from g2vlm.datamodules.decoding import encode_depth_npy
-from g2vlm.datamodules.synthetic.shards import render_clip
+from g2vlm.datamodules.multiview import MultiViewDataModule
+from g2vlm.datamodules.schema import DataError
+
+from tests.fixtures.bad_clips import clip_members as render_members
+from tests.fixtures.bad_clips import eight_bit_depth, with_meta, write_tar
 
 VIEWS, HEIGHT, WIDTH = 3, 16, 20
 
 
 def clip_members(index: int) -> tuple[str, dict[str, bytes]]:
     """A valid synthetic clip as tar members: key and {suffix: bytes}."""
-    key, meta, frames = render_clip(index, seed=9, views=VIEWS, height=HEIGHT, width=WIDTH)
-    members = {"meta.json": json.dumps(meta).encode()}
-    for frame_index, frame in enumerate(frames):
-        for suffix, data in frame.items():
-            members[f"{frame_index:03d}.{suffix}"] = data
-    return key, members
-
-
-def with_meta(members: dict[str, bytes], **changes) -> dict[str, bytes]:
-    meta = json.loads(members["meta.json"])
-    meta.update(changes)
-    return {**members, "meta.json": json.dumps(meta).encode()}
+    return render_members(index, VIEWS, HEIGHT, WIDTH)
 
 
 def float_depth_members(members: dict[str, bytes], bad_value: float) -> dict[str, bytes]:
@@ -72,13 +71,7 @@ def bad_shard(tmp_path_factory) -> str:
     _, members = clip_members(9)
     samples.append(("truncated", members))
 
-    path = tmp_path_factory.mktemp("bad") / "bad-000000.tar"
-    with tarfile.open(path, "w") as tar:
-        for key, members in samples:
-            for suffix, data in members.items():
-                info = tarfile.TarInfo(f"{key}.{suffix}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+    path = write_tar(tmp_path_factory.mktemp("bad") / "bad-000000.tar", samples)
     with tarfile.open(path) as tar:
         last = tar.getmembers()[-1]
     with open(path, "r+b") as handle:  # cut the last member in half, as an interrupted copy would
@@ -115,12 +108,7 @@ def test_training_stream_keeps_going_over_a_bad_shard(bad_shard):
 
 
 def test_a_shard_set_with_no_valid_clip_stops_with_a_clear_error(tmp_path):
-    path = tmp_path / "empty-000000.tar"
-    with tarfile.open(path, "w") as tar:
-        data = b"{}"
-        info = tarfile.TarInfo("nothing.meta.json")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+    path = write_tar(tmp_path / "empty-000000.tar", [("nothing", {"meta.json": b"{}"})])
     stream = TrainClipBatches([[str(path)]], None, recipe(), batches_per_epoch=1)
     with pytest.raises(RuntimeError, match="gave no valid clip"):
         next(iter(stream))
@@ -128,14 +116,7 @@ def test_a_shard_set_with_no_valid_clip_stops_with_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("cut", ["member_boundary", "inside_header"])
 def test_a_shard_cut_between_members_is_truncated_not_a_short_clip(tmp_path, cut):
-    path = tmp_path / "cut-000000.tar"
-    with tarfile.open(path, "w") as tar:
-        for index in range(2):
-            key, members = clip_members(index)
-            for suffix, data in members.items():
-                info = tarfile.TarInfo(f"{key}.{suffix}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+    path = write_tar(tmp_path / "cut-000000.tar", [clip_members(index) for index in range(2)])
     with tarfile.open(path) as tar:
         second_clip_frame = tar.getmembers()[len(clip_members(0)[1]) + 2]  # a frame member of the second clip
     with open(path, "r+b") as handle:
@@ -146,3 +127,80 @@ def test_a_shard_cut_between_members_is_truncated_not_a_short_clip(tmp_path, cut
     for batch in batches:
         skipped.update(batch.skipped)
     assert dict(skipped) == {"truncated": 1}
+
+
+class StillRunning(BaseException):
+    """Not an Exception: the readers' own error handling (which counts an OSError as a truncated shard) cannot
+    swallow it."""
+
+
+@contextmanager
+def fails_after(seconds: int):
+    """Raise StillRunning in the test if the block is still running after `seconds` (an endless loop fails)."""
+    def expire(signum, frame):
+        raise StillRunning(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_clips_that_all_fail_to_decode_stop_the_training_stream_with_the_shards_and_counts(tmp_path):
+    """Every clip reads and validates, but every depth PNG is 8-bit: each clip fails only when decoded."""
+    shards = [str(write_tar(tmp_path / f"depth8-{number:06d}.tar",
+                            [(key, eight_bit_depth(members)) for key, members in map(clip_members, range(4))]))
+              for number in range(2)]
+    stream = TrainClipBatches([shards], None, recipe(), batches_per_epoch=1)
+    start = time.perf_counter()
+    with fails_after(60), pytest.raises(DataError) as raised:
+        next(iter(stream))
+    assert time.perf_counter() - start < 60
+    message = str(raised.value)
+    assert "failed to decode" in message and shards[0] in message and shards[1] in message
+    assert "'bad_depth': 1000" in message and "mode 'L'" in message
+
+
+@pytest.mark.parametrize("claimed", [(100_000, 100_000), (30_000, 30_000)])
+def test_a_meta_claiming_a_huge_size_is_skipped_and_counted_not_allocated(tmp_path, claimed):
+    width, height = claimed
+    samples = [clip_members(0), *[(key, with_meta(members, width=width, height=height))
+                                  for key, members in map(clip_members, range(1, 4))], clip_members(4)]
+    path = str(write_tar(tmp_path / "huge-000000.tar", samples))
+    batches = list(ValClipBatches([path], recipe()))
+    assert [key for batch in batches for key in batch.keys] == [samples[0][0], samples[4][0]]
+    assert sum((Counter(batch.skipped) for batch in batches), Counter()) == {"schema": 3}
+    train = list(TrainClipBatches([[path]], None, recipe(), batches_per_epoch=3, shuffle_buffer=2))
+    assert len(train) == 3 and {key for batch in train for key in batch.keys} <= {samples[0][0], samples[4][0]}
+
+
+def test_a_meta_size_that_disagrees_with_its_images_is_caught_before_decoding(tmp_path):
+    key, members = clip_members(0)
+    path = str(write_tar(tmp_path / "lying-000000.tar", [(key, with_meta(members, width=4000, height=3000))]))
+    skips = SkipLog()
+    assert list(iter_clip_records([path], skips)) == []  # refused while reading, before any frame is allocated
+    assert skips.counts == {"decode": 1}
+
+
+def test_a_missing_shard_file_is_reported_at_once_as_not_found(tmp_path):
+    real = write_tar(tmp_path / "real-000000.tar", [clip_members(0)])
+    typo = str(tmp_path / "raal-000000.tar")
+    for shards in ([typo], [f"{tmp_path}/real-{{000000..000001}}.tar"]):
+        data = MultiViewDataModule(train_shards=shards, val_shards=shards, num_workers=0)
+        with pytest.raises(FileNotFoundError, match="not found"):
+            data.train_dataset()
+        with pytest.raises(FileNotFoundError, match="not found"):
+            data.val_dataset()
+    MultiViewDataModule(train_shards=[str(real)], num_workers=0).train_dataset()  # an existing one is fine
+
+
+def test_a_validation_set_that_yields_nothing_says_so(tmp_path, caplog):
+    path = str(write_tar(tmp_path / "val-000000.tar",
+                         [(key, eight_bit_depth(members)) for key, members in map(clip_members, range(3))]))
+    with caplog.at_level(logging.WARNING, logger="g2vlm.datamodules"):
+        assert list(ValClipBatches([path], recipe())) == []
+    warnings = [record.getMessage() for record in caplog.records if "gave no valid clip" in record.getMessage()]
+    assert len(warnings) == 1 and path in warnings[0] and "'bad_depth': 3" in warnings[0]

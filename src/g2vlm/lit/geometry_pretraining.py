@@ -99,7 +99,9 @@ class GeometryPretraining(L.LightningModule):
         else:
             self.model = G2VLM(self.model_config)
             if init_weights:
-                state = torch.load(init_weights, map_location="cpu", weights_only=True)["state_dict"]
+                from g2vlm.safe_load import load_checkpoint_file
+
+                state = load_checkpoint_file(init_weights)["state_dict"]
                 model_state = {key.removeprefix("model."): value for key, value in state.items()
                                if key.startswith("model.")}
                 load_strict(self.model, model_state, list(self.model.state_dict()), [], str(init_weights))

@@ -200,18 +200,22 @@ class SpatialReasoning(L.LightningModule):
         shard_for_trainer(self.model, self._trainer, encoder_blocks=False)  # see g2vlm.lit.fsdp.shard_model
 
     def _load_module_checkpoint(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        from g2vlm.safe_load import load_checkpoint_file
+
+        state = load_checkpoint_file(path)["state_dict"]
         model_state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
         load_strict(self.model, model_state, list(self.model.state_dict()), [], str(path))
 
     def load_geometry(self, path: str | Path) -> None:
         """The geometric parts from a GeometryPretraining checkpoint (.ckpt) or our safetensors, strictly: every
         geometric key of this model must be there with its shape; the source's other keys are ignored."""
+        from g2vlm.safe_load import load_checkpoint_file
+
         path = Path(path)
         if path.suffix == ".safetensors":
             state = read_tensors(path)
         else:
-            raw = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+            raw = load_checkpoint_file(path)["state_dict"]
             state = {k.removeprefix("model."): v for k, v in raw.items() if k.startswith("model.")}
         geometric = {k: v for k, v in state.items() if GEOMETRIC_KEYS.match(k)}
         expected = [k for k in self.model.state_dict() if GEOMETRIC_KEYS.match(k)]
@@ -364,7 +368,9 @@ def load_reasoning_checkpoint(path: str | Path, device: str | torch.device = "cp
         module = SpatialReasoning(tokenizer, model_overrides=config, variant="ce_only", init_weights=str(path))
         module.configure_model()
         return module.eval().to(device), record
-    record = torch.load(path, map_location="cpu", weights_only=False)
+    from g2vlm.safe_load import load_checkpoint_file
+
+    record = load_checkpoint_file(path)  # weights_only: runs no code from the file (g2vlm.safe_load)
     hparams = record.get("hyper_parameters") if isinstance(record, dict) else None
     if not isinstance(hparams, dict) or "tokenizer" not in hparams or "variant" not in hparams:
         raise ValueError(f"{path}: not a SpatialReasoning checkpoint (no tokenizer/variant hyper-parameters)")
