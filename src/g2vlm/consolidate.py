@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import pickle
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -28,9 +26,10 @@ from typing import Any
 from g2vlm.safe_load import (
     LIGHTNING_META_FILE,
     METADATA_FILE,
-    UnsafeCheckpointError,
+    CheckpointError,
     load_checkpoint_file,
     read_dcp_metadata,
+    torch_load_safely,
 )
 
 
@@ -51,29 +50,21 @@ def _restricted_reader(folder: Path):
     return RestrictedReader(folder)
 
 
-def _refusal(error: pickle.UnpicklingError) -> str:
-    """The gist of torch's weights-only refusal (which global it would not load)."""
-    found = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", str(error), flags=re.IGNORECASE)
-    return f"it asks for {found.group(1)}" if found else str(error).splitlines()[0]
-
-
 def _weights_only_planner(folder: Path):
     """DCP's load planner with the non-tensor entries read by `torch.load(weights_only=True)`; a refused entry is
     kept in `refused` (DCP wraps what a planner raises)."""
-    import torch
     from torch.distributed.checkpoint import DefaultLoadPlanner
 
     class WeightsOnlyLoadPlanner(DefaultLoadPlanner):
-        refused: UnsafeCheckpointError | None = None
+        refused: CheckpointError | None = None
 
         def load_bytes(self, read_item, value: io.BytesIO) -> None:
             key = read_item.dest_index.fqn
-            try:
-                self.original_state_dict[key] = torch.load(value, weights_only=True)  # the flat dict given to load
-            except pickle.UnpicklingError as error:
-                self.refused = UnsafeCheckpointError(f"{folder}: entry {key!r} is not loadable with "
-                                                     f"weights_only=True: {_refusal(error)}")
-                raise self.refused from error
+            try:  # into the flat dict given to load
+                self.original_state_dict[key] = torch_load_safely(value, f"{folder} (entry {key!r})", mmap=False)
+            except CheckpointError as error:
+                self.refused = error
+                raise
 
     return WeightsOnlyLoadPlanner(flatten_state_dict=False, flatten_sharded_tensors=False)
 
@@ -174,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         consolidate(folder, out)
-    except ValueError as error:  # UnsafeCheckpointError included
+    except ValueError as error:  # CheckpointError (g2vlm.safe_load) included
         print(f"g2vlm consolidate: {error}", file=sys.stderr)
         return 2
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) from {given}")

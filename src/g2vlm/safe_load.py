@@ -49,7 +49,7 @@ DCP_METADATA_CLASSES = frozenset({
     ("collections", "OrderedDict"),
 })
 
-_GLOBAL_IN_MESSAGE = re.compile(r"Unsupported global: GLOBAL (\S+)")
+_GLOBAL_IN_MESSAGE = re.compile(r"unsupported (?:global: )?GLOBAL (\S+)", flags=re.IGNORECASE)  # both of torch's texts
 _UNPICKLER_DETAIL = re.compile(r"WeightsUnpickler error: ([^\n]+)")
 
 
@@ -70,7 +70,7 @@ def refusal(path: str | Path, asked_for: str, allowed: str = WEIGHTS_ONLY) -> Un
                                  f"{allowed}; loading it could run code from the file (README: 'Trust and safety')")
 
 
-def _torch_load(source, path: str | Path, mmap: bool) -> Any:
+def torch_load_safely(source, path: str | Path, mmap: bool) -> Any:
     """torch.load(weights_only=True) with its failures turned into CheckpointError / UnsafeCheckpointError."""
     import torch
 
@@ -104,11 +104,11 @@ def load_checkpoint_file(path: str | Path, mmap: bool = False) -> dict[str, Any]
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        record = _torch_load(path, path, mmap)
+        record = torch_load_safely(path, path, mmap)
     except CheckpointError as error:
         if not mmap or "mmap" not in str(error):
             raise
-        record = _torch_load(path, path, mmap=False)  # an old (pre-zip) file cannot be memory-mapped
+        record = torch_load_safely(path, path, mmap=False)  # an old (pre-zip) file cannot be memory-mapped
     if not isinstance(record, dict):
         raise CheckpointError(f"{path}: holds a {type(record).__name__}, not a checkpoint dictionary")
     return record
@@ -173,7 +173,7 @@ def check_sharded_folder(folder: str | Path) -> dict[str, Any]:
                 data = file.read(stored.length)
         except OSError as error:
             raise CheckpointError(f"{data_file}: cannot read entry {index.fqn!r} ({error})") from None
-        _torch_load(io.BytesIO(data), f"{data_file} (entry {index.fqn!r})", mmap=False)
+        torch_load_safely(io.BytesIO(data), f"{data_file} (entry {index.fqn!r})", mmap=False)
     meta_file = folder / LIGHTNING_META_FILE
     return load_checkpoint_file(meta_file) if meta_file.is_file() else {}
 

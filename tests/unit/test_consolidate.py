@@ -119,9 +119,9 @@ def test_consolidate_runs_no_code_from_the_checkpoint(tmp_path, console_script):
     sharded_checkpoint(smuggled_meta, module, global_step=1)
     torch.save({"global_step": Payload(marker)}, smuggled_meta / "meta.pt")
 
-    for folder, message in ((smuggled_metadata, "refusing to unpickle posix.system"),
-                            (smuggled_entry, "entry 'extra.note' is not loadable with weights_only=True: it asks for posix.system"),
-                            (smuggled_meta, "meta.pt: not loadable with weights_only=True: it asks for posix.system")):
+    for folder, message in ((smuggled_metadata, ".metadata: refused to load: its pickle asks for `posix.system`"),
+                            (smuggled_entry, "(entry 'extra.note'): refused to load: its pickle asks for `posix.system`"),
+                            (smuggled_meta, "meta.pt: refused to load: its pickle asks for `posix.system`")):
         result = console_script("g2vlm", "consolidate", folder.name, cwd=tmp_path)
         assert result.returncode == 2, (folder, result.stdout, result.stderr)
         assert message in result.stderr and str(folder.name) in result.stderr, (folder, result.stderr)
