@@ -42,12 +42,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from g2vlm.datamodules.batch_assembly import BatchAssembler, ScratchBuffer, SharedBlockPool
-from g2vlm.datamodules.clip_reader import SkipLog, iter_clip_records
-from g2vlm.datamodules.clip_streams import BatchRecipe, clip_crop_box
-from g2vlm.datamodules.decoding import decode_depth_png, decode_jpeg
-from g2vlm.datamodules.multiview import MultiViewDataModule
-from g2vlm.datamodules.schema import frame_member
+from g2vlm.datamodules.multiview.batch_assembly import BatchAssembler, ScratchBuffer, SharedBlockPool
+from g2vlm.datamodules.multiview.datamodule import MultiViewDataModule
+from g2vlm.datamodules.multiview.streams import BatchRecipe, clip_crop_box
+from g2vlm.datamodules.shards.decoding import decode_depth_png, decode_jpeg
+from g2vlm.datamodules.shards.reader import SkipLog, iter_clip_records
+from g2vlm.datamodules.shards.schema import frame_member
 from g2vlm.datamodules.synthetic.shards import write_synthetic_shards
 
 CONVERTED_HW = (480, 640)  # what the converters store (long side ClipOptions.long_side = 640) for 4:3 footage

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from g2vlm.datamodules.decoding import decode_depth_png, decode_jpeg
-from g2vlm.datamodules.schema import SampleError
+from g2vlm.datamodules.shards.decoding import decode_depth_png, decode_jpeg
+from g2vlm.datamodules.shards.schema import SampleError
 
 SINTEL_DPT_TAG = 202021.25  # first float32 of every Sintel .dpt file
 

@@ -70,8 +70,8 @@ def _items_from_predictions(args: argparse.Namespace) -> list[tuple[str, str, st
                              f"(the QA shards) to supply them")
         return [(a.key, a.task, a.answer_type or _answer_type(a.task), a.prediction, a.answer)
                 for a in answers.values()]
-    from g2vlm.datamodules.clip_reader import SkipLog
-    from g2vlm.datamodules.qa_shards import iter_qa_samples
+    from g2vlm.datamodules.qa.shards import iter_qa_samples
+    from g2vlm.datamodules.shards.reader import SkipLog
 
     items, missing = [], []
     for record in iter_qa_samples(shard_paths(args.data), SkipLog()):

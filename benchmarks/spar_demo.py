@@ -70,8 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def make_data(args: argparse.Namespace) -> None:
-    from g2vlm.datamodules.qa_template import chat_text
-    from g2vlm.datamodules.qa_tokenizer import train_bpe_tokenizer
+    from g2vlm.datamodules.qa.template import chat_text
+    from g2vlm.datamodules.qa.tokenizer import train_bpe_tokenizer
     from g2vlm.datamodules.synthetic.qa import write_synthetic_qa_shards
 
     splits = (("grounding", args.grounding_scenes, 2, GROUNDING_TASKS, 2),
@@ -125,8 +125,8 @@ def train(grounding_minutes: float, minutes: float) -> None:
 
 
 def _records(split: str):
-    from g2vlm.datamodules.clip_reader import SkipLog
-    from g2vlm.datamodules.qa_shards import iter_qa_samples
+    from g2vlm.datamodules.qa.shards import iter_qa_samples
+    from g2vlm.datamodules.shards.reader import SkipLog
 
     return iter_qa_samples(sorted(str(p) for p in DATA_DIR.glob(f"synthetic_qa-{split}-*.tar")), SkipLog())
 

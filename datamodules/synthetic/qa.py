@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from g2vlm.datamodules.decoding import encode_depth_png, encode_jpeg
-from g2vlm.datamodules.qa_schema import Marker, QARecord
-from g2vlm.datamodules.qa_shards import QAShardWriter
-from g2vlm.datamodules.schema import ClipMeta, sanitize_key
+from g2vlm.datamodules.qa.schema import Marker, QARecord
+from g2vlm.datamodules.qa.shards import QAShardWriter
+from g2vlm.datamodules.shards.decoding import encode_depth_png, encode_jpeg
+from g2vlm.datamodules.shards.schema import ClipMeta, sanitize_key
 from g2vlm.datamodules.synthetic.render import FIRST_OBJECT, Rendering, render
 from g2vlm.datamodules.synthetic.scene import Scene, check_level_camera_height, sample_scene
 from g2vlm.datamodules.synthetic.shards import DEPTH_SCALE_M, JPEG_QUALITY, scene_name

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from g2vlm.datamodules.convert_common import (
+from g2vlm.datamodules.convert.common import (
     PARTIAL_DIR,
     OutputError,
     ShardProgress,
@@ -32,9 +32,9 @@ from g2vlm.datamodules.convert_common import (
     new_chunk,
     write_index,
 )
-from g2vlm.datamodules.decoding import encode_depth_png, encode_jpeg
-from g2vlm.datamodules.schema import ClipMeta, clip_key
-from g2vlm.datamodules.shard_writer import ShardWriter
+from g2vlm.datamodules.shards.decoding import encode_depth_png, encode_jpeg
+from g2vlm.datamodules.shards.schema import ClipMeta, clip_key
+from g2vlm.datamodules.shards.writer import ShardWriter
 from g2vlm.datamodules.synthetic.render import render
 from g2vlm.datamodules.synthetic.scene import sample_scene
 

@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
 def ask(args: argparse.Namespace) -> str:
     import torch
 
-    from g2vlm.datamodules.qa_schema import QA_SUFFIX, QARecord, QASampleRecord
-    from g2vlm.datamodules.schema import SampleError, frame_member
+    from g2vlm.datamodules.qa.schema import QA_SUFFIX, QARecord, QASampleRecord
+    from g2vlm.datamodules.shards.schema import SampleError, frame_member
     from g2vlm.lit.spatial_reasoning import load_reasoning_checkpoint, template_for, to_segments
     from g2vlm.model.generation import generate
 

@@ -26,7 +26,7 @@ from jsonargparse import set_parsing_settings
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from g2vlm.datamodules.schema import DataError
+from g2vlm.datamodules.shards.schema import DataError
 from g2vlm.resume_guard import guard_checkpoint_loading
 from g2vlm.safe_load import CheckpointError
 

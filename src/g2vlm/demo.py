@@ -71,7 +71,7 @@ def train(minutes: float, threads: int | None) -> None:
 
 
 def val_loader():
-    from g2vlm.datamodules.multiview import MultiViewDataModule
+    from g2vlm.datamodules.multiview.datamodule import MultiViewDataModule
 
     data = MultiViewDataModule(val_shards=[str(DATA_DIR / "synthetic-val-*.tar")], image_size=IMAGE_SIZE,
                                size_multiple=8, views_max=VIEWS, val_views=VIEWS, image_budget=32, num_workers=0)
@@ -83,7 +83,7 @@ def mean_training_depth(max_clips: int = 2000):
     """Per-pixel mean of valid training depths over up to `max_clips` clips -> (H, W) tensor."""
     import torch
 
-    from g2vlm.datamodules.multiview import MultiViewDataModule
+    from g2vlm.datamodules.multiview.datamodule import MultiViewDataModule
 
     data = MultiViewDataModule(val_shards=[str(DATA_DIR / "synthetic-train-*.tar")], image_size=IMAGE_SIZE,
                                size_multiple=8, views_max=VIEWS, val_views=VIEWS, image_budget=64, num_workers=0)

@@ -16,7 +16,7 @@ TOOL_MODULES: tuple[str, ...] = (
     "g2vlm.demo",
     "g2vlm.consolidate",
     "g2vlm.ask",
-    "g2vlm.datamodules.shard_cli",
+    "g2vlm.datamodules.convert.cli",
     "g2vlm.model.import_weights",
     "g2vlm.benchmarks.cli",
     "g2vlm.reconstruct",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from g2vlm.datamodules.decoding import encode_depth_png
+from g2vlm.datamodules.shards.decoding import encode_depth_png
 from PIL import Image
 
 

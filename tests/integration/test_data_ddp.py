@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from g2vlm.datamodules.batch import MultiViewBatch
+from g2vlm.datamodules.multiview.batch import MultiViewBatch
 from g2vlm.datamodules.synthetic.shards import write_synthetic_shards
 
 pytestmark = pytest.mark.slow
@@ -61,7 +61,7 @@ model:
   class_path: tests.integration.test_data_ddp.RecordBatches
   init_args: {{out_dir: {out}}}
 data:
-  class_path: g2vlm.datamodules.multiview.MultiViewDataModule
+  class_path: g2vlm.datamodules.multiview.datamodule.MultiViewDataModule
   init_args:
     train_shards: ["{data}/synthetic-train-{{000000..000007}}.tar"]
     val_shards: ["{data}/synthetic-train-*.tar"]

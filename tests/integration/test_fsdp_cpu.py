@@ -309,7 +309,7 @@ def test_two_node_hybrid_mesh_equals_ddp(workdir, ddp_reference):
 @pytest.fixture(scope="module")
 def reasoning_workdir(tmp_path_factory):
     """data/reasoning-tiny as experiments/reasoning/tiny.yaml names it, written by `g2vlm shard synthetic-qa`."""
-    from g2vlm.datamodules.qa_tokenizer import build_character_tokenizer
+    from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
 
     root = tmp_path_factory.mktemp("reasoning-fsdp")
     for extra in (["--scenes", "8"], ["--scenes", "2", "--split", "val", "--seed", "1"]):

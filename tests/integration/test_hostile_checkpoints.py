@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from g2vlm.datamodules.qa_tokenizer import build_character_tokenizer
+from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
 from PIL import Image
 
 from tests.conftest import REPO_ROOT, run_console_script

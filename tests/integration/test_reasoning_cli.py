@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from g2vlm.datamodules.qa_tokenizer import build_character_tokenizer
+from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import REPO_ROOT, run_console_script

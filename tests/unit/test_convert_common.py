@@ -7,9 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from g2vlm.datamodules.clip_reader import read_clips
-from g2vlm.datamodules.convert_co3dv2 import Co3Dv2, camera_to_world_from_pytorch3d, intrinsics_from_ndc
-from g2vlm.datamodules.convert_common import (
+from g2vlm.datamodules.convert.co3dv2 import Co3Dv2, camera_to_world_from_pytorch3d, intrinsics_from_ndc
+from g2vlm.datamodules.convert.common import (
     SKIP_TOO_FEW_FRAMES,
     ClipOptions,
     FrameRef,
@@ -24,8 +23,9 @@ from g2vlm.datamodules.convert_common import (
     resize_frame,
     stored_size,
 )
-from g2vlm.datamodules.convert_dl3dv import DL3DV, camera_to_world_from_opengl, intrinsics_for_image
-from g2vlm.datamodules.convert_scannet import ScanNet
+from g2vlm.datamodules.convert.dl3dv import DL3DV, camera_to_world_from_opengl, intrinsics_for_image
+from g2vlm.datamodules.convert.scannet import ScanNet
+from g2vlm.datamodules.shards.reader import read_clips
 from g2vlm.datamodules.synthetic.render import render
 from g2vlm.datamodules.synthetic.scene import sample_scene
 
@@ -251,7 +251,7 @@ def test_converter_commands_share_their_options():
     of convert_common so that `g2vlm --help` imports no torch) plus their own; the frame stride default differs."""
     import argparse
 
-    from g2vlm.datamodules.convert_cli import add_co3dv2, add_dl3dv, add_scannet
+    from g2vlm.datamodules.convert.cli import add_co3dv2, add_dl3dv, add_scannet
 
     subparsers = argparse.ArgumentParser().add_subparsers()
     for add_command in (add_scannet, add_co3dv2, add_dl3dv):

@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from g2vlm.datamodules.clip_reader import read_clips
-from g2vlm.datamodules.convert_co3dv2 import Co3Dv2
-from g2vlm.datamodules.convert_common import (
+from g2vlm.datamodules.convert.co3dv2 import Co3Dv2
+from g2vlm.datamodules.convert.common import (
     SKIP_BAD_POSE,
     SKIP_LOW_QUALITY,
     SKIP_UNREADABLE,
@@ -29,10 +28,11 @@ from g2vlm.datamodules.convert_common import (
     convert_dataset,
     format_summary,
 )
-from g2vlm.datamodules.convert_dl3dv import DL3DV, OPENGL_TO_OPENCV
-from g2vlm.datamodules.convert_scannet import ScanNet
-from g2vlm.datamodules.decoding import encode_depth_png
-from g2vlm.datamodules.multiview import MultiViewDataModule
+from g2vlm.datamodules.convert.dl3dv import DL3DV, OPENGL_TO_OPENCV
+from g2vlm.datamodules.convert.scannet import ScanNet
+from g2vlm.datamodules.multiview.datamodule import MultiViewDataModule
+from g2vlm.datamodules.shards.decoding import encode_depth_png
+from g2vlm.datamodules.shards.reader import read_clips
 from g2vlm.datamodules.synthetic.render import FIRST_OBJECT, render
 from g2vlm.datamodules.synthetic.scene import sample_scene
 from PIL import Image

@@ -20,11 +20,11 @@ from g2vlm.datamodules.augmentation import (
     reduction_factor,
     resample_images,
 )
-from g2vlm.datamodules.batch import MultiViewBatch
-from g2vlm.datamodules.batch_assembly import BatchAssembler, ScratchBuffer
-from g2vlm.datamodules.clip_reader import ClipRecord
-from g2vlm.datamodules.decoding import encode_depth_npy, encode_depth_png, encode_jpeg, encode_mask_png
-from g2vlm.datamodules.schema import ClipMeta, SampleError
+from g2vlm.datamodules.multiview.batch import MultiViewBatch
+from g2vlm.datamodules.multiview.batch_assembly import BatchAssembler, ScratchBuffer
+from g2vlm.datamodules.shards.decoding import encode_depth_npy, encode_depth_png, encode_jpeg, encode_mask_png
+from g2vlm.datamodules.shards.reader import ClipRecord
+from g2vlm.datamodules.shards.schema import ClipMeta, SampleError
 
 FRAMES, HEIGHT, WIDTH = 4, 30, 40
 DEPTH_SCALE = 2e-4
@@ -192,7 +192,7 @@ def test_resample_into_out_equals_interpolate():
 
 
 def write_clip_shard(path, clips: int) -> str:
-    from g2vlm.datamodules.shard_writer import ShardWriter
+    from g2vlm.datamodules.shards.writer import ShardWriter
 
     with ShardWriter(path, "pool") as writer:
         for seed in range(clips):
@@ -204,7 +204,7 @@ def write_clip_shard(path, clips: int) -> str:
 
 
 def test_worker_blocks_are_reused_only_after_the_main_process_drops_them(tmp_path):
-    from g2vlm.datamodules.clip_streams import BatchRecipe, ValClipBatches
+    from g2vlm.datamodules.multiview.streams import BatchRecipe, ValClipBatches
     from torch.multiprocessing.reductions import fd_id
     from torch.utils.data import DataLoader
 
@@ -237,7 +237,7 @@ def test_worker_blocks_are_reused_only_after_the_main_process_drops_them(tmp_pat
 
 
 def test_a_pooled_block_is_carved_again_only_for_a_new_layout():
-    from g2vlm.datamodules.batch_assembly import SharedBlockPool, batch_layout
+    from g2vlm.datamodules.multiview.batch_assembly import SharedBlockPool, batch_layout
 
     pool = SharedBlockPool(slots=1)
     small, large = batch_layout(2, 3, (8, 12)), batch_layout(2, 4, (30, 40))

@@ -8,8 +8,7 @@ import tarfile
 
 import numpy as np
 import pytest
-from g2vlm.datamodules.clip_reader import SkipLog, read_clips, split_member_name
-from g2vlm.datamodules.decoding import (
+from g2vlm.datamodules.shards.decoding import (
     decode_depth_npy,
     decode_depth_png,
     decode_jpeg,
@@ -18,14 +17,15 @@ from g2vlm.datamodules.decoding import (
     encode_depth_png,
     encode_jpeg,
 )
-from g2vlm.datamodules.schema import (
+from g2vlm.datamodules.shards.reader import SkipLog, read_clips, split_member_name
+from g2vlm.datamodules.shards.schema import (
     ClipMeta,
     SampleError,
     clip_key,
     sanitize_key,
     validate_meta,
 )
-from g2vlm.datamodules.shard_writer import ShardWriter, read_index
+from g2vlm.datamodules.shards.writer import ShardWriter, read_index
 from PIL import Image
 
 

@@ -7,10 +7,10 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from g2vlm.datamodules.clip_streams import BatchRecipe, TrainClipBatches, ValClipBatches
-from g2vlm.datamodules.decoding import encode_depth_png, encode_jpeg, encode_mask_png
-from g2vlm.datamodules.schema import ClipMeta, clip_key
-from g2vlm.datamodules.shard_writer import ShardWriter
+from g2vlm.datamodules.multiview.streams import BatchRecipe, TrainClipBatches, ValClipBatches
+from g2vlm.datamodules.shards.decoding import encode_depth_png, encode_jpeg, encode_mask_png
+from g2vlm.datamodules.shards.schema import ClipMeta, clip_key
+from g2vlm.datamodules.shards.writer import ShardWriter
 
 FRAMES, HEIGHT, WIDTH = 3, 16, 16
 
@@ -87,8 +87,8 @@ def test_training_size_keeps_the_pixel_budget(aspect):
 def test_device_hook_makes_float_images_and_jitters_per_rank_reproducibly():
     from types import SimpleNamespace
 
-    from g2vlm.datamodules.batch import MultiViewBatch
-    from g2vlm.datamodules.multiview import MultiViewDataModule
+    from g2vlm.datamodules.multiview.batch import MultiViewBatch
+    from g2vlm.datamodules.multiview.datamodule import MultiViewDataModule
 
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (2, 3, 3, 8, 8), dtype=torch.uint8, generator=generator)
@@ -113,7 +113,7 @@ def test_device_hook_makes_float_images_and_jitters_per_rank_reproducibly():
 
 
 def test_mixing_draws_exactly_as_rng_choice():
-    from g2vlm.datamodules.clip_streams import mixed
+    from g2vlm.datamodules.shards.streams import mixed
 
     for seed, weights in [(0, [1.0]), (1, [0.8, 0.2]), (2, [0.1, 0.0, 0.3, 0.6]), (3, [1 / 3] * 3)]:
         weights = np.asarray(weights) / np.sum(weights)
@@ -128,8 +128,8 @@ def test_mixing_draws_exactly_as_rng_choice():
 def test_read_ahead_gives_the_records_and_draws_of_reading_one_at_a_time(tmp_path, monkeypatch, read_ahead):
     import itertools
 
-    from g2vlm.datamodules import clip_streams
-    from g2vlm.datamodules.clip_reader import SkipLog, iter_clip_records
+    from g2vlm.datamodules.multiview import streams as clip_streams
+    from g2vlm.datamodules.shards.reader import SkipLog, iter_clip_records
 
     shards = [write_clips(tmp_path, f"s{index}", "toy", 3 + index) for index in range(3)]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from g2vlm.datamodules.clip_reader import SkipLog, iter_clip_records
-from g2vlm.datamodules.decoding import decode_depth_png
-from g2vlm.datamodules.schema import frame_member
-from g2vlm.datamodules.shard_writer import ShardWriter
+from g2vlm.datamodules.shards.decoding import decode_depth_png
+from g2vlm.datamodules.shards.reader import SkipLog, iter_clip_records
+from g2vlm.datamodules.shards.schema import frame_member
+from g2vlm.datamodules.shards.writer import ShardWriter
 from g2vlm.datamodules.synthetic.render import FIRST_OBJECT, cast_rays, render
 from g2vlm.datamodules.synthetic.scene import COLOURS, sample_scene
 from g2vlm.datamodules.synthetic.shards import DEPTH_SCALE_M, render_clip

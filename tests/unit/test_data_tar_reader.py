@@ -8,7 +8,7 @@ import io
 import tarfile
 
 import pytest
-from g2vlm.datamodules.clip_reader import SkipLog, iter_raw_samples, iter_tar_members
+from g2vlm.datamodules.shards.reader import SkipLog, iter_raw_samples, iter_tar_members
 
 LONG_DIR = "d" * 120
 MEMBERS = [

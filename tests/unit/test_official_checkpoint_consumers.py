@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from g2vlm.datamodules.decoding import encode_jpeg
+from g2vlm.datamodules.shards.decoding import encode_jpeg
 from g2vlm.datamodules.synthetic.qa import write_synthetic_qa_shards
 
 from g2vlm.lit.geometry_pretraining import GeometryPretraining

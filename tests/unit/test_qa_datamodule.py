@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from g2vlm.datamodules.clip_reader import SkipLog
-from g2vlm.datamodules.decoding import encode_jpeg
-from g2vlm.datamodules.qa_batch import GeometryPart, ImagePart, TextPart
-from g2vlm.datamodules.qa_datamodule import QADataModule, built, token_budget_batches
-from g2vlm.datamodules.qa_schema import Marker, QARecord
-from g2vlm.datamodules.qa_shards import QAShardWriter, iter_qa_samples
-from g2vlm.datamodules.qa_template import chat_text
-from g2vlm.datamodules.qa_tokenizer import build_character_tokenizer, load_tokenizer
+from g2vlm.datamodules.qa.batch import GeometryPart, ImagePart, TextPart
+from g2vlm.datamodules.qa.datamodule import QADataModule, built, token_budget_batches
+from g2vlm.datamodules.qa.schema import Marker, QARecord
+from g2vlm.datamodules.qa.shards import QAShardWriter, iter_qa_samples
+from g2vlm.datamodules.qa.template import chat_text
+from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer, load_tokenizer
+from g2vlm.datamodules.shards.decoding import encode_jpeg
+from g2vlm.datamodules.shards.reader import SkipLog
 from g2vlm.datamodules.synthetic.qa import write_synthetic_qa_shards
 
 
@@ -129,7 +129,7 @@ def test_tokenizer_needs_a_local_folder_with_the_special_tokens(tmp_path, tokeni
 
 
 def test_trained_bpe_keeps_the_special_tokens_whole(tmp_path):
-    from g2vlm.datamodules.qa_tokenizer import QWEN_SPECIAL_TOKENS, train_bpe_tokenizer
+    from g2vlm.datamodules.qa.tokenizer import QWEN_SPECIAL_TOKENS, train_bpe_tokenizer
 
     texts = [f"<|im_start|>user\nHow far is the red box {i}.{i} m?<|im_end|>\n" for i in range(50)]
     tokenizer = train_bpe_tokenizer(tmp_path / "bpe", texts, vocab_size=300)

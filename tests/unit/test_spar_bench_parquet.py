@@ -9,11 +9,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from g2vlm.datamodules.clip_reader import SkipLog
-from g2vlm.datamodules.decoding import decode_jpeg
-from g2vlm.datamodules.qa_batch import TextPart
-from g2vlm.datamodules.qa_shards import iter_qa_samples
-from g2vlm.datamodules.qa_tokenizer import build_character_tokenizer
+from g2vlm.datamodules.qa.batch import TextPart
+from g2vlm.datamodules.qa.shards import iter_qa_samples
+from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
+from g2vlm.datamodules.shards.decoding import decode_jpeg
+from g2vlm.datamodules.shards.reader import SkipLog
 
 from g2vlm.lit.spatial_reasoning import SpatialReasoning
 from g2vlm.metrics.spatial_qa import SPAR_TASKS
@@ -120,7 +120,7 @@ def test_checkpoint_answers_the_official_prompts_and_every_task_is_scored(tmp_pa
 
 @pytest.mark.parametrize("task", ["room_size", "obj_count"])
 def test_tasks_outside_the_benchmark_have_no_official_prompt(task):
-    from g2vlm.datamodules.spar_bench import RowError, official_prompt
+    from g2vlm.datamodules.convert.spar_bench import RowError, official_prompt
 
     with pytest.raises(RowError, match="not one of SPAR-Bench's 20 tasks"):
         official_prompt(task, "How big is the room?")

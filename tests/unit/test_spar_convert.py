@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from g2vlm.datamodules.clip_reader import SkipLog
-from g2vlm.datamodules.qa_batch import ImagePart, TextPart
-from g2vlm.datamodules.qa_markers import draw_markers
-from g2vlm.datamodules.qa_shards import iter_qa_samples
-from g2vlm.datamodules.qa_template import QATemplate
-from g2vlm.datamodules.qa_tokenizer import build_character_tokenizer
-from g2vlm.datamodules.spar import clean_question, convert_spar
+from g2vlm.datamodules.convert.spar import clean_question, convert_spar
+from g2vlm.datamodules.qa.batch import ImagePart, TextPart
+from g2vlm.datamodules.qa.markers import draw_markers
+from g2vlm.datamodules.qa.shards import iter_qa_samples
+from g2vlm.datamodules.qa.template import QATemplate
+from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
+from g2vlm.datamodules.shards.reader import SkipLog
 
 from g2vlm.tools import build_parser
 from tests.fixtures.spar7m import IMAGE_SIZES, MULTI_TURN_ID, RECORDS, image_grey, write_layout

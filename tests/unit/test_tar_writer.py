@@ -6,9 +6,9 @@ import json
 import tarfile
 from pathlib import Path
 
-from g2vlm.datamodules.clip_reader import split_member_name
-from g2vlm.datamodules.qa_shards import QAShardWriter
-from g2vlm.datamodules.shard_writer import ShardWriter
+from g2vlm.datamodules.qa.shards import QAShardWriter
+from g2vlm.datamodules.shards.reader import split_member_name
+from g2vlm.datamodules.shards.writer import ShardWriter
 from g2vlm.datamodules.synthetic.qa import render_qa_samples
 from g2vlm.datamodules.synthetic.shards import render_clip
 

@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.throughput import measure_flops
 
-from g2vlm.datamodules.batch import MultiViewBatch
+from g2vlm.datamodules.multiview.batch import MultiViewBatch
 from g2vlm.lit.fsdp import shard_for_trainer
 from g2vlm.lit.optimization import adamw_parameter_groups, gradient_norms, total_norm, warmup_cosine_schedule
 from g2vlm.losses.geometry_loss import GeometryLoss

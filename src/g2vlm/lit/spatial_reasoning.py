@@ -41,9 +41,9 @@ import torch.nn.functional as F
 from torch.distributed.fsdp import FSDPModule
 from torchmetrics import MeanMetric
 
-from g2vlm.datamodules.qa_batch import GeometryPart, ImagePart, QABatch, QASample, TextPart, float_image
-from g2vlm.datamodules.qa_template import QATemplate
-from g2vlm.datamodules.qa_tokenizer import ChatTokens, load_tokenizer
+from g2vlm.datamodules.qa.batch import GeometryPart, ImagePart, QABatch, QASample, TextPart, float_image
+from g2vlm.datamodules.qa.template import QATemplate
+from g2vlm.datamodules.qa.tokenizer import ChatTokens, load_tokenizer
 from g2vlm.lit.fsdp import gathered, shard_for_trainer
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
 from g2vlm.losses.geometry_loss import GeometryLoss

@@ -59,7 +59,7 @@ def add_to(subparsers: argparse._SubParsersAction) -> None:
 def official_input_from_tokenizer(folder):
     """The official input format's token ids from a local Qwen2 tokenizer folder: `<|im_start|>` and the
     prompt's tokens (no special tokens added: Qwen2's tokenizer adds none), `<|vision_start|>`, `<|vision_end|>`."""
-    from g2vlm.datamodules.qa_tokenizer import ChatTokens, load_tokenizer
+    from g2vlm.datamodules.qa.tokenizer import ChatTokens, load_tokenizer
     from g2vlm.model.config import OfficialInputConfig
 
     tokenizer = load_tokenizer(folder)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import webdataset as wds
-from g2vlm.datamodules.decoding import (
+from g2vlm.datamodules.shards.decoding import (
     decode_depth_npy,
     decode_depth_png,
     decode_jpeg,
@@ -29,7 +29,7 @@ from g2vlm.datamodules.decoding import (
     depth_to_metres,
     image_size,
 )
-from g2vlm.datamodules.schema import (
+from g2vlm.datamodules.shards.schema import (
     META_SUFFIX,
     REASON_DECODE,
     REASON_MISSING_FRAME,

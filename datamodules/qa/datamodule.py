@@ -3,7 +3,7 @@
 YAML (LightningCLI):
 
     data:
-      class_path: g2vlm.datamodules.qa_datamodule.QADataModule
+      class_path: g2vlm.datamodules.qa.datamodule.QADataModule
       init_args:
         tokenizer: weights/Qwen2-VL-2B-Instruct          # a LOCAL folder (tokenizer files of Qwen2-VL)
         train_shards: [data/spar/spar-train-{000000..000099}.tar, data/llava-ov/vqa-{000000..000049}.tar]
@@ -31,14 +31,14 @@ from collections.abc import Iterator, Sequence
 
 import lightning as L
 import numpy as np
-from g2vlm.datamodules.clip_reader import SkipLog
-from g2vlm.datamodules.clip_streams import expand_shard_pattern, mixed, shuffled, slot_shards, worker_slot
-from g2vlm.datamodules.qa_batch import QABatch, QASample
-from g2vlm.datamodules.qa_schema import QASampleRecord
-from g2vlm.datamodules.qa_shards import iter_qa_samples
-from g2vlm.datamodules.qa_template import QATemplate
-from g2vlm.datamodules.qa_tokenizer import load_tokenizer
-from g2vlm.datamodules.schema import SampleError
+from g2vlm.datamodules.qa.batch import QABatch, QASample
+from g2vlm.datamodules.qa.schema import QASampleRecord
+from g2vlm.datamodules.qa.shards import iter_qa_samples
+from g2vlm.datamodules.qa.template import QATemplate
+from g2vlm.datamodules.qa.tokenizer import load_tokenizer
+from g2vlm.datamodules.shards.reader import SkipLog
+from g2vlm.datamodules.shards.schema import SampleError
+from g2vlm.datamodules.shards.streams import expand_shard_pattern, mixed, shuffled, slot_shards, worker_slot
 from torch.utils.data import DataLoader, IterableDataset
 
 OVER_BUDGET = "over_budget"

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from g2vlm.datamodules.convert_common import (
+from g2vlm.datamodules.convert.common import (
     SKIP_BAD_INTRINSICS,
     SKIP_BAD_POSE,
     SKIP_MISSING_SCENE_FILES,
@@ -42,8 +42,8 @@ from g2vlm.datamodules.convert_common import (
     Skips,
     check_pose,
 )
-from g2vlm.datamodules.decoding import decode_jpeg
-from g2vlm.datamodules.schema import SampleError
+from g2vlm.datamodules.shards.decoding import decode_jpeg
+from g2vlm.datamodules.shards.schema import SampleError
 
 TRANSFORMS = "transforms.json"
 DEFAULT_IMAGES_DIR = "images_4"

@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from g2vlm.datamodules import qa_markers
 from g2vlm.datamodules.augmentation import crop_box, crop_resize
-from g2vlm.datamodules.clip_reader import valid_depth_mask
-from g2vlm.datamodules.decoding import decode_jpeg
-from g2vlm.datamodules.qa_batch import GeometryPart, GeometryTargets, ImagePart, Part, QASample, TextPart
-from g2vlm.datamodules.qa_schema import IMAGE_PLACEHOLDER, Marker, QASampleRecord
-from g2vlm.datamodules.qa_tokenizer import ChatTokens
-from g2vlm.datamodules.schema import REASON_DECODE, SampleError, frame_member
+from g2vlm.datamodules.qa import markers as qa_markers
+from g2vlm.datamodules.qa.batch import GeometryPart, GeometryTargets, ImagePart, Part, QASample, TextPart
+from g2vlm.datamodules.qa.schema import IMAGE_PLACEHOLDER, Marker, QASampleRecord
+from g2vlm.datamodules.qa.tokenizer import ChatTokens
+from g2vlm.datamodules.shards.decoding import decode_jpeg
+from g2vlm.datamodules.shards.reader import valid_depth_mask
+from g2vlm.datamodules.shards.schema import REASON_DECODE, SampleError, frame_member
 from PIL import Image
 
 SYSTEM_PROMPT = "You are a helpful assistant."

@@ -49,10 +49,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from g2vlm.datamodules.decoding import decode_jpeg, encode_jpeg
-from g2vlm.datamodules.qa_schema import ASSISTANT, HUMAN, IMAGE_PLACEHOLDER, Marker, QARecord
-from g2vlm.datamodules.qa_shards import QAShardWriter
-from g2vlm.datamodules.schema import SampleError, sanitize_key
+from g2vlm.datamodules.qa.schema import ASSISTANT, HUMAN, IMAGE_PLACEHOLDER, Marker, QARecord
+from g2vlm.datamodules.qa.shards import QAShardWriter
+from g2vlm.datamodules.shards.decoding import decode_jpeg, encode_jpeg
+from g2vlm.datamodules.shards.schema import SampleError, sanitize_key
 
 SOURCES = ("rxr", "scannet", "scannetpp", "structured3d")
 ANSWER_FORMATS = ("fill", "select", "sentence", "judge")

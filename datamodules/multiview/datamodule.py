@@ -3,7 +3,7 @@
 YAML (LightningCLI):
 
     data:
-      class_path: g2vlm.datamodules.multiview.MultiViewDataModule
+      class_path: g2vlm.datamodules.multiview.datamodule.MultiViewDataModule
       init_args:
         train_shards: [data/synthetic/synthetic-train-{000000..000099}.tar]
         val_shards: [data/synthetic/synthetic-val-000000.tar]
@@ -35,13 +35,9 @@ import lightning as L
 import numpy as np
 import torch
 from g2vlm.datamodules.augmentation import ClipColorJitter
-from g2vlm.datamodules.batch import MultiViewBatch
-from g2vlm.datamodules.clip_streams import (
-    BatchRecipe,
-    TrainClipBatches,
-    ValClipBatches,
-    expand_shard_pattern,
-)
+from g2vlm.datamodules.multiview.batch import MultiViewBatch
+from g2vlm.datamodules.multiview.streams import BatchRecipe, TrainClipBatches, ValClipBatches
+from g2vlm.datamodules.shards.streams import expand_shard_pattern
 from torch.utils.data import DataLoader
 
 

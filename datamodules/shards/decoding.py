@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from g2vlm.datamodules.schema import REASON_BAD_DEPTH, REASON_DECODE, SampleError
+from g2vlm.datamodules.shards.schema import REASON_BAD_DEPTH, REASON_DECODE, SampleError
 from PIL import Image
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")

@@ -25,22 +25,20 @@ once (`expand_shard_pattern`); a validation pass that yields no clip says so in 
 
 from __future__ import annotations
 
-import glob
 import itertools
 import logging
 import math
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import webdataset as wds
 from g2vlm.datamodules.augmentation import CropBox, crop_box
-from g2vlm.datamodules.batch import MultiViewBatch
-from g2vlm.datamodules.batch_assembly import BatchAssembler, ScratchBuffer, SharedBlockPool
-from g2vlm.datamodules.clip_reader import ClipRecord, SkipLog, iter_clip_records
-from g2vlm.datamodules.schema import DataError, SampleError
-from g2vlm.datamodules.view_sampling import evenly_spaced_views, sample_training_views
+from g2vlm.datamodules.multiview.batch import MultiViewBatch
+from g2vlm.datamodules.multiview.batch_assembly import BatchAssembler, ScratchBuffer, SharedBlockPool
+from g2vlm.datamodules.multiview.view_sampling import evenly_spaced_views, sample_training_views
+from g2vlm.datamodules.shards.reader import ClipRecord, SkipLog, iter_clip_records
+from g2vlm.datamodules.shards.schema import DataError, SampleError
+from g2vlm.datamodules.shards.streams import describe_shards, mixed, shuffled, slot_shards, worker_slot
 from torch.utils.data import IterableDataset, get_worker_info
 
 logger = logging.getLogger("g2vlm.datamodules")
@@ -52,57 +50,10 @@ MAX_FAILED_CLIPS_IN_A_ROW = 1000
 READ_AHEAD = 8  # training clips read and validated together (held beside the shuffle buffer's 32)
 
 
-class MissingShardError(DataError, FileNotFoundError):
-    """A shard pattern that names local files which do not exist."""
-
-
-def is_local_path(url: str) -> bool:
-    """Whether a shard URL is a local file (not 'pipe:...', 'http://...', 's3://...' and the like)."""
-    return "://" not in url and not url.startswith("pipe:")
-
-
-def expand_shard_pattern(pattern: str) -> list[str]:
-    """Brace patterns ('dir/x-{000000..000009}.tar', '::'-separated lists) and local globs ('dir/*.tar'). Local
-    paths must exist (MissingShardError, naming them), so a typo is reported at once and not as a bad shard."""
-    urls: list[str] = []
-    for url in wds.shardlists.expand_urls(pattern):
-        if any(char in url for char in "*?["):
-            matches = sorted(glob.glob(url))
-            if not matches:
-                raise MissingShardError(f"datamodules/clip_streams.py: shard pattern {url!r} matches no file")
-            urls.extend(matches)
-        else:
-            urls.append(url)
-    if not urls:
-        raise MissingShardError(f"datamodules/clip_streams.py: shard pattern {pattern!r} is empty")
-    missing = [url for url in urls if is_local_path(url) and not os.path.isfile(url)]
-    if missing:
-        raise MissingShardError(f"datamodules/clip_streams.py: shard pattern {pattern!r}: {len(missing)} of "
-                                f"{len(urls)} files not found, e.g. {missing[:3]}")
-    return urls
-
-
-def describe_shards(urls: Sequence[str]) -> str:
-    """'a.tar, b.tar, c.tar and 7 more' (for error messages)."""
-    urls = list(urls)
-    return ", ".join(urls[:3]) + (f" and {len(urls) - 3} more" if len(urls) > 3 else "")
-
-
-def worker_slot() -> tuple[int, int]:
-    """(worker id, number of workers) of the current DataLoader worker; (0, 1) in the main process."""
-    info = get_worker_info()
-    return (info.id, info.num_workers) if info is not None else (0, 1)
-
-
 def worker_block_pool() -> SharedBlockPool | None:
     """Inside a DataLoader worker, a pool of shared-memory batch blocks (reused once the main process drops a
     batch); None in the main process."""
     return SharedBlockPool() if get_worker_info() is not None else None
-
-
-def slot_shards(urls: Sequence[str], rank: int, world_size: int, worker: int, workers: int) -> list[str]:
-    """The shards of one (rank, worker) slot: rank-major split, then by worker."""
-    return list(urls)[rank::world_size][worker::workers]
 
 
 @dataclass(frozen=True)
@@ -175,29 +126,6 @@ def resampled_records(urls: Sequence[str], rng: np.random.Generator, skips: Skip
         if empty_draws >= MAX_EMPTY_SHARD_DRAWS:
             raise DataError(f"datamodules/clip_streams.py: {empty_draws} shard draws in a row gave no valid clip; "
                             f"shards: {describe_shards(urls)}; skipped so far by reason: {dict(skips.totals)}")
-
-
-def mixed(sources: list[Iterator[ClipRecord]], weights: np.ndarray, rng: np.random.Generator) -> Iterator[ClipRecord]:
-    """Draw the next record from source i with probability weights[i]: the draw of `rng.choice(len(sources),
-    p=weights)` (one uniform against the normalised cumulative weights), without its per-call checks."""
-    cumulative = np.asarray(weights, dtype=np.float64).cumsum()
-    cumulative /= cumulative[-1]
-    while True:
-        yield next(sources[int(cumulative.searchsorted(rng.random(), side="right"))])
-
-
-def shuffled(records: Iterator[ClipRecord], buffer_size: int, rng: np.random.Generator) -> Iterator[ClipRecord]:
-    """Shuffle with a buffer: fill it, then emit a random element and replace it with the next record."""
-    buffer: list[ClipRecord] = []
-    for record in records:
-        if len(buffer) < buffer_size:
-            buffer.append(record)
-            continue
-        slot = int(rng.integers(buffer_size))
-        yield buffer[slot]
-        buffer[slot] = record
-    rng.shuffle(buffer)
-    yield from buffer
 
 
 class TrainClipBatches(IterableDataset):

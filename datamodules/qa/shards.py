@@ -17,10 +17,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from g2vlm.datamodules.clip_reader import SkipLog, iter_raw_samples
-from g2vlm.datamodules.decoding import image_size
-from g2vlm.datamodules.qa_schema import QA_SUFFIX, QARecord, QASampleRecord, parse_qa_sample, validate_qa_record
-from g2vlm.datamodules.schema import (
+from g2vlm.datamodules.qa.schema import QA_SUFFIX, QARecord, QASampleRecord, parse_qa_sample, validate_qa_record
+from g2vlm.datamodules.shards.decoding import image_size
+from g2vlm.datamodules.shards.reader import SkipLog, iter_raw_samples
+from g2vlm.datamodules.shards.schema import (
     META_SUFFIX,
     REASON_MISSING_FRAME,
     ClipMeta,
@@ -28,8 +28,8 @@ from g2vlm.datamodules.schema import (
     frame_member,
     validate_meta,
 )
-from g2vlm.datamodules.shard_writer import validate_frames
-from g2vlm.datamodules.tar_writer import RollingTarWriter
+from g2vlm.datamodules.shards.tar_writer import RollingTarWriter
+from g2vlm.datamodules.shards.writer import validate_frames
 
 
 class QAShardWriter(RollingTarWriter):

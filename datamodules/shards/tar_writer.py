@@ -30,7 +30,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from g2vlm.datamodules.schema import sanitize_key
+from g2vlm.datamodules.shards.schema import sanitize_key
 
 TAR_BLOCK = 512
 

@@ -30,10 +30,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from g2vlm.datamodules.decoding import decode_jpeg, encode_jpeg
-from g2vlm.datamodules.qa_schema import IMAGE_PLACEHOLDER, QARecord
-from g2vlm.datamodules.qa_shards import QAShardWriter
-from g2vlm.datamodules.schema import SampleError, sanitize_key
+from g2vlm.datamodules.qa.schema import IMAGE_PLACEHOLDER, QARecord
+from g2vlm.datamodules.qa.shards import QAShardWriter
+from g2vlm.datamodules.shards.decoding import decode_jpeg, encode_jpeg
+from g2vlm.datamodules.shards.schema import SampleError, sanitize_key
 
 from g2vlm.metrics.spatial_qa import MULTIPLE_CHOICE_TASKS, NUMERIC_TASKS, SPAR_TASKS
 

@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 
 import numpy as np
-from g2vlm.datamodules.convert_common import (
+from g2vlm.datamodules.convert.common import (
     SKIP_BAD_INTRINSICS,
     SKIP_BAD_POSE,
     SKIP_MISSING_SCENE_FILES,
@@ -37,8 +37,8 @@ from g2vlm.datamodules.convert_common import (
     check_pose,
     resize_image,
 )
-from g2vlm.datamodules.decoding import decode_depth_png, decode_jpeg
-from g2vlm.datamodules.schema import SampleError
+from g2vlm.datamodules.shards.decoding import decode_depth_png, decode_jpeg
+from g2vlm.datamodules.shards.schema import SampleError
 
 DEPTH_SCALE_M = 0.001  # the export's millimetres
 SCENE_FOLDERS = ("color", "depth", "pose")

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from g2vlm.datamodules.convert_common import (
+from g2vlm.datamodules.convert.common import (
     SKIP_BAD_INTRINSICS,
     SKIP_BAD_POSE,
     SKIP_LOW_QUALITY,
@@ -51,8 +51,8 @@ from g2vlm.datamodules.convert_common import (
     Skips,
     check_pose,
 )
-from g2vlm.datamodules.decoding import decode_depth_png, decode_jpeg, decode_mask_png
-from g2vlm.datamodules.schema import SampleError
+from g2vlm.datamodules.shards.decoding import decode_depth_png, decode_jpeg, decode_mask_png
+from g2vlm.datamodules.shards.schema import SampleError
 from PIL import Image
 
 FRAME_ANNOTATIONS = "frame_annotations.jgz"

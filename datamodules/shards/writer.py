@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from g2vlm.datamodules.decoding import image_size
-from g2vlm.datamodules.schema import (
+from g2vlm.datamodules.shards.decoding import image_size
+from g2vlm.datamodules.shards.schema import (
     FRAME_SUFFIXES,
     META_SUFFIX,
     REASON_BAD_DEPTH,
@@ -32,7 +32,7 @@ from g2vlm.datamodules.schema import (
     frame_member,
     validate_meta,
 )
-from g2vlm.datamodules.tar_writer import RollingTarWriter
+from g2vlm.datamodules.shards.tar_writer import RollingTarWriter
 
 
 def validate_frames(meta: ClipMeta, frames: list[Mapping[str, bytes]], where: str) -> None:

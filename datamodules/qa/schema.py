@@ -35,9 +35,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from g2vlm.datamodules.clip_reader import ClipRecord, RawSample
-from g2vlm.datamodules.qa_markers import MARKER_STYLES, label_size
-from g2vlm.datamodules.schema import (
+from g2vlm.datamodules.qa.markers import MARKER_STYLES, label_size
+from g2vlm.datamodules.shards.reader import ClipRecord, RawSample
+from g2vlm.datamodules.shards.schema import (
     META_SUFFIX,
     REASON_MISSING_FRAME,
     REASON_SCHEMA,

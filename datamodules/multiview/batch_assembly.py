@@ -34,16 +34,16 @@ from g2vlm.datamodules.augmentation import (
     reduction_factor,
     resample_images,
 )
-from g2vlm.datamodules.batch import MultiViewBatch
-from g2vlm.datamodules.clip_reader import ClipRecord
-from g2vlm.datamodules.decoding import (
+from g2vlm.datamodules.multiview.batch import MultiViewBatch
+from g2vlm.datamodules.shards.decoding import (
     decode_depth_npy,
     decode_depth_png,
     decode_jpeg,
     decode_mask_png,
     depth_to_metres,
 )
-from g2vlm.datamodules.schema import frame_member
+from g2vlm.datamodules.shards.reader import ClipRecord
+from g2vlm.datamodules.shards.schema import frame_member
 from torch.utils.data import get_worker_info
 
 _ALIGN = 64  # byte alignment of each array inside a block

@@ -1,0 +1,1 @@
+"""Spatial-QA samples: schema, markers, chat template, tokenizer, shards, batches, the DataModule."""
