@@ -71,7 +71,7 @@ def _items_from_predictions(args: argparse.Namespace) -> list[tuple[str, str, st
         return [(a.key, a.task, a.answer_type or _answer_type(a.task), a.prediction, a.answer)
                 for a in answers.values()]
     from g2vlm.datamodules.qa.shards import iter_qa_samples
-    from g2vlm.datamodules.shards.reader import SkipLog
+    from g2vlm.datamodules.shards.skip_log import SkipLog
 
     items, missing = [], []
     for record in iter_qa_samples(shard_paths(args.data), SkipLog()):

@@ -126,7 +126,7 @@ def train(grounding_minutes: float, minutes: float) -> None:
 
 def _records(split: str):
     from g2vlm.datamodules.qa.shards import iter_qa_samples
-    from g2vlm.datamodules.shards.reader import SkipLog
+    from g2vlm.datamodules.shards.skip_log import SkipLog
 
     return iter_qa_samples(sorted(str(p) for p in DATA_DIR.glob(f"synthetic_qa-{split}-*.tar")), SkipLog())
 

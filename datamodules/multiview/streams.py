@@ -11,10 +11,10 @@ Distributed contract (reference lightning-anchors.md §5):
 - Validation: shards split exactly (`urls[rank::world][worker::workers]`), one pass, every clip once.
 
 Budget batching: per training batch, draw N views in [views_min, views_max] and an aspect ratio; the batch holds
-floor(image_budget / N) clips of N views at one size. Each batch is assembled in place (`BatchAssembler`: one
-memory block per batch, decoded straight into it); images leave the workers as uint8 and depth as its stored
-uint16 units (photometric augmentation and the float conversions happen on the device, see
-`MultiViewDataModule` and `MultiViewBatch`). Samples that fail are skipped into a `SkipLog`; the counts ride on
+floor(image_budget / N) clips of N views at one size. Each batch is assembled in place (`BatchAssembler`: each
+clip decoded straight into the batch tensors); images leave the workers as uint8 and depth as its stored uint16
+units (photometric augmentation and the float conversions happen on the device, see `MultiViewDataModule` and
+`MultiViewBatch`). Samples that fail are skipped into a `SkipLog`; the counts ride on
 the next batch (`MultiViewBatch.skipped`).
 
 Data that yields nothing stops the run instead of looping: a training stream raises `DataError` (naming the shards
@@ -34,12 +34,13 @@ from dataclasses import dataclass
 import numpy as np
 from g2vlm.datamodules.augmentation import CropBox, crop_box
 from g2vlm.datamodules.multiview.batch import MultiViewBatch
-from g2vlm.datamodules.multiview.batch_assembly import BatchAssembler, ScratchBuffer, SharedBlockPool
+from g2vlm.datamodules.multiview.batch_assembly import BatchAssembler, ScratchBuffer
 from g2vlm.datamodules.multiview.view_sampling import evenly_spaced_views, sample_training_views
-from g2vlm.datamodules.shards.reader import ClipRecord, SkipLog, iter_clip_records
+from g2vlm.datamodules.shards.reader import ClipRecord, iter_clip_records
 from g2vlm.datamodules.shards.schema import DataError, SampleError
+from g2vlm.datamodules.shards.skip_log import SkipLog
 from g2vlm.datamodules.shards.streams import describe_shards, mixed, shuffled, slot_shards, worker_slot
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
 logger = logging.getLogger("g2vlm.datamodules")
 
@@ -48,12 +49,6 @@ MAX_EMPTY_SHARD_DRAWS = 200  # resampled shards in a row without one valid clip:
 # in 25,000 draws of a thousand; one with 95 % bad clips practically never).
 MAX_FAILED_CLIPS_IN_A_ROW = 1000
 READ_AHEAD = 8  # training clips read and validated together (held beside the shuffle buffer's 32)
-
-
-def worker_block_pool() -> SharedBlockPool | None:
-    """Inside a DataLoader worker, a pool of shared-memory batch blocks (reused once the main process drops a
-    batch); None in the main process."""
-    return SharedBlockPool() if get_worker_info() is not None else None
 
 
 @dataclass(frozen=True)
@@ -184,7 +179,7 @@ class TrainClipBatches(IterableDataset):
 
     def _budget_batches(self, records: Iterator[ClipRecord], rng: np.random.Generator, skips: SkipLog) -> Iterator[MultiViewBatch]:
         recipe = self.recipe
-        scratch, pool = ScratchBuffer(), worker_block_pool()
+        scratch = ScratchBuffer()
         failed_in_a_row = 0
         while True:
             num_views = int(rng.integers(recipe.views_min, recipe.views_max + 1))
@@ -192,7 +187,7 @@ class TrainClipBatches(IterableDataset):
                 target_hw = tuple(recipe.image_size)
             else:
                 target_hw = recipe.training_size(float(np.exp(rng.uniform(*np.log(recipe.aspect_ratio_range)))))
-            batch = BatchAssembler(recipe.image_budget // num_views, num_views, target_hw, scratch, pool)
+            batch = BatchAssembler(recipe.image_budget // num_views, num_views, target_hw, scratch)
             while not batch.full:
                 record = next(records)
                 frames = sample_training_views(record.meta.num_frames, num_views, rng, recipe.view_window)
@@ -230,7 +225,7 @@ class ValClipBatches(IterableDataset):
             )
         recipe = self.recipe
         skips = SkipLog()
-        scratch, pool = ScratchBuffer(), worker_block_pool()
+        scratch = ScratchBuffer()
         target_hw = tuple(recipe.image_size)
         batch_size = max(1, recipe.image_budget // recipe.val_views)
         batch: BatchAssembler | None = None
@@ -238,7 +233,7 @@ class ValClipBatches(IterableDataset):
         shards = slot_shards(self.urls, self.rank, self.world_size, worker, workers)
         for record in iter_clip_records(shards, skips):
             frames = evenly_spaced_views(record.meta.num_frames, recipe.val_views)
-            batch = batch or BatchAssembler(batch_size, recipe.val_views, target_hw, scratch, pool)
+            batch = batch or BatchAssembler(batch_size, recipe.val_views, target_hw, scratch)
             try:
                 batch.add(record, frames, clip_crop_box(record, frames, target_hw, recipe, None))
             except SampleError as error:

@@ -36,8 +36,8 @@ from g2vlm.datamodules.qa.schema import QASampleRecord
 from g2vlm.datamodules.qa.shards import iter_qa_samples
 from g2vlm.datamodules.qa.template import QATemplate
 from g2vlm.datamodules.qa.tokenizer import load_tokenizer
-from g2vlm.datamodules.shards.reader import SkipLog
 from g2vlm.datamodules.shards.schema import SampleError
+from g2vlm.datamodules.shards.skip_log import SkipLog
 from g2vlm.datamodules.shards.streams import expand_shard_pattern, mixed, shuffled, slot_shards, worker_slot
 from torch.utils.data import DataLoader, IterableDataset
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from g2vlm.datamodules.qa.markers import MARKER_STYLES, label_size
-from g2vlm.datamodules.shards.reader import ClipRecord, RawSample
+from g2vlm.datamodules.shards.reader import ClipRecord
 from g2vlm.datamodules.shards.schema import (
     META_SUFFIX,
     REASON_MISSING_FRAME,
@@ -46,6 +46,7 @@ from g2vlm.datamodules.shards.schema import (
     frame_member,
     validate_meta,
 )
+from g2vlm.datamodules.shards.tar_reader import RawSample
 
 QA_SUFFIX = "json"
 ANSWER_TYPES = ("numeric", "multiple_choice", "free_form")

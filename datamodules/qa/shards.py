@@ -19,7 +19,6 @@ from typing import Any
 
 from g2vlm.datamodules.qa.schema import QA_SUFFIX, QARecord, QASampleRecord, parse_qa_sample, validate_qa_record
 from g2vlm.datamodules.shards.decoding import image_size
-from g2vlm.datamodules.shards.reader import SkipLog, iter_raw_samples
 from g2vlm.datamodules.shards.schema import (
     META_SUFFIX,
     REASON_MISSING_FRAME,
@@ -28,6 +27,8 @@ from g2vlm.datamodules.shards.schema import (
     frame_member,
     validate_meta,
 )
+from g2vlm.datamodules.shards.skip_log import SkipLog
+from g2vlm.datamodules.shards.tar_reader import iter_raw_samples
 from g2vlm.datamodules.shards.tar_writer import RollingTarWriter
 from g2vlm.datamodules.shards.writer import validate_frames
 

@@ -17,7 +17,7 @@ from g2vlm.datamodules.shards.decoding import (
     encode_depth_png,
     encode_jpeg,
 )
-from g2vlm.datamodules.shards.reader import SkipLog, read_clips, split_member_name
+from g2vlm.datamodules.shards.reader import read_clips
 from g2vlm.datamodules.shards.schema import (
     ClipMeta,
     SampleError,
@@ -25,6 +25,8 @@ from g2vlm.datamodules.shards.schema import (
     sanitize_key,
     validate_meta,
 )
+from g2vlm.datamodules.shards.skip_log import SkipLog
+from g2vlm.datamodules.shards.tar_reader import split_member_name
 from g2vlm.datamodules.shards.writer import ShardWriter, read_index
 from PIL import Image
 

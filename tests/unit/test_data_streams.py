@@ -129,7 +129,8 @@ def test_read_ahead_gives_the_records_and_draws_of_reading_one_at_a_time(tmp_pat
     import itertools
 
     from g2vlm.datamodules.multiview import streams as clip_streams
-    from g2vlm.datamodules.shards.reader import SkipLog, iter_clip_records
+    from g2vlm.datamodules.shards.reader import iter_clip_records
+    from g2vlm.datamodules.shards.skip_log import SkipLog
 
     shards = [write_clips(tmp_path, f"s{index}", "toy", 3 + index) for index in range(3)]
 

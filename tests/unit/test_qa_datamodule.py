@@ -13,7 +13,7 @@ from g2vlm.datamodules.qa.shards import QAShardWriter, iter_qa_samples
 from g2vlm.datamodules.qa.template import chat_text
 from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer, load_tokenizer
 from g2vlm.datamodules.shards.decoding import encode_jpeg
-from g2vlm.datamodules.shards.reader import SkipLog
+from g2vlm.datamodules.shards.skip_log import SkipLog
 from g2vlm.datamodules.synthetic.qa import write_synthetic_qa_shards
 
 

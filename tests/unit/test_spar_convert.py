@@ -14,7 +14,7 @@ from g2vlm.datamodules.qa.markers import draw_markers
 from g2vlm.datamodules.qa.shards import iter_qa_samples
 from g2vlm.datamodules.qa.template import QATemplate
 from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
-from g2vlm.datamodules.shards.reader import SkipLog
+from g2vlm.datamodules.shards.skip_log import SkipLog
 
 from g2vlm.tools import build_parser
 from tests.fixtures.spar7m import IMAGE_SIZES, MULTI_TURN_ID, RECORDS, image_grey, write_layout
