@@ -90,7 +90,7 @@ class SkipFrame(Exception):
 
     def __init__(self, reason: str, message: str):
         if reason not in SKIP_REASONS:
-            raise ValueError(f"datamodules/convert_common.py: unknown skip reason {reason!r}")
+            raise ValueError(f"SkipFrame: unknown skip reason {reason!r}")
         super().__init__(message)
         self.reason = reason
 
@@ -104,7 +104,7 @@ class Skips:
 
     def add(self, reason: str, message: str) -> None:
         if reason not in SKIP_REASONS:
-            raise ValueError(f"datamodules/convert_common.py: unknown skip reason {reason!r}")
+            raise ValueError(f"Skips.add: unknown skip reason {reason!r}")
         self.counts[reason] += 1
         examples = self.examples.setdefault(reason, [])
         if len(examples) < MAX_EXAMPLES:
@@ -313,7 +313,7 @@ def _encode_depths(frames: list[StoredFrame]) -> tuple[list[bytes | None], str |
     scales = {frame.depth_scale for frame in frames}
     if frames[0].depth.dtype == np.uint16:
         if len(scales) != 1:
-            raise ValueError(f"datamodules/convert_common.py: uint16 depth with several scales {sorted(scales)}")
+            raise ValueError(f"convert_scene: uint16 depth with several scales {sorted(scales)}")
         return [encode_depth_png(frame.depth) for frame in frames], "depth.png", scales.pop()
     if len(scales) > 1:
         encoded = [encode_depth_npy(frame.depth.astype(np.float32) * np.float32(frame.depth_scale)) for frame in frames]

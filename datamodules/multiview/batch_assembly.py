@@ -99,11 +99,11 @@ class BatchAssembler:
         """Decode the frames `frame_indices` of `record`, crop them to `box` (trimmed by `reduction_box`) and
         resize to the target size into the next slot, K updated exactly. Raises SampleError."""
         if self.full:
-            raise ValueError("datamodules/batch_assembly.py: the batch is full")
+            raise ValueError("BatchAssembler.add: the batch is full")
         meta, slot, target, arrays = record.meta, self.count, self.target_hw, self.arrays
         frame_indices = [int(index) for index in frame_indices]
         if len(frame_indices) != self.num_views:
-            raise ValueError(f"datamodules/batch_assembly.py: {len(frame_indices)} frames for {self.num_views} views")
+            raise ValueError(f"BatchAssembler.add: frame_indices has {len(frame_indices)} frames for {self.num_views} views")
         box = reduction_box(box, target)
         same_size = (box.height, box.width) == target
         rows = slice(box.top, box.top + box.height)

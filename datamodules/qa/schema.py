@@ -228,7 +228,7 @@ class QASampleRecord:
     def clip(self) -> ClipRecord:
         """The geometry part as a multi-view clip record (decodes images, depth, K and poses). Needs meta."""
         if self.meta is None:
-            raise ValueError(f"datamodules/qa_schema.py: {self.key} has no '{META_SUFFIX}' (no geometry)")
+            raise ValueError(f"QASampleRecord.clip: {self.key} has no '{META_SUFFIX}' (no geometry)")
         return ClipRecord(self.key, self.url, self.meta, self.members)
 
 

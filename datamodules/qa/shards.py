@@ -36,7 +36,6 @@ from g2vlm.datamodules.shards.writer import validate_frames
 class QAShardWriter(RollingTarWriter):
     """Context manager writing validated QA samples into size-rolled tar shards plus an index JSON."""
 
-    source = "datamodules/qa_shards.py"
     sample_field, item_field = "samples", "images"
 
     def __init__(self, out_dir: str | Path, prefix: str, max_shard_bytes: int = 1 << 30,
@@ -67,7 +66,7 @@ class QAShardWriter(RollingTarWriter):
                     members.append((f"{key}.{frame_member(index, suffix)}", bytes(data)))
         else:
             if frames:
-                raise ValueError(f"datamodules/qa_shards.py: {key}: geometry frames given without meta")
+                raise ValueError(f"QAShardWriter.write: {key}: frames given without meta")
             members += [(f"{key}.{frame_member(i, 'jpg')}", bytes(data)) for i, data in enumerate(images)]
         self._append(key, members, items=qa.num_images)
 

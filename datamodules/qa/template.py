@@ -76,7 +76,7 @@ class QATemplate:
         self.vit_size = tuple(int(v) for v in vit_size)
         vit_unit = vit_patch_size * vit_merge_size
         if any(v % geometry_patch_size for v in self.geometry_size) or any(v % vit_unit for v in self.vit_size):
-            raise ValueError(f"datamodules/qa_template.py: geometry_size {self.geometry_size} must be a multiple of "
+            raise ValueError(f"QATemplate: geometry_size {self.geometry_size} must be a multiple of "
                              f"{geometry_patch_size} and vit_size {self.vit_size} of {vit_unit}")
         self.geometry_tokens_per_image = (self.geometry_size[0] // geometry_patch_size) * (self.geometry_size[1] // geometry_patch_size)
         self.vit_tokens_per_image = (self.vit_size[0] // vit_unit) * (self.vit_size[1] // vit_unit)

@@ -255,7 +255,7 @@ def scene_questions(facts: SceneFacts, rng: np.random.Generator, count: int, tas
     """Up to `count` questions, tasks taken in turn (a task that finds no unambiguous question is passed over)."""
     unknown = set(tasks) - set(GENERATORS)
     if unknown:
-        raise ValueError(f"datamodules/synthetic/qa.py: unknown tasks {sorted(unknown)}; choose from {TASKS}")
+        raise ValueError(f"scene_questions: tasks: unknown tasks {sorted(unknown)}; choose from {TASKS}")
     questions: list[Question] = []
     start = int(rng.integers(len(tasks)))
     for turn in range(count * attempts):
