@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+
 from g2vlm.datamodules.multiview.batch_assembly import BatchAssembler, ScratchBuffer
 from g2vlm.datamodules.multiview.datamodule import MultiViewDataModule
 from g2vlm.datamodules.multiview.streams import BatchRecipe, clip_crop_box

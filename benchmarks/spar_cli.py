@@ -98,9 +98,9 @@ def _answer_type(task: str) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     import torch
+
     from g2vlm.benchmarks import report
     from g2vlm.benchmarks.spar import checkpoint_answers, score_predictions
-
     from g2vlm.output_paths import check_writable_file
 
     for option, path in (("--out", args.out), ("--save-predictions", args.save_predictions)):

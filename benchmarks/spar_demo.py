@@ -149,8 +149,8 @@ def baselines(train_answers: dict[str, list[str]], kinds: dict[str, str]) -> dic
 
 def evaluate(out_dir: Path) -> dict:
     import torch
-    from g2vlm.datamodules.synthetic.qa import NUMERIC_TASKS
 
+    from g2vlm.datamodules.synthetic.qa import NUMERIC_TASKS
     from g2vlm.lit.spatial_reasoning import load_reasoning_checkpoint, score_qa, template_for
 
     train_answers: dict[str, list[str]] = defaultdict(list)

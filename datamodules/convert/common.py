@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from g2vlm.datamodules.augmentation import CropBox, crop_resize
 from g2vlm.datamodules.shards.decoding import encode_depth_npy, encode_depth_png, encode_jpeg, encode_mask_png
 from g2vlm.datamodules.shards.schema import MAX_FRAMES, ClipMeta, SampleError, check_camera_to_world, clip_key

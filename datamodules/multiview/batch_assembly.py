@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+
 from g2vlm.datamodules.augmentation import (
     CropBox,
     crop_resize_intrinsics,

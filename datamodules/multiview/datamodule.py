@@ -34,11 +34,12 @@ import collections
 import lightning as L
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
+
 from g2vlm.datamodules.augmentation import ClipColorJitter
 from g2vlm.datamodules.multiview.batch import MultiViewBatch
 from g2vlm.datamodules.multiview.streams import BatchRecipe, TrainClipBatches, ValClipBatches
 from g2vlm.datamodules.shards.streams import check_validation_split, expand_shard_pattern
-from torch.utils.data import DataLoader
 
 
 class MultiViewDataModule(L.LightningDataModule):

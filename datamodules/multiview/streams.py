@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from torch.utils.data import IterableDataset
+
 from g2vlm.datamodules.augmentation import CropBox, crop_box
 from g2vlm.datamodules.multiview.batch import MultiViewBatch
 from g2vlm.datamodules.multiview.batch_assembly import BatchAssembler, ScratchBuffer
@@ -37,7 +39,6 @@ from g2vlm.datamodules.shards.streams import (
     training_shards,
     worker_slot,
 )
-from torch.utils.data import IterableDataset
 
 logger = logging.getLogger("g2vlm.datamodules")
 

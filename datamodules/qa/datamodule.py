@@ -31,6 +31,8 @@ from collections.abc import Iterator, Sequence
 
 import lightning as L
 import numpy as np
+from torch.utils.data import DataLoader, IterableDataset
+
 from g2vlm.datamodules.qa.batch import QABatch, QASample
 from g2vlm.datamodules.qa.schema import QASampleRecord
 from g2vlm.datamodules.qa.shards import iter_qa_samples
@@ -50,7 +52,6 @@ from g2vlm.datamodules.shards.streams import (
     training_shards,
     worker_slot,
 )
-from torch.utils.data import DataLoader, IterableDataset
 
 OVER_BUDGET = "over_budget"
 

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image
+
 from g2vlm.datamodules.augmentation import crop_box, crop_resize
 from g2vlm.datamodules.qa import markers as qa_markers
 from g2vlm.datamodules.qa.batch import GeometryPart, GeometryTargets, ImagePart, Part, QASample, TextPart
@@ -38,7 +40,6 @@ from g2vlm.datamodules.qa.tokenizer import ChatTokens
 from g2vlm.datamodules.shards.decoding import decode_jpeg
 from g2vlm.datamodules.shards.reader import valid_depth_mask
 from g2vlm.datamodules.shards.schema import REASON_DECODE, SampleError, frame_member
-from PIL import Image
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 RECONSTRUCT_PROMPT = "Reconstruct the 3D scene."

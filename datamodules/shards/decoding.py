@@ -15,8 +15,9 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from g2vlm.datamodules.shards.schema import REASON_BAD_DEPTH, REASON_DECODE, SampleError
 from PIL import Image
+
+from g2vlm.datamodules.shards.schema import REASON_BAD_DEPTH, REASON_DECODE, SampleError
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 # What PIL and numpy raise on corrupt or truncated data (UnidentifiedImageError is an OSError).

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from g2vlm.datamodules.shards.decoding import (
     decode_depth_npy,
     decode_depth_png,

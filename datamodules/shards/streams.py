@@ -28,9 +28,10 @@ from typing import TypeVar
 
 import numpy as np
 import webdataset as wds
+from torch.utils.data import get_worker_info
+
 from g2vlm.datamodules.shards.schema import DataError, SampleError
 from g2vlm.datamodules.shards.skip_log import SkipLog
-from torch.utils.data import get_worker_info
 
 logger = logging.getLogger("g2vlm.datamodules")
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import webdataset as wds
+
 from g2vlm.datamodules.shards.schema import REASON_SCHEMA, REASON_TRUNCATED, SampleError
 from g2vlm.datamodules.shards.skip_log import SkipLog
 

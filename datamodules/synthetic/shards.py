@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from g2vlm.datamodules.convert.common import (
     PARTIAL_DIR,
     OutputError,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from g2vlm.datamodules.augmentation import (
     CropBox,
     box_average,
@@ -202,8 +203,9 @@ def write_clip_shard(path, clips: int) -> str:
 
 
 def test_batches_from_a_worker_equal_those_assembled_in_process(tmp_path):
-    from g2vlm.datamodules.multiview.streams import BatchRecipe, ValClipBatches
     from torch.utils.data import DataLoader
+
+    from g2vlm.datamodules.multiview.streams import BatchRecipe, ValClipBatches
 
     shard = write_clip_shard(tmp_path, 12)
     recipe = BatchRecipe(image_size=(24, 32), size_multiple=4, views_min=2, views_max=2, val_views=2, image_budget=2)

@@ -14,13 +14,13 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+
 from g2vlm.datamodules.multiview.datamodule import MultiViewDataModule
 from g2vlm.datamodules.multiview.streams import BatchRecipe, TrainClipBatches, ValClipBatches
 from g2vlm.datamodules.shards.decoding import encode_depth_npy
 from g2vlm.datamodules.shards.reader import iter_clip_records
 from g2vlm.datamodules.shards.schema import DataError
 from g2vlm.datamodules.shards.skip_log import SkipLog
-
 from tests.fixtures.bad_clips import clip_members as render_members
 from tests.fixtures.bad_clips import eight_bit_depth, with_meta, write_tar
 

@@ -8,6 +8,8 @@ import tarfile
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from g2vlm.datamodules.shards.decoding import (
     decode_depth_npy,
     decode_depth_png,
@@ -28,7 +30,6 @@ from g2vlm.datamodules.shards.schema import (
 from g2vlm.datamodules.shards.skip_log import SkipLog
 from g2vlm.datamodules.shards.tar_reader import split_member_name
 from g2vlm.datamodules.shards.writer import ShardWriter, read_index
-from PIL import Image
 
 
 def make_meta(shape: tuple[int, int, int] = (2, 12, 16), **overrides) -> dict:

@@ -7,6 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+
 from g2vlm.datamodules.multiview.streams import BatchRecipe, TrainClipBatches, ValClipBatches
 from g2vlm.datamodules.shards.decoding import encode_depth_png, encode_jpeg, encode_mask_png
 from g2vlm.datamodules.shards.schema import ClipMeta, clip_key

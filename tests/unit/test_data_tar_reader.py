@@ -8,6 +8,7 @@ import io
 import tarfile
 
 import pytest
+
 from g2vlm.datamodules.shards.skip_log import SkipLog
 from g2vlm.datamodules.shards.tar_reader import iter_raw_samples, iter_tar_members
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from g2vlm.datamodules.qa.batch import GeometryPart, ImagePart, TextPart
 from g2vlm.datamodules.qa.datamodule import QADataModule, built, token_budget_batches
 from g2vlm.datamodules.qa.schema import Marker, QARecord

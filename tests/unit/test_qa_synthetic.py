@@ -9,6 +9,7 @@ import tarfile
 
 import numpy as np
 import pytest
+
 from g2vlm.datamodules.qa.schema import QARecord, validate_qa_record
 from g2vlm.datamodules.qa.shards import QAShardWriter, iter_qa_samples
 from g2vlm.datamodules.shards.schema import SampleError

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+
 from g2vlm.tools import TOOLS, build_parser
 
 PROBE = """
