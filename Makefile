@@ -41,9 +41,8 @@ slurm-up: ## start a one-node SLURM cluster on this machine (installs slurm-wlm 
 slurm-down: ## stop the daemons slurm-up started
 	tests/slurm/cluster.sh down
 
-lint: $(STAMP) ## ruff over the sources and tests
-	$(BIN)/ruff check --isolated --select E,F,I,B,UP --ignore E501,B905,B008 --line-length 120 \
-		src datamodules callbacks benchmarks tests
+lint: $(STAMP) ## ruff over the sources and tests (its settings: [tool.ruff] in pyproject.toml)
+	$(BIN)/ruff check src datamodules callbacks benchmarks tests
 
 doctor: $(STAMP) ## print versions; check imports, the torch/torchvision pair and our `lightning` command
 	$(BIN)/g2vlm doctor

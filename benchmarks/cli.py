@@ -94,10 +94,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     import torch
+
     from g2vlm.benchmarks import report
     from g2vlm.benchmarks.inference import GeometryPredictor, load_geometry_model
     from g2vlm.benchmarks.predictions import PredictionFolder
-
     from g2vlm.output_paths import check_writable_file
 
     if args.out:

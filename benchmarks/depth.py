@@ -30,11 +30,11 @@ import time
 
 import numpy as np
 import torch
+
 from g2vlm.benchmarks.depth_datasets import DepthDataset, DepthFrame
 from g2vlm.benchmarks.files import FrameError
 from g2vlm.benchmarks.inference import GeometryPredictor
 from g2vlm.benchmarks.predictions import PredictionFolder
-
 from g2vlm.metrics.depth import METRIC_NAMES, DepthMetrics
 
 MODES = ("mono", "video")

@@ -21,6 +21,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+
 from g2vlm.benchmarks.files import (
     read_npy_depth,
     read_png_depth,
@@ -28,7 +29,6 @@ from g2vlm.benchmarks.files import (
     read_sintel_dpt,
 )
 from g2vlm.benchmarks.inference import PROTOCOL_LOAD_WIDTH
-
 from g2vlm.metrics.depth import DEPTH_CAPS_M
 
 SINTEL_SEQUENCES = ("alley_2", "ambush_4", "ambush_5", "ambush_6", "cave_2", "cave_4", "market_2", "market_5",

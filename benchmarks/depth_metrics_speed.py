@@ -27,8 +27,8 @@ import time
 
 import numpy as np
 import torch
-from g2vlm.benchmarks.synthetic_set import synthetic_clips
 
+from g2vlm.benchmarks.synthetic_set import synthetic_clips
 from g2vlm.metrics.depth import DepthMetrics
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from g2vlm.datamodules.shards.decoding import decode_depth_png, decode_jpeg
 from g2vlm.datamodules.shards.schema import SampleError
 

@@ -100,7 +100,6 @@ def parse_size(text: str, patch: int) -> tuple[int, int]:
 
 def _run_infer(args: argparse.Namespace) -> int:
     from g2vlm.benchmarks import report
-
     from g2vlm.model.config import model_config
 
     device = resolve_device(args.device, args.fp32_matmul_precision)

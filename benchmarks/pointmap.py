@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from g2vlm.benchmarks.files import FrameError
 from g2vlm.benchmarks.inference import GeometryPredictor
 from g2vlm.benchmarks.pointmap_datasets import PointMapDataset, gt_points
 from g2vlm.benchmarks.predictions import PredictionFolder
 from g2vlm.benchmarks.runner import BenchmarkRun
-
 from g2vlm.metrics.point_map import POINT_MAP_METRIC_NAMES, PointMapMetrics
 
 

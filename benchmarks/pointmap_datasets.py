@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from g2vlm.benchmarks.files import (
     FrameError,
     read_mask,

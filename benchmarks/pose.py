@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from g2vlm.benchmarks.files import FrameError
 from g2vlm.benchmarks.inference import GeometryPredictor
 from g2vlm.benchmarks.pose_datasets import PoseDataset
 from g2vlm.benchmarks.predictions import PredictionFolder
 from g2vlm.benchmarks.runner import BenchmarkRun
-
 from g2vlm.metrics.relative_pose import RelativePoseMetrics
 
 THRESHOLDS = (5, 15, 30)

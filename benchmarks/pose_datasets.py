@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+
 from g2vlm.benchmarks.files import read_rgb
 from g2vlm.benchmarks.frame_maps import frame_map
 from g2vlm.benchmarks.inference import PROTOCOL_LOAD_WIDTH

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+
 from g2vlm.benchmarks.inference import GeometryPredictor
 from g2vlm.benchmarks.predictions import PredictionFolder
 

@@ -71,7 +71,7 @@ def _items_from_predictions(args: argparse.Namespace) -> list[tuple[str, str, st
         return [(a.key, a.task, a.answer_type or _answer_type(a.task), a.prediction, a.answer)
                 for a in answers.values()]
     from g2vlm.datamodules.qa.shards import iter_qa_samples
-    from g2vlm.datamodules.shards.reader import SkipLog
+    from g2vlm.datamodules.shards.skip_log import SkipLog
 
     items, missing = [], []
     for record in iter_qa_samples(shard_paths(args.data), SkipLog()):
@@ -98,9 +98,9 @@ def _answer_type(task: str) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     import torch
+
     from g2vlm.benchmarks import report
     from g2vlm.benchmarks.spar import checkpoint_answers, score_predictions
-
     from g2vlm.output_paths import check_writable_file
 
     for option, path in (("--out", args.out), ("--save-predictions", args.save_predictions)):

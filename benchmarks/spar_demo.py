@@ -126,7 +126,7 @@ def train(grounding_minutes: float, minutes: float) -> None:
 
 def _records(split: str):
     from g2vlm.datamodules.qa.shards import iter_qa_samples
-    from g2vlm.datamodules.shards.reader import SkipLog
+    from g2vlm.datamodules.shards.skip_log import SkipLog
 
     return iter_qa_samples(sorted(str(p) for p in DATA_DIR.glob(f"synthetic_qa-{split}-*.tar")), SkipLog())
 
@@ -149,8 +149,8 @@ def baselines(train_answers: dict[str, list[str]], kinds: dict[str, str]) -> dic
 
 def evaluate(out_dir: Path) -> dict:
     import torch
-    from g2vlm.datamodules.synthetic.qa import NUMERIC_TASKS
 
+    from g2vlm.datamodules.synthetic.qa import NUMERIC_TASKS
     from g2vlm.lit.spatial_reasoning import load_reasoning_checkpoint, score_qa, template_for
 
     train_answers: dict[str, list[str]] = defaultdict(list)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+
 from g2vlm.datamodules.shards.decoding import decode_jpeg, encode_jpeg
 from g2vlm.datamodules.synthetic.render import render
 from g2vlm.datamodules.synthetic.scene import sample_scene

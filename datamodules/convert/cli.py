@@ -14,8 +14,8 @@ Spatial-QA shards (schema in `g2vlm.datamodules.qa.schema`):
     g2vlm shard spar-bench --parquet SPAR-Bench/data --out DIR
 
 Each dataset has an `add_<dataset>(subparsers)` function listed in DATASET_PARSERS. The raw-data converters
-resume: a re-run with the same --out skips the shards already finished. Only argparse at import time
-(`g2vlm --help` stays fast); the converters load inside `run`.
+resume: a re-run with the same --out skips the shards already finished. `g2vlm --help` does not import this
+module (the tool registry, `g2vlm.tools`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+
+from g2vlm.datamodules.convert.co3dv2 import Co3Dv2
+from g2vlm.datamodules.convert.common import ClipOptions, OutputError, RootError, convert_dataset, format_summary
+from g2vlm.datamodules.convert.dl3dv import DL3DV
+from g2vlm.datamodules.convert.scannet import ScanNet
+from g2vlm.datamodules.convert.spar import SOURCES, convert_spar
+from g2vlm.datamodules.convert.spar_bench import convert_spar_bench
+from g2vlm.datamodules.synthetic.qa import TASKS, write_synthetic_qa_shards
+from g2vlm.datamodules.synthetic.shards import write_synthetic_shards
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -60,9 +69,6 @@ def add_synthetic(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_synthetic(args: argparse.Namespace) -> int:
-    from g2vlm.datamodules.convert.common import OutputError
-    from g2vlm.datamodules.synthetic.shards import write_synthetic_shards
-
     height, width = args.size
     start = time.perf_counter()
     try:
@@ -115,8 +121,6 @@ def add_synthetic_qa(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_synthetic_qa(args: argparse.Namespace) -> int:
-    from g2vlm.datamodules.synthetic.qa import TASKS, write_synthetic_qa_shards
-
     tasks = TASKS if args.tasks is None else _names(args.tasks)
     height, width = args.size
     start = time.perf_counter()
@@ -136,7 +140,6 @@ def run_synthetic_qa(args: argparse.Namespace) -> int:
 
 
 def add_spar(subparsers: argparse._SubParsersAction) -> None:
-    from g2vlm.datamodules.convert.spar import SOURCES
 
     parser = subparsers.add_parser(
         "spar", help="SPAR-7M QA records and their images -> QA shards",
@@ -158,8 +161,6 @@ def add_spar(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_spar(args: argparse.Namespace) -> int:
-    from g2vlm.datamodules.convert.spar import convert_spar
-
     start = time.perf_counter()
     sources = _names(args.sources)
     tasks = None if args.tasks is None else _names(args.tasks)
@@ -194,8 +195,6 @@ def add_spar_bench(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_spar_bench(args: argparse.Namespace) -> int:
-    from g2vlm.datamodules.convert.spar_bench import convert_spar_bench
-
     start = time.perf_counter()
     try:
         summary = convert_spar_bench(args.parquet, args.out, args.samples_per_shard, progress=not args.no_progress)
@@ -241,13 +240,6 @@ def _add_conversion_options(parser: argparse.ArgumentParser, frame_stride: int) 
 
 
 def _run_conversion(dataset, args: argparse.Namespace) -> int:
-    from g2vlm.datamodules.convert.common import (
-        ClipOptions,
-        OutputError,
-        RootError,
-        convert_dataset,
-        format_summary,
-    )
 
     command = f"g2vlm shard {dataset.name}"
     try:
@@ -290,8 +282,6 @@ def add_scannet(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_scannet(args: argparse.Namespace) -> int:
-    from g2vlm.datamodules.convert.scannet import ScanNet
-
     return _run_conversion(ScanNet(args.root), args)
 
 
@@ -310,8 +300,6 @@ def add_co3dv2(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_co3dv2(args: argparse.Namespace) -> int:
-    from g2vlm.datamodules.convert.co3dv2 import Co3Dv2
-
     return _run_conversion(Co3Dv2(args.root, args.categories), args)
 
 
@@ -330,8 +318,6 @@ def add_dl3dv(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_dl3dv(args: argparse.Namespace) -> int:
-    from g2vlm.datamodules.convert.dl3dv import DL3DV
-
     return _run_conversion(DL3DV(args.root, args.images_dir), args)
 
 

@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
 from g2vlm.datamodules.convert.common import (
     SKIP_BAD_INTRINSICS,
     SKIP_BAD_POSE,
@@ -53,7 +55,6 @@ from g2vlm.datamodules.convert.common import (
 )
 from g2vlm.datamodules.shards.decoding import decode_depth_png, decode_jpeg, decode_mask_png
 from g2vlm.datamodules.shards.schema import SampleError
-from PIL import Image
 
 FRAME_ANNOTATIONS = "frame_annotations.jgz"
 SEQUENCE_ANNOTATIONS = "sequence_annotations.jgz"

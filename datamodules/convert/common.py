@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from g2vlm.datamodules.augmentation import CropBox, crop_resize
 from g2vlm.datamodules.shards.decoding import encode_depth_npy, encode_depth_png, encode_jpeg, encode_mask_png
 from g2vlm.datamodules.shards.schema import MAX_FRAMES, ClipMeta, SampleError, check_camera_to_world, clip_key
@@ -90,7 +91,7 @@ class SkipFrame(Exception):
 
     def __init__(self, reason: str, message: str):
         if reason not in SKIP_REASONS:
-            raise ValueError(f"datamodules/convert_common.py: unknown skip reason {reason!r}")
+            raise ValueError(f"SkipFrame: unknown skip reason {reason!r}")
         super().__init__(message)
         self.reason = reason
 
@@ -104,7 +105,7 @@ class Skips:
 
     def add(self, reason: str, message: str) -> None:
         if reason not in SKIP_REASONS:
-            raise ValueError(f"datamodules/convert_common.py: unknown skip reason {reason!r}")
+            raise ValueError(f"Skips.add: unknown skip reason {reason!r}")
         self.counts[reason] += 1
         examples = self.examples.setdefault(reason, [])
         if len(examples) < MAX_EXAMPLES:
@@ -313,7 +314,7 @@ def _encode_depths(frames: list[StoredFrame]) -> tuple[list[bytes | None], str |
     scales = {frame.depth_scale for frame in frames}
     if frames[0].depth.dtype == np.uint16:
         if len(scales) != 1:
-            raise ValueError(f"datamodules/convert_common.py: uint16 depth with several scales {sorted(scales)}")
+            raise ValueError(f"convert_scene: uint16 depth with several scales {sorted(scales)}")
         return [encode_depth_png(frame.depth) for frame in frames], "depth.png", scales.pop()
     if len(scales) > 1:
         encoded = [encode_depth_npy(frame.depth.astype(np.float32) * np.float32(frame.depth_scale)) for frame in frames]

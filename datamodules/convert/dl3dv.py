@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from g2vlm.datamodules.convert.common import (
     SKIP_BAD_INTRINSICS,
     SKIP_BAD_POSE,

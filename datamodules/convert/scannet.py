@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+
 from g2vlm.datamodules.convert.common import (
     SKIP_BAD_INTRINSICS,
     SKIP_BAD_POSE,

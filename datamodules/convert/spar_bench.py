@@ -34,7 +34,6 @@ from g2vlm.datamodules.qa.schema import IMAGE_PLACEHOLDER, QARecord
 from g2vlm.datamodules.qa.shards import QAShardWriter
 from g2vlm.datamodules.shards.decoding import decode_jpeg, encode_jpeg
 from g2vlm.datamodules.shards.schema import SampleError, sanitize_key
-
 from g2vlm.metrics.spatial_qa import MULTIPLE_CHOICE_TASKS, NUMERIC_TASKS, SPAR_TASKS
 
 COLUMNS = ("id", "img_type", "format_type", "task", "source", "image", "question", "answer")

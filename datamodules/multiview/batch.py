@@ -7,11 +7,8 @@ is: `depth_m` and `valid` are computed from `depth` and `depth_scale` (float32 u
 the stored metres are defined); `MultiViewDataModule.on_after_batch_transfer` turns the images into float32 in
 [0, 1] on the device, so a LightningModule always sees float images. Outside Lightning call `with_float_images()`.
 
-Every tensor of a loader batch is a view into one memory block. From a DataLoader worker the block is pooled
-shared memory (`batch_assembly.SharedBlockPool`): it crosses to the main process as one file descriptor and
-goes back to the worker for reuse once every tensor (or numpy view) of it is dropped there, so a batch that is
-kept stays intact. Lightning moves the batch with `.to(device)` (an object with a `to` method is transferred
-whole); `.pin_memory()` is what `DataLoader(pin_memory=True)` calls.
+Lightning moves the batch with `.to(device)` (an object with a `to` method is transferred whole); `.pin_memory()`
+is what `DataLoader(pin_memory=True)` calls.
 
 Lightning's batch-size inference walks the fields and finds B from `images` first, but the string lists make
 it ambiguous: log with `self.log(..., batch_size=batch.batch_size)`.

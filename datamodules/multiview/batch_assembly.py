@@ -1,14 +1,12 @@
-"""Assemble a `MultiViewBatch` in place: each clip is decoded, cropped and resized straight into its slot of one
-preallocated memory block.
+"""Assemble a `MultiViewBatch` in place: each clip is decoded, cropped and resized straight into its slot of the
+batch's tensors (plain torch tensors, allocated once per batch).
 
-Why one block: inside a DataLoader worker the block is shared memory (as torch's default_collate makes), and a
-batch whose tensors are all views of one block crosses to the main process as one file descriptor. Fresh
-shared-memory pages are the dearest bytes of the hand-off: blocks come from a `SharedBlockPool` and are reused
-once the main process has dropped them, and a block holds only what the model needs in its stored form: images
-uint8 (B, N, H, W, 3), depth uint16 units (B, N, H, W) with a per-clip scale, K and camera_to_world float32,
-has_depth. Masked pixels and those at or beyond z_far are zeroed in the units, so
-validity is `depth_m > 0` (see `MultiViewBatch`). A clip that stores float depth (.npy) switches the batch to
-float32 metres (scale 1): exact for every clip, at the price of a second block for that batch.
+The tensors hold only what the model needs in its stored form: images uint8 (B, N, H, W, 3), depth uint16 units
+(B, N, H, W) with a per-clip scale, K and camera_to_world float32, has_depth. From a DataLoader worker they cross
+to the main process through shared memory, as any tensor does; uint8 and uint16 are less than half the bytes of
+float32 images and metres. Masked pixels and those at or beyond z_far are zeroed in the units, so validity is
+`depth_m > 0` (see `MultiViewBatch`). A clip that stores float depth (.npy) switches the batch to float32 metres
+(scale 1): exact for every clip.
 
 Per frame: JPEG and depth PNG decoded once; the crop is copied into the batch (no resize needed) or into a
 reused contiguous scratch buffer that the resize kernel reads for all views at once and writes into the batch;
@@ -20,12 +18,11 @@ from __future__ import annotations
 
 import functools
 import math
-import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from g2vlm.datamodules.augmentation import (
     CropBox,
     crop_resize_intrinsics,
@@ -44,115 +41,6 @@ from g2vlm.datamodules.shards.decoding import (
 )
 from g2vlm.datamodules.shards.reader import ClipRecord
 from g2vlm.datamodules.shards.schema import frame_member
-from torch.utils.data import get_worker_info
-
-_ALIGN = 64  # byte alignment of each array inside a block
-
-
-def _shared_block(nbytes: int) -> torch.Tensor:
-    return torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(max(nbytes, 1)))[:nbytes]
-
-
-def allocate_block(nbytes: int) -> torch.Tensor:
-    """A 1-D uint8 tensor of `nbytes`; inside a DataLoader worker in (fresh) shared memory, handing it to the main
-    process then copies nothing; elsewhere ordinary memory."""
-    return torch.empty(nbytes, dtype=torch.uint8) if get_worker_info() is None else _shared_block(nbytes)
-
-
-class SharedBlockPool:
-    """Shared-memory blocks reused across the batches of one DataLoader worker.
-
-    Fresh shared memory is dear: the kernel allocates and maps every 4 KiB page on first touch (~3 us a page on
-    a VM, far more than copying it), and a DataLoader hands each batch over in new shared memory. Here a block
-    goes out with its batch and comes back once the receiving process has dropped every tensor that uses it: a
-    `BlockLease` travels with the batch and, where it is unpickled, puts a finalizer on the block's storage
-    (torch keeps a storage's Python object alive as long as any tensor or numpy view uses it) that clears the
-    block's byte on a small shared board. The worker writes only into blocks whose byte is clear; when every
-    slot is out, a batch gets fresh, unpooled memory. A batch held forever just keeps its block; one handed on to
-    yet another process must be copied first (only the process that received it watches the block). Six slots cover
-    what a worker has out at once (prefetch_factor 2 queued, the batch in use, Lightning's one batch ahead) with
-    little idle memory: at most `slots` blocks of the largest batch per worker.
-    """
-
-    def __init__(self, slots: int = 6):
-        self.board = _shared_block(slots)
-        self.board.zero_()
-        self._in_use = self.board.numpy()
-        self.blocks: list[torch.Tensor | None] = [None] * slots
-        self._views: list[tuple[Layout, BlockViews] | None] = [None] * slots  # each block's last carving
-
-    def take(self, layout: Layout) -> tuple[BlockViews, BlockLease | None]:
-        """The arrays of `layout` carved out of a free block, and the block's lease (None for an unpooled block when
-        every slot is out). A block carved for the same layout last time gives back the same views."""
-        nbytes = layout_bytes(layout)
-        free = [slot for slot, block in enumerate(self.blocks) if block is None or not self._in_use[slot]]
-        fitting = [slot for slot in free if self.blocks[slot] is not None and self.blocks[slot].numel() >= nbytes]
-        if fitting:
-            slot = min(fitting, key=lambda slot: self.blocks[slot].numel())
-        elif free:  # an empty slot first, else replace the smallest free block by a larger one
-            slot = min(free, key=lambda slot: -1 if self.blocks[slot] is None else self.blocks[slot].numel())
-            self.blocks[slot] = _shared_block(nbytes)
-            self._views[slot] = None
-        else:
-            return carve(_shared_block(nbytes), layout), None
-        if self._views[slot] is None or self._views[slot][0] != layout:
-            self._views[slot] = (layout, carve(self.blocks[slot], layout))
-        self._in_use[slot] = 1
-        return self._views[slot][1], BlockLease(self.board, slot, self.blocks[slot])
-
-
-class BlockLease:
-    """Keeps a pooled block's board byte set until the process that receives the batch drops the block."""
-
-    def __init__(self, board: torch.Tensor, slot: int, block: torch.Tensor):
-        self.board, self.slot, self.block = board, slot, block
-
-    def __reduce__(self):
-        return _watch_block, (self.board, self.slot, self.block)
-
-
-def _watch_block(board: torch.Tensor, slot: int, block: torch.Tensor) -> None:
-    """Runs where the batch is unpickled: clear the slot's byte once the block's storage is released there."""
-    weakref.finalize(block.untyped_storage(), _give_back, board, slot)
-
-
-def _give_back(board: torch.Tensor, slot: int) -> None:
-    board[slot] = 0
-
-
-Layout = tuple[tuple[str, tuple[int, ...], torch.dtype], ...]  # (name, shape, dtype) of each array of a block
-
-
-@dataclass(frozen=True)
-class BlockViews:
-    """The arrays of one block: torch views (for the batch) and numpy views of the same memory (for writing)."""
-
-    tensors: dict[str, torch.Tensor]
-    arrays: dict[str, np.ndarray]
-
-
-@functools.lru_cache(maxsize=256)
-def _layout_offsets(layout: Layout) -> tuple[tuple[int, ...], int]:
-    """Byte offset of each array of `layout` (each aligned to _ALIGN) and the bytes of the whole block."""
-    offsets, end = [], 0
-    for _, shape, dtype in layout:
-        offsets.append(end)
-        end += -(-math.prod(shape) * dtype.itemsize // _ALIGN) * _ALIGN
-    return tuple(offsets), end
-
-
-def layout_bytes(layout: Layout) -> int:
-    return _layout_offsets(layout)[1]
-
-
-def carve(memory: torch.Tensor, layout: Layout) -> BlockViews:
-    """The arrays of `layout` as views of the 1-D uint8 tensor `memory` (at least `layout_bytes(layout)` long)."""
-    offsets, _ = _layout_offsets(layout)
-    tensors = {
-        name: memory[offset:offset + math.prod(shape) * dtype.itemsize].view(dtype).view(shape)
-        for (name, shape, dtype), offset in zip(layout, offsets)
-    }
-    return BlockViews(tensors, {name: tensor.numpy() for name, tensor in tensors.items()})
 
 
 @functools.lru_cache(maxsize=256)
@@ -178,39 +66,26 @@ class ScratchBuffer:
         return self._buffer[:nbytes].view(dtype).reshape(shape)
 
 
-@functools.lru_cache(maxsize=256)
-def batch_layout(capacity: int, num_views: int, target_hw: tuple[int, int]) -> Layout:
-    """The arrays of a batch block (see the module doc)."""
-    height, width = target_hw
-    return (
-        ("images", (capacity, num_views, height, width, 3), torch.uint8),
-        ("depth", (capacity, num_views, height, width), torch.uint16),
-        ("K", (capacity, num_views, 3, 3), torch.float32),
-        ("camera_to_world", (capacity, num_views, 4, 4), torch.float32),
-        ("depth_scale", (capacity,), torch.float32),
-        ("has_depth", (capacity,), torch.bool),
-    )
-
-
 class BatchAssembler:
-    """Up to `capacity` clips of `num_views` views at `target_hw` (H, W), decoded straight into one block.
+    """Up to `capacity` clips of `num_views` views at `target_hw` (H, W), decoded straight into the batch tensors.
 
     `add` raises `SampleError` (decode, bad_depth) for a bad clip; its slot stays free for the next clip.
-    `batch()` returns the clips added so far as a `MultiViewBatch` (views into the block)."""
+    `batch()` returns the clips added so far as a `MultiViewBatch` (views into the tensors)."""
 
-    def __init__(
-        self, capacity: int, num_views: int, target_hw: tuple[int, int], scratch: ScratchBuffer,
-        pool: SharedBlockPool | None = None,
-    ):
+    def __init__(self, capacity: int, num_views: int, target_hw: tuple[int, int], scratch: ScratchBuffer):
         height, width = target_hw
         self.capacity, self.num_views, self.target_hw = capacity, num_views, (int(height), int(width))
         self.scratch = scratch
-        layout = batch_layout(capacity, num_views, self.target_hw)
-        self.lease: BlockLease | None = None
-        if pool is None:
-            self.block = carve(allocate_block(layout_bytes(layout)), layout)
-        else:
-            self.block, self.lease = pool.take(layout)
+        views = (capacity, num_views)
+        self.tensors = {
+            "images": torch.empty((*views, *self.target_hw, 3), dtype=torch.uint8),
+            "depth": torch.empty((*views, *self.target_hw), dtype=torch.uint16),
+            "K": torch.empty((*views, 3, 3), dtype=torch.float32),
+            "camera_to_world": torch.empty((*views, 4, 4), dtype=torch.float32),
+            "depth_scale": torch.empty((capacity,), dtype=torch.float32),
+            "has_depth": torch.empty((capacity,), dtype=torch.bool),
+        }
+        self.arrays = {name: tensor.numpy() for name, tensor in self.tensors.items()}  # the same memory, to write
         self.metres: torch.Tensor | None = None  # float32 (capacity, N, H, W) once a clip stores float depth
         self.count = 0
         self.dataset_names: list[str] = []
@@ -225,11 +100,11 @@ class BatchAssembler:
         """Decode the frames `frame_indices` of `record`, crop them to `box` (trimmed by `reduction_box`) and
         resize to the target size into the next slot, K updated exactly. Raises SampleError."""
         if self.full:
-            raise ValueError("datamodules/batch_assembly.py: the batch is full")
-        meta, slot, target, arrays = record.meta, self.count, self.target_hw, self.block.arrays
+            raise ValueError("BatchAssembler.add: the batch is full")
+        meta, slot, target, arrays = record.meta, self.count, self.target_hw, self.arrays
         frame_indices = [int(index) for index in frame_indices]
         if len(frame_indices) != self.num_views:
-            raise ValueError(f"datamodules/batch_assembly.py: {len(frame_indices)} frames for {self.num_views} views")
+            raise ValueError(f"BatchAssembler.add: frame_indices has {len(frame_indices)} frames for {self.num_views} views")
         box = reduction_box(box, target)
         same_size = (box.height, box.width) == target
         rows = slice(box.top, box.top + box.height)
@@ -269,7 +144,7 @@ class BatchAssembler:
         cols = slice(box.left, box.left + box.width)
         row_indices = None if same_size else nearest_source_indices(box.height, target[0]) + box.top
         col_indices = None if same_size else nearest_source_indices(box.width, target[1]) + box.left
-        out = self._metres().numpy()[slot] if float_depth else self.block.arrays["depth"][slot]
+        out = self._metres().numpy()[slot] if float_depth else self.arrays["depth"][slot]
         members = record.members
         if not (float_depth or same_size or any(frame_member(index, "mask.png") in members for index in frame_indices)):
             # the usual case (16-bit PNGs, no masks, resampled): the same gathers as `_resampled`, one row buffer
@@ -294,12 +169,12 @@ class BatchAssembler:
                 out[view][~self._resampled(keep, rows, cols, row_indices, col_indices)] = 0
 
     def batch(self) -> MultiViewBatch:
-        count, tensors = self.count, self.block.tensors
+        count, tensors = self.count, self.tensors
 
         def added(tensor: torch.Tensor) -> torch.Tensor:
             return tensor if count == self.capacity else tensor[:count]
 
-        batch = MultiViewBatch(
+        return MultiViewBatch(
             images=added(tensors["images"]).permute(0, 1, 4, 2, 3),
             depth=added(tensors["depth"] if self.metres is None else self.metres),
             depth_scale=added(tensors["depth_scale"]),
@@ -310,16 +185,14 @@ class BatchAssembler:
             keys=self.keys,
             frame_ids=self.frame_ids,
         )
-        batch._block_lease = self.lease  # pickled with the batch: the block returns to the pool when dropped
-        return batch
 
     def _finish_depth(
         self, slot: int, has_depth: bool, float_depth: bool, depth_scale: float, z_far: float | None
     ) -> None:
         """Zero the depth beyond z_far, set the slot's scale; a clip without depth gets zeros."""
-        units = self.block.arrays["depth"][slot]
-        scales = self.block.arrays["depth_scale"]
-        if float_depth:  # metres: the old float path, compared in float32
+        units = self.arrays["depth"][slot]
+        scales = self.arrays["depth_scale"]
+        if float_depth:  # float32 metres (a clip of the batch stores .npy depth), compared in float32
             metres = self.metres[slot]
             if z_far is not None:
                 metres.masked_fill_(~(metres < z_far), 0.0)
@@ -337,11 +210,10 @@ class BatchAssembler:
     def _metres(self) -> torch.Tensor:
         """The float32 metres of the batch, created (with the slots so far converted exactly) on first use."""
         if self.metres is None:
-            shape = self.block.tensors["depth"].shape
-            self.metres = allocate_block(math.prod(shape) * 4).view(torch.float32).view(shape)
-            scales = self.block.arrays["depth_scale"]
+            self.metres = torch.empty(self.tensors["depth"].shape, dtype=torch.float32)
+            scales = self.arrays["depth_scale"]
             for slot in range(self.count):
-                depth_to_metres(self.block.arrays["depth"][slot], float(scales[slot]), out=self.metres[slot].numpy())
+                depth_to_metres(self.arrays["depth"][slot], float(scales[slot]), out=self.metres[slot].numpy())
                 scales[slot] = 1.0
         return self.metres
 

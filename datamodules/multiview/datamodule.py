@@ -34,11 +34,12 @@ import collections
 import lightning as L
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
+
 from g2vlm.datamodules.augmentation import ClipColorJitter
 from g2vlm.datamodules.multiview.batch import MultiViewBatch
 from g2vlm.datamodules.multiview.streams import BatchRecipe, TrainClipBatches, ValClipBatches
-from g2vlm.datamodules.shards.streams import expand_shard_pattern
-from torch.utils.data import DataLoader
+from g2vlm.datamodules.shards.streams import check_validation_split, expand_shard_pattern
 
 
 class MultiViewDataModule(L.LightningDataModule):
@@ -114,6 +115,9 @@ class MultiViewDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:
             self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
+        if self.val_shards and stage in (None, "fit", "validate"):  # a rank without validation batches hangs a run
+            urls = [url for pattern in self.val_shards for url in expand_shard_pattern(pattern)]
+            check_validation_split(len(urls), self.world_size, self.num_workers, "MultiViewDataModule val_shards")
 
     def _loader(self, dataset) -> DataLoader:
         return DataLoader(
@@ -128,7 +132,7 @@ class MultiViewDataModule(L.LightningDataModule):
 
     def train_dataset(self) -> TrainClipBatches:
         if not self.train_shards:
-            raise ValueError("datamodules/multiview.py: MultiViewDataModule needs train_shards to train")
+            raise ValueError("MultiViewDataModule: train_shards is empty; it needs at least one shard pattern to train")
         return TrainClipBatches(
             [expand_shard_pattern(pattern) for pattern in self.train_shards], self.train_weights, self.recipe,
             self.train_batches_per_epoch, self.rank, self.world_size, self.seed, self.shuffle_buffer, self.restart,

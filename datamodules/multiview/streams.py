@@ -1,26 +1,13 @@
 """Iterable datasets that turn clip shards into `MultiViewBatch`es (the loader batches inside the stream;
-use `DataLoader(batch_size=None)`).
-
-Distributed contract (reference lightning-anchors.md §5):
-- `rank` and `world_size` are given at construction (the DataModule captures them from the trainer at
-  setup); the worker slot comes from the DataLoader (`get_worker_info`). Environment variables are never read.
-- Training: each (rank, worker) slot owns a disjoint slice of every shard set (`urls[rank::world][worker::
-  workers]`) and draws shards from it with replacement (resampled), forever; `with_epoch` semantics cut the
-  stream at ceil(batches_per_epoch / workers) batches per worker, so every rank runs the same number of steps.
-  A shard set with fewer shards than slots is shared by all slots (streams may then overlap; logged).
-- Validation: shards split exactly (`urls[rank::world][worker::workers]`), one pass, every clip once.
+use `DataLoader(batch_size=None)`). Which shards each rank and worker reads, resampling, mixing, shuffling and the
+guards against broken data: `shards.streams`.
 
 Budget batching: per training batch, draw N views in [views_min, views_max] and an aspect ratio; the batch holds
-floor(image_budget / N) clips of N views at one size. Each batch is assembled in place (`BatchAssembler`: one
-memory block per batch, decoded straight into it); images leave the workers as uint8 and depth as its stored
-uint16 units (photometric augmentation and the float conversions happen on the device, see
-`MultiViewDataModule` and `MultiViewBatch`). Samples that fail are skipped into a `SkipLog`; the counts ride on
-the next batch (`MultiViewBatch.skipped`).
-
-Data that yields nothing stops the run instead of looping: a training stream raises `DataError` (naming the shards
-and the skip counts per reason) after MAX_EMPTY_SHARD_DRAWS shard draws in a row without a readable clip or
-MAX_FAILED_CLIPS_IN_A_ROW clips in a row that fail to decode; a local shard path that does not exist is reported at
-once (`expand_shard_pattern`); a validation pass that yields no clip says so in a warning.
+floor(image_budget / N) clips of N views at one size. Each batch is assembled in place (`BatchAssembler`: each
+clip decoded straight into the batch tensors); images leave the workers as uint8 and depth as its stored uint16
+units (photometric augmentation and the float conversions happen on the device, see `MultiViewDataModule` and
+`MultiViewBatch`). Samples that fail are skipped into a `SkipLog`; the counts ride on the next batch
+(`MultiViewBatch.skipped`). A validation pass that yields no clip says so in a warning.
 """
 
 from __future__ import annotations
@@ -32,28 +19,28 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from torch.utils.data import IterableDataset
+
 from g2vlm.datamodules.augmentation import CropBox, crop_box
 from g2vlm.datamodules.multiview.batch import MultiViewBatch
-from g2vlm.datamodules.multiview.batch_assembly import BatchAssembler, ScratchBuffer, SharedBlockPool
+from g2vlm.datamodules.multiview.batch_assembly import BatchAssembler, ScratchBuffer
 from g2vlm.datamodules.multiview.view_sampling import evenly_spaced_views, sample_training_views
-from g2vlm.datamodules.shards.reader import ClipRecord, SkipLog, iter_clip_records
-from g2vlm.datamodules.shards.schema import DataError, SampleError
-from g2vlm.datamodules.shards.streams import describe_shards, mixed, shuffled, slot_shards, worker_slot
-from torch.utils.data import IterableDataset, get_worker_info
+from g2vlm.datamodules.shards.reader import ClipRecord, iter_clip_records
+from g2vlm.datamodules.shards.schema import SampleError
+from g2vlm.datamodules.shards.skip_log import SkipLog
+from g2vlm.datamodules.shards.streams import (
+    FailuresInARow,
+    describe_shards,
+    mixed,
+    mixing_weights,
+    resampled,
+    shuffled,
+    slot_shards,
+    training_shards,
+    worker_slot,
+)
 
 logger = logging.getLogger("g2vlm.datamodules")
-
-MAX_EMPTY_SHARD_DRAWS = 200  # resampled shards in a row without one valid clip: the data is broken, stop
-# Clips in a row that fail to decode: the data is broken, stop (a set with 99 % bad clips hits this about once
-# in 25,000 draws of a thousand; one with 95 % bad clips practically never).
-MAX_FAILED_CLIPS_IN_A_ROW = 1000
-READ_AHEAD = 8  # training clips read and validated together (held beside the shuffle buffer's 32)
-
-
-def worker_block_pool() -> SharedBlockPool | None:
-    """Inside a DataLoader worker, a pool of shared-memory batch blocks (reused once the main process drops a
-    batch); None in the main process."""
-    return SharedBlockPool() if get_worker_info() is not None else None
 
 
 @dataclass(frozen=True)
@@ -74,11 +61,11 @@ class BatchRecipe:
 
     def __post_init__(self):
         if not 1 <= self.views_min <= self.views_max:
-            raise ValueError(f"datamodules: need 1 <= views_min <= views_max, got {self.views_min}, {self.views_max}")
+            raise ValueError(f"BatchRecipe: need 1 <= views_min <= views_max, got {self.views_min}, {self.views_max}")
         if self.image_budget < self.views_max or self.image_budget < self.val_views:
-            raise ValueError(f"datamodules: image_budget {self.image_budget} is below views_max/val_views")
+            raise ValueError(f"BatchRecipe: image_budget {self.image_budget} is below views_max/val_views")
         if not 0 < self.crop_scale_range[0] <= self.crop_scale_range[1] <= 1:
-            raise ValueError(f"datamodules: crop_scale_range {self.crop_scale_range} must lie in (0, 1]")
+            raise ValueError(f"BatchRecipe: crop_scale_range {self.crop_scale_range} must lie in (0, 1]")
 
     def training_size(self, aspect_ratio: float) -> tuple[int, int]:
         """(H, W) with W / H close to aspect_ratio and about the pixel count of image_size."""
@@ -109,25 +96,6 @@ def _with_skips(batch: MultiViewBatch, skips: SkipLog) -> MultiViewBatch:
     return batch
 
 
-def resampled_records(urls: Sequence[str], rng: np.random.Generator, skips: SkipLog) -> Iterator[ClipRecord]:
-    """Valid clip records from shards drawn with replacement, forever. Records are read and validated READ_AHEAD at
-    a time: the tar and meta parsing code then runs warm instead of once between two clips' decoding (about 4 %
-    of a worker's time at 224 px). Skips are therefore counted up to READ_AHEAD records early; the records, their
-    order and the random draws are those of reading one at a time."""
-    empty_draws = 0
-    while True:
-        url = urls[int(rng.integers(len(urls)))]
-        produced = False
-        records = iter_clip_records([url], skips)
-        while chunk := list(itertools.islice(records, READ_AHEAD)):
-            produced = True
-            yield from chunk
-        empty_draws = 0 if produced else empty_draws + 1
-        if empty_draws >= MAX_EMPTY_SHARD_DRAWS:
-            raise DataError(f"datamodules/clip_streams.py: {empty_draws} shard draws in a row gave no valid clip; "
-                            f"shards: {describe_shards(urls)}; skipped so far by reason: {dict(skips.totals)}")
-
-
 class TrainClipBatches(IterableDataset):
     """Resampled, mixed, shuffled, budget-batched, augmented training batches; a finite epoch per __iter__.
 
@@ -147,13 +115,8 @@ class TrainClipBatches(IterableDataset):
         shuffle_buffer: int = 32,
         restart: int = 0,
     ):
-        if not shard_sets or any(not urls for urls in shard_sets):
-            raise ValueError("datamodules/clip_streams.py: every training shard set needs at least one shard")
-        weights = np.ones(len(shard_sets)) if weights is None else np.asarray(weights, dtype=np.float64)
-        if weights.shape != (len(shard_sets),) or np.any(weights < 0) or weights.sum() <= 0:
-            raise ValueError(f"datamodules/clip_streams.py: weights {weights.tolist()} do not fit {len(shard_sets)} shard sets")
         self.shard_sets = shard_sets
-        self.weights = weights / weights.sum()
+        self.weights = mixing_weights(shard_sets, weights, "TrainClipBatches shard_sets")
         self.recipe = recipe
         self.batches_per_epoch = batches_per_epoch
         self.rank, self.world_size, self.seed, self.restart = rank, world_size, seed, restart
@@ -163,51 +126,37 @@ class TrainClipBatches(IterableDataset):
     def batches_per_worker(self, workers: int) -> int:
         return math.ceil(self.batches_per_epoch / workers)
 
-    def _slot_urls(self, urls: list[str], worker: int, workers: int) -> list[str]:
-        slots = self.world_size * workers
-        if len(urls) < slots:
-            if worker == 0 and self.rank == 0:
-                logger.warning("%d shards for %d rank x worker slots: training streams overlap (%s...)", len(urls), slots, urls[0])
-            return urls
-        return slot_shards(urls, self.rank, self.world_size, worker, workers)
-
     def __iter__(self) -> Iterator[MultiViewBatch]:
         worker, workers = worker_slot()
         epoch = self._epochs_started
         self._epochs_started += 1
         rng = np.random.default_rng([self.seed, self.restart, self.rank, worker, epoch])
         skips = SkipLog()
-        sources = [resampled_records(self._slot_urls(urls, worker, workers), rng, skips) for urls in self.shard_sets]
+        sources = [resampled(training_shards(urls, self.rank, self.world_size, worker, workers), iter_clip_records, rng,
+                             skips, "TrainClipBatches") for urls in self.shard_sets]
         records = shuffled(mixed(sources, self.weights, rng), self.shuffle_buffer, rng)
         batches = self._budget_batches(records, rng, skips)
         yield from itertools.islice(batches, self.batches_per_worker(workers))  # with_epoch
 
     def _budget_batches(self, records: Iterator[ClipRecord], rng: np.random.Generator, skips: SkipLog) -> Iterator[MultiViewBatch]:
         recipe = self.recipe
-        scratch, pool = ScratchBuffer(), worker_block_pool()
-        failed_in_a_row = 0
+        scratch = ScratchBuffer()
+        guard = FailuresInARow([url for urls in self.shard_sets for url in urls], skips, "TrainClipBatches")
         while True:
             num_views = int(rng.integers(recipe.views_min, recipe.views_max + 1))
             if recipe.aspect_ratio_range is None:
                 target_hw = tuple(recipe.image_size)
             else:
                 target_hw = recipe.training_size(float(np.exp(rng.uniform(*np.log(recipe.aspect_ratio_range)))))
-            batch = BatchAssembler(recipe.image_budget // num_views, num_views, target_hw, scratch, pool)
+            batch = BatchAssembler(recipe.image_budget // num_views, num_views, target_hw, scratch)
             while not batch.full:
                 record = next(records)
                 frames = sample_training_views(record.meta.num_frames, num_views, rng, recipe.view_window)
                 try:
                     batch.add(record, frames, clip_crop_box(record, frames, target_hw, recipe, rng))
-                    failed_in_a_row = 0
+                    guard.passed()
                 except SampleError as error:
-                    skips.record(error, record.url)
-                    failed_in_a_row += 1
-                    if failed_in_a_row >= MAX_FAILED_CLIPS_IN_A_ROW:
-                        shards = [url for urls in self.shard_sets for url in urls]
-                        raise DataError(
-                            f"datamodules/clip_streams.py: {failed_in_a_row} clips in a row failed to decode, no "
-                            f"valid clip; shards: {describe_shards(shards)}; skipped so far by reason: "
-                            f"{dict(skips.totals)}; last: {error}") from None
+                    guard.failed(error, record.url)
             yield _with_skips(batch.batch(), skips)
 
 
@@ -230,7 +179,7 @@ class ValClipBatches(IterableDataset):
             )
         recipe = self.recipe
         skips = SkipLog()
-        scratch, pool = ScratchBuffer(), worker_block_pool()
+        scratch = ScratchBuffer()
         target_hw = tuple(recipe.image_size)
         batch_size = max(1, recipe.image_budget // recipe.val_views)
         batch: BatchAssembler | None = None
@@ -238,7 +187,7 @@ class ValClipBatches(IterableDataset):
         shards = slot_shards(self.urls, self.rank, self.world_size, worker, workers)
         for record in iter_clip_records(shards, skips):
             frames = evenly_spaced_views(record.meta.num_frames, recipe.val_views)
-            batch = batch or BatchAssembler(batch_size, recipe.val_views, target_hw, scratch, pool)
+            batch = batch or BatchAssembler(batch_size, recipe.val_views, target_hw, scratch)
             try:
                 batch.add(record, frames, clip_crop_box(record, frames, target_hw, recipe, None))
             except SampleError as error:

@@ -14,7 +14,7 @@ import numpy as np
 def sample_training_views(num_frames: int, num_views: int, rng: np.random.Generator, window: int | None) -> list[int]:
     """`num_views` frame indices of a clip with `num_frames` frames, in shuffled order."""
     if num_frames < 1 or num_views < 1:
-        raise ValueError(f"datamodules/view_sampling.py: need frames and views >= 1, got {num_frames}, {num_views}")
+        raise ValueError(f"sample_training_views: need num_frames and num_views >= 1, got {num_frames}, {num_views}")
     reference = int(rng.integers(num_frames))
     span = num_frames if window is None else min(num_frames, 2 * window + 1)
     start = min(max(reference - (span - 1) // 2, 0), num_frames - span)

@@ -31,32 +31,29 @@ from collections.abc import Iterator, Sequence
 
 import lightning as L
 import numpy as np
+from torch.utils.data import DataLoader, IterableDataset
+
 from g2vlm.datamodules.qa.batch import QABatch, QASample
 from g2vlm.datamodules.qa.schema import QASampleRecord
 from g2vlm.datamodules.qa.shards import iter_qa_samples
 from g2vlm.datamodules.qa.template import QATemplate
 from g2vlm.datamodules.qa.tokenizer import load_tokenizer
-from g2vlm.datamodules.shards.reader import SkipLog
 from g2vlm.datamodules.shards.schema import SampleError
-from g2vlm.datamodules.shards.streams import expand_shard_pattern, mixed, shuffled, slot_shards, worker_slot
-from torch.utils.data import DataLoader, IterableDataset
+from g2vlm.datamodules.shards.skip_log import SkipLog
+from g2vlm.datamodules.shards.streams import (
+    FailuresInARow,
+    check_validation_split,
+    expand_shard_pattern,
+    mixed,
+    mixing_weights,
+    resampled,
+    shuffled,
+    slot_shards,
+    training_shards,
+    worker_slot,
+)
 
 OVER_BUDGET = "over_budget"
-MAX_EMPTY_SHARD_DRAWS = 200
-
-
-def resampled_qa_records(urls: Sequence[str], rng: np.random.Generator, skips: SkipLog) -> Iterator[QASampleRecord]:
-    """Valid QA records from shards drawn with replacement, forever."""
-    empty_draws = 0
-    while True:
-        produced = False
-        for record in iter_qa_samples([urls[int(rng.integers(len(urls)))]], skips):
-            produced = True
-            yield record
-        empty_draws = 0 if produced else empty_draws + 1
-        if empty_draws >= MAX_EMPTY_SHARD_DRAWS:
-            raise RuntimeError(f"datamodules/qa_datamodule.py: {empty_draws} shard draws in a row gave no valid QA "
-                               f"sample (shards {list(urls)[:3]}...; skips so far {dict(skips.counts)})")
 
 
 def token_budget_batches(samples: Iterator[QASample], max_tokens: int, skips: SkipLog) -> Iterator[QABatch]:
@@ -76,12 +73,22 @@ def token_budget_batches(samples: Iterator[QASample], max_tokens: int, skips: Sk
         yield QABatch(batch, skips.take())
 
 
-def built(records: Iterator[QASampleRecord], template: QATemplate, skips: SkipLog) -> Iterator[QASample]:
+def built(records: Iterator[QASampleRecord], template: QATemplate, skips: SkipLog,
+          guard: FailuresInARow | None = None) -> Iterator[QASample]:
+    """The records through the chat template; a record that fails (an image that does not decode, ...) is skipped
+    into `skips`, and counted by `guard` (training: too many failures in a row stop the stream)."""
     for record in records:
         try:
-            yield template.build(record)
+            sample = template.build(record)
         except SampleError as error:
-            skips.record(error, record.url)
+            if guard is None:
+                skips.record(error, record.url)
+            else:
+                guard.failed(error, record.url)
+            continue
+        if guard is not None:
+            guard.passed()
+        yield sample
 
 
 class TrainQABatches(IterableDataset):
@@ -90,12 +97,8 @@ class TrainQABatches(IterableDataset):
     def __init__(self, shard_sets: list[list[str]], weights: Sequence[float] | None, template: QATemplate,
                  max_tokens: int, batches_per_epoch: int, rank: int = 0, world_size: int = 1, seed: int = 0,
                  shuffle_buffer: int = 64, restart: int = 0):
-        if not shard_sets or any(not urls for urls in shard_sets):
-            raise ValueError("datamodules/qa_datamodule.py: every training shard set needs at least one shard")
-        weights = np.ones(len(shard_sets)) if weights is None else np.asarray(weights, dtype=np.float64)
-        if weights.shape != (len(shard_sets),) or np.any(weights < 0) or weights.sum() <= 0:
-            raise ValueError(f"datamodules/qa_datamodule.py: weights {weights.tolist()} do not fit {len(shard_sets)} shard sets")
-        self.shard_sets, self.weights = shard_sets, weights / weights.sum()
+        self.shard_sets = shard_sets
+        self.weights = mixing_weights(shard_sets, weights, "TrainQABatches shard_sets")
         self.template, self.max_tokens, self.batches_per_epoch = template, max_tokens, batches_per_epoch
         self.rank, self.world_size, self.seed, self.restart = rank, world_size, seed, restart
         self.shuffle_buffer = shuffle_buffer
@@ -107,12 +110,11 @@ class TrainQABatches(IterableDataset):
         self._epochs_started += 1
         rng = np.random.default_rng([self.seed, self.restart, self.rank, worker, epoch])
         skips = SkipLog()
-        slots = self.world_size * workers
-        sources = [resampled_qa_records(urls if len(urls) < slots else slot_shards(urls, self.rank, self.world_size,
-                                                                                   worker, workers), rng, skips)
-                   for urls in self.shard_sets]
+        sources = [resampled(training_shards(urls, self.rank, self.world_size, worker, workers), iter_qa_samples, rng,
+                             skips, "TrainQABatches") for urls in self.shard_sets]
         records = shuffled(mixed(sources, self.weights, rng), self.shuffle_buffer, rng)
-        batches = token_budget_batches(built(records, self.template, skips), self.max_tokens, skips)
+        guard = FailuresInARow([url for urls in self.shard_sets for url in urls], skips, "TrainQABatches")
+        batches = token_budget_batches(built(records, self.template, skips, guard), self.max_tokens, skips)
         yield from itertools.islice(batches, math.ceil(self.batches_per_epoch / workers))
 
 
@@ -195,6 +197,9 @@ class QADataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:
             self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
+        if self.val_shards and stage in (None, "fit", "validate"):  # a rank without validation batches hangs a run
+            urls = [url for pattern in self.val_shards for url in expand_shard_pattern(pattern)]
+            check_validation_split(len(urls), self.world_size, self.num_workers, "QADataModule val_shards")
 
     def _loader(self, dataset) -> DataLoader:
         return DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
@@ -202,7 +207,7 @@ class QADataModule(L.LightningDataModule):
 
     def train_dataset(self) -> TrainQABatches:
         if not self.train_shards:
-            raise ValueError("datamodules/qa_datamodule.py: QADataModule needs train_shards to train")
+            raise ValueError("QADataModule: train_shards is empty; it needs at least one shard pattern to train")
         return TrainQABatches([expand_shard_pattern(p) for p in self.train_shards], self.train_weights, self.template,
                               self.max_tokens, self.train_batches_per_epoch, self.rank, self.world_size, self.seed,
                               self.shuffle_buffer, self.restart)

@@ -47,7 +47,7 @@ def label_size(text: str) -> tuple[int, int]:
     """(width, height) in px of OpenCV's text box for a label "object<digits>" or "objectA"."""
     match = _LABEL.match(text)
     if match is None:
-        raise ValueError(f"datamodules/qa_markers.py: marker label {text!r} is not object<digits> or objectA")
+        raise ValueError(f"label_size: marker label {text!r} is not object<digits> or objectA")
     suffix = match.group(1)
     return (238 if suffix == "A" else 202 + 40 * len(suffix)), LABEL_HEIGHT_PX
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from g2vlm.datamodules.qa.markers import MARKER_STYLES, label_size
-from g2vlm.datamodules.shards.reader import ClipRecord, RawSample
+from g2vlm.datamodules.shards.reader import ClipRecord
 from g2vlm.datamodules.shards.schema import (
     META_SUFFIX,
     REASON_MISSING_FRAME,
@@ -46,6 +46,7 @@ from g2vlm.datamodules.shards.schema import (
     frame_member,
     validate_meta,
 )
+from g2vlm.datamodules.shards.tar_reader import RawSample
 
 QA_SUFFIX = "json"
 ANSWER_TYPES = ("numeric", "multiple_choice", "free_form")
@@ -227,7 +228,7 @@ class QASampleRecord:
     def clip(self) -> ClipRecord:
         """The geometry part as a multi-view clip record (decodes images, depth, K and poses). Needs meta."""
         if self.meta is None:
-            raise ValueError(f"datamodules/qa_schema.py: {self.key} has no '{META_SUFFIX}' (no geometry)")
+            raise ValueError(f"QASampleRecord.clip: {self.key} has no '{META_SUFFIX}' (no geometry)")
         return ClipRecord(self.key, self.url, self.meta, self.members)
 
 

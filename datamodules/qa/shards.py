@@ -19,7 +19,6 @@ from typing import Any
 
 from g2vlm.datamodules.qa.schema import QA_SUFFIX, QARecord, QASampleRecord, parse_qa_sample, validate_qa_record
 from g2vlm.datamodules.shards.decoding import image_size
-from g2vlm.datamodules.shards.reader import SkipLog, iter_raw_samples
 from g2vlm.datamodules.shards.schema import (
     META_SUFFIX,
     REASON_MISSING_FRAME,
@@ -28,6 +27,8 @@ from g2vlm.datamodules.shards.schema import (
     frame_member,
     validate_meta,
 )
+from g2vlm.datamodules.shards.skip_log import SkipLog
+from g2vlm.datamodules.shards.tar_reader import iter_raw_samples
 from g2vlm.datamodules.shards.tar_writer import RollingTarWriter
 from g2vlm.datamodules.shards.writer import validate_frames
 
@@ -35,7 +36,6 @@ from g2vlm.datamodules.shards.writer import validate_frames
 class QAShardWriter(RollingTarWriter):
     """Context manager writing validated QA samples into size-rolled tar shards plus an index JSON."""
 
-    source = "datamodules/qa_shards.py"
     sample_field, item_field = "samples", "images"
 
     def __init__(self, out_dir: str | Path, prefix: str, max_shard_bytes: int = 1 << 30,
@@ -66,7 +66,7 @@ class QAShardWriter(RollingTarWriter):
                     members.append((f"{key}.{frame_member(index, suffix)}", bytes(data)))
         else:
             if frames:
-                raise ValueError(f"datamodules/qa_shards.py: {key}: geometry frames given without meta")
+                raise ValueError(f"QAShardWriter.write: {key}: frames given without meta")
             members += [(f"{key}.{frame_member(i, 'jpg')}", bytes(data)) for i, data in enumerate(images)]
         self._append(key, members, items=qa.num_images)
 

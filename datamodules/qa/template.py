@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image
+
 from g2vlm.datamodules.augmentation import crop_box, crop_resize
 from g2vlm.datamodules.qa import markers as qa_markers
 from g2vlm.datamodules.qa.batch import GeometryPart, GeometryTargets, ImagePart, Part, QASample, TextPart
@@ -38,7 +40,6 @@ from g2vlm.datamodules.qa.tokenizer import ChatTokens
 from g2vlm.datamodules.shards.decoding import decode_jpeg
 from g2vlm.datamodules.shards.reader import valid_depth_mask
 from g2vlm.datamodules.shards.schema import REASON_DECODE, SampleError, frame_member
-from PIL import Image
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 RECONSTRUCT_PROMPT = "Reconstruct the 3D scene."
@@ -76,7 +77,7 @@ class QATemplate:
         self.vit_size = tuple(int(v) for v in vit_size)
         vit_unit = vit_patch_size * vit_merge_size
         if any(v % geometry_patch_size for v in self.geometry_size) or any(v % vit_unit for v in self.vit_size):
-            raise ValueError(f"datamodules/qa_template.py: geometry_size {self.geometry_size} must be a multiple of "
+            raise ValueError(f"QATemplate: geometry_size {self.geometry_size} must be a multiple of "
                              f"{geometry_patch_size} and vit_size {self.vit_size} of {vit_unit}")
         self.geometry_tokens_per_image = (self.geometry_size[0] // geometry_patch_size) * (self.geometry_size[1] // geometry_patch_size)
         self.vit_tokens_per_image = (self.vit_size[0] // vit_unit) * (self.vit_size[1] // vit_unit)

@@ -71,7 +71,7 @@ def load_tokenizer(folder: str | Path):
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"datamodules/qa_tokenizer.py: tokenizer folder {folder} does not exist")
+        raise ValueError(f"load_tokenizer: tokenizer folder {folder} does not exist")
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     ChatTokens.of(tokenizer, str(folder))
     return tokenizer
@@ -93,7 +93,7 @@ class ChatTokens:
         for token in QWEN_SPECIAL_TOKENS:
             index = tokenizer.convert_tokens_to_ids(token)
             if index is None or index == tokenizer.unk_token_id:
-                raise ValueError(f"datamodules/qa_tokenizer.py: {source} has no special token {token}")
+                raise ValueError(f"ChatTokens.of: {source} has no special token {token}")
             ids[token] = int(index)
         return cls(ids["<|im_start|>"], ids["<|im_end|>"], ids["<|vision_start|>"], ids["<|vision_end|>"],
                    ids["<|endoftext|>"])

@@ -15,8 +15,9 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from g2vlm.datamodules.shards.schema import REASON_BAD_DEPTH, REASON_DECODE, SampleError
 from PIL import Image
+
+from g2vlm.datamodules.shards.schema import REASON_BAD_DEPTH, REASON_DECODE, SampleError
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 # What PIL and numpy raise on corrupt or truncated data (UnidentifiedImageError is an OSError).
@@ -26,7 +27,7 @@ _CORRUPT_DATA_ERRORS = (OSError, ValueError, SyntaxError, EOFError, TypeError, I
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     """rgb (H, W, 3) uint8 -> JPEG bytes (4:2:0 subsampling, as most datasets ship)."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"datamodules/decoding.py encode_jpeg: expected (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+        raise ValueError(f"encode_jpeg: rgb expected (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
     buffer = io.BytesIO()
     Image.fromarray(rgb, mode="RGB").save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
@@ -36,7 +37,7 @@ def encode_depth_png(depth_units: np.ndarray, compress_level: int = 6) -> bytes:
     """depth_units (H, W) uint16 (metres / depth_scale, 0 = invalid) -> 16-bit grayscale PNG bytes."""
     if depth_units.dtype != np.uint16 or depth_units.ndim != 2:
         raise ValueError(
-            f"datamodules/decoding.py encode_depth_png: expected (H, W) uint16, got {depth_units.shape} {depth_units.dtype}"
+            f"encode_depth_png: depth_units expected (H, W) uint16, got {depth_units.shape} {depth_units.dtype}"
         )
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(depth_units)).save(buffer, format="PNG", compress_level=compress_level)
@@ -46,7 +47,7 @@ def encode_depth_png(depth_units: np.ndarray, compress_level: int = 6) -> bytes:
 def encode_depth_npy(depth: np.ndarray) -> bytes:
     """depth (H, W) float16/float32 (metres / depth_scale, 0 = invalid) -> .npy bytes."""
     if depth.dtype not in (np.float16, np.float32) or depth.ndim != 2:
-        raise ValueError(f"datamodules/decoding.py encode_depth_npy: expected (H, W) float16/32, got {depth.shape} {depth.dtype}")
+        raise ValueError(f"encode_depth_npy: depth expected (H, W) float16/32, got {depth.shape} {depth.dtype}")
     buffer = io.BytesIO()
     np.save(buffer, depth, allow_pickle=False)
     return buffer.getvalue()

@@ -62,7 +62,7 @@ class SampleError(ValueError):
 
     def __init__(self, reason: str, message: str):
         if reason not in SKIP_REASONS:
-            raise ValueError(f"datamodules/schema.py: unknown skip reason {reason!r}")
+            raise ValueError(f"SampleError: unknown skip reason {reason!r}")
         super().__init__(message)
         self.reason = reason
 
@@ -71,7 +71,7 @@ def sanitize_key(text: str) -> str:
     """Make a WebDataset-safe key part: dots, slashes, spaces and other symbols become '_'."""
     cleaned = _KEY_FORBIDDEN.sub("_", str(text))
     if not cleaned:
-        raise ValueError("datamodules/schema.py sanitize_key: empty key")
+        raise ValueError("sanitize_key: text gives an empty key")
     return cleaned
 
 
@@ -83,7 +83,7 @@ def clip_key(dataset: str, scene: str, clip_index: int) -> str:
 def frame_member(frame_index: int, suffix: str) -> str:
     """Suffix of a frame member inside a sample, e.g. (3, 'jpg') -> '003.jpg'."""
     if not 0 <= frame_index < MAX_FRAMES:
-        raise ValueError(f"datamodules/schema.py: frame index {frame_index} outside [0, {MAX_FRAMES})")
+        raise ValueError(f"frame_member: frame_index {frame_index} outside [0, {MAX_FRAMES})")
     return f"{frame_index:0{FRAME_DIGITS}d}.{suffix}"
 
 

@@ -1,15 +1,8 @@
 """Size- and count-rolled tar shards with an index JSON: the part the clip and QA shard writers share.
 
-A subclass validates its own sample schema, then hands the sample's members to `_append`:
-
-    class ClipWriter(RollingTarWriter):
-        source = "datamodules/shard_writer.py"        # named in error messages
-        sample_field, item_field = "clips", "frames"  # the index's count fields
-
-        def write(self, key, ...):
-            self._check_key(key)
-            ...validate...
-            self._append(key, [(name, data), ...], items=number_of_frames)
+Its subclasses, `shards.writer.ShardWriter` (clips) and `qa.shards.QAShardWriter`, set the index's count fields
+(`sample_field`, `item_field`) and validate their own sample schema in `write`, then check the key (`_check_key`)
+and hand the sample's members to `_append(key, [(name, data), ...], items=...)`.
 
 Shards are `<prefix>-NNNNNN.tar`, the index `<prefix>-index.json`:
 
@@ -41,15 +34,14 @@ def tar_member_bytes(size: int) -> int:
 
 
 class RollingTarWriter:
-    """Base of the shard writers (context manager); subclasses set `source`, `sample_field`, `item_field`."""
+    """Base of the shard writers (context manager); subclasses set `sample_field` and `item_field`."""
 
-    source: str
     sample_field: str
     item_field: str
 
     def __init__(self, out_dir: str | Path, prefix: str, max_shard_bytes: int, max_samples_per_shard: int | None):
         if "." in prefix or "/" in prefix:
-            raise ValueError(f"{self.source}: prefix {prefix!r} must not contain '.' or '/'")
+            raise ValueError(f"{type(self).__name__}: prefix {prefix!r} must not contain '.' or '/'")
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.prefix = prefix
@@ -70,11 +62,11 @@ class RollingTarWriter:
     def _check_key(self, key: str) -> None:
         """Raise ValueError for a key that is not sanitised, already written, or arrives after close()."""
         if key != sanitize_key(key):
-            raise ValueError(f"{self.source}: key {key!r} is not sanitised (use schema.sanitize_key / clip_key)")
+            raise ValueError(f"{type(self).__name__}: key {key!r} is not sanitised (use schema.sanitize_key / clip_key)")
         if self._index is not None:
-            raise ValueError(f"{self.source}: write() after close()")
+            raise ValueError(f"{type(self).__name__}: write() after close()")
         if key in self._keys:
-            raise ValueError(f"{self.source}: key {key!r} written twice")
+            raise ValueError(f"{type(self).__name__}: key {key!r} written twice")
 
     def _append(self, key: str, members: list[tuple[str, bytes]], items: int) -> None:
         """Write one validated sample's members (name, data), rolling to a new shard first when needed."""

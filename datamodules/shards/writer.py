@@ -75,7 +75,6 @@ class ShardWriter(RollingTarWriter):
     ('jpg' required; 'depth.png' or 'depth.npy' when has_depth; optional 'mask.png').
     """
 
-    source = "datamodules/shard_writer.py"
     sample_field, item_field = "clips", "frames"
 
     def __init__(

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from g2vlm.datamodules.qa.schema import Marker, QARecord
 from g2vlm.datamodules.qa.shards import QAShardWriter
 from g2vlm.datamodules.shards.decoding import encode_depth_png, encode_jpeg
@@ -255,7 +256,7 @@ def scene_questions(facts: SceneFacts, rng: np.random.Generator, count: int, tas
     """Up to `count` questions, tasks taken in turn (a task that finds no unambiguous question is passed over)."""
     unknown = set(tasks) - set(GENERATORS)
     if unknown:
-        raise ValueError(f"datamodules/synthetic/qa.py: unknown tasks {sorted(unknown)}; choose from {TASKS}")
+        raise ValueError(f"scene_questions: tasks: unknown tasks {sorted(unknown)}; choose from {TASKS}")
     questions: list[Question] = []
     start = int(rng.integers(len(tasks)))
     for turn in range(count * attempts):

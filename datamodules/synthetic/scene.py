@@ -209,7 +209,7 @@ def sample_scene(seed: int, scene_index: int, views: int, height: int, width: in
         if camera_to_world is not None:
             break
     else:
-        raise RuntimeError(f"datamodules/synthetic/scene.py: no valid scene for seed {seed}, index {scene_index}")
+        raise RuntimeError(f"sample_scene: no valid scene for seed {seed}, index {scene_index}")
     fov_x = np.radians(rng.uniform(50.0, 80.0))
     focal = (width / 2) / np.tan(fov_x / 2)
     K = np.array([[focal, 0.0, (width - 1) / 2], [0.0, focal, (height - 1) / 2], [0.0, 0.0, 1.0]])

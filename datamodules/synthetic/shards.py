@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from g2vlm.datamodules.convert.common import (
     PARTIAL_DIR,
     OutputError,
@@ -125,7 +126,7 @@ def write_synthetic_shards(
     out_dir = Path(out_dir)
     prefix = f"{DATASET_NAME}-{split}"
     if clips_per_shard < 1:
-        raise ValueError(f"datamodules/synthetic/shards.py: clips_per_shard must be >= 1, got {clips_per_shard}")
+        raise ValueError(f"write_synthetic_shards: clips_per_shard must be >= 1, got {clips_per_shard}")
     options = {"dataset": DATASET_NAME, "split": split, "scenes": scenes, "views": views, "height": height,
                "width": width, "seed": seed, "clips_per_shard": clips_per_shard}
     out_dir.mkdir(parents=True, exist_ok=True)

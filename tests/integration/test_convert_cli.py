@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from g2vlm.datamodules.shards.decoding import encode_depth_png
 from PIL import Image
+
+from g2vlm.datamodules.shards.decoding import encode_depth_png
 
 
 def write_exported_scannet(root, frames: int = 4) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+
 from g2vlm.datamodules.multiview.batch import MultiViewBatch
 from g2vlm.datamodules.synthetic.shards import write_synthetic_shards
 

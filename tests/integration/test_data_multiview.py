@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+
 from g2vlm.datamodules.multiview.batch import MultiViewBatch
 from g2vlm.datamodules.multiview.datamodule import MultiViewDataModule
 from g2vlm.datamodules.synthetic.shards import render_clip, write_synthetic_shards

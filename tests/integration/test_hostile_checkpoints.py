@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
 from PIL import Image
 
+from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
 from tests.conftest import REPO_ROOT, run_console_script
 from tests.fixtures.hostile import write_hostile_checkpoint, write_hostile_sharded_folder
 

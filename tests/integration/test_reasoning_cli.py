@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
 from tests.conftest import REPO_ROOT, run_console_script
 
 pytestmark = pytest.mark.integration

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from g2vlm.benchmarks.cli import parse_roots
 
+from g2vlm.benchmarks.cli import parse_roots
 from g2vlm.tools import build_parser
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from g2vlm.benchmarks.depth import evaluate_depth
 from g2vlm.benchmarks.depth_datasets import (
     BONN_SEQUENCES,
@@ -31,7 +33,6 @@ from g2vlm.benchmarks.depth_datasets import (
 )
 from g2vlm.benchmarks.files import write_sintel_dpt
 from g2vlm.benchmarks.predictions import PredictionFolder
-from PIL import Image
 
 GT_SIZE = (96, 640)  # H, W of the GT: a 480×640 frame's width (torch's float32 bicubic errs more on wide images)
 PRED_SIZE = (76, 504)  # the model's output grid at that width (504 = 36 patches of 14)

@@ -11,6 +11,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from g2vlm.benchmarks import frame_maps
 from g2vlm.benchmarks.pointmap import evaluate_pointmap
 from g2vlm.benchmarks.pointmap_datasets import (
@@ -22,7 +24,6 @@ from g2vlm.benchmarks.pointmap_datasets import (
     read_pointmap_dataset,
 )
 from g2vlm.benchmarks.predictions import PredictionFolder
-from PIL import Image
 
 H, W = 12, 16
 

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+
 from g2vlm.benchmarks import pose_datasets
 from g2vlm.benchmarks.frame_maps import sample_frames
 from g2vlm.benchmarks.pose import evaluate_pose

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+
 from g2vlm.datamodules.convert.co3dv2 import Co3Dv2, camera_to_world_from_pytorch3d, intrinsics_from_ndc
 from g2vlm.datamodules.convert.common import (
     SKIP_TOO_FEW_FRAMES,

@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
 from g2vlm.datamodules.convert.co3dv2 import Co3Dv2
 from g2vlm.datamodules.convert.common import (
     SKIP_BAD_POSE,
@@ -35,8 +37,6 @@ from g2vlm.datamodules.shards.decoding import encode_depth_png
 from g2vlm.datamodules.shards.reader import read_clips
 from g2vlm.datamodules.synthetic.render import FIRST_OBJECT, render
 from g2vlm.datamodules.synthetic.scene import sample_scene
-from PIL import Image
-
 from g2vlm.geometry.camera import project_points, se3_inverse, unproject_depth
 
 HEIGHT, WIDTH = 24, 32

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from g2vlm.datamodules.augmentation import ClipColorJitter, crop_box, crop_resize
 from g2vlm.datamodules.multiview.view_sampling import evenly_spaced_views, sample_training_views
-
 from g2vlm.geometry.camera import unproject_depth
 
 SOURCE_H, SOURCE_W = 48, 64

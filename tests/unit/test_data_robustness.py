@@ -14,12 +14,13 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+
 from g2vlm.datamodules.multiview.datamodule import MultiViewDataModule
 from g2vlm.datamodules.multiview.streams import BatchRecipe, TrainClipBatches, ValClipBatches
 from g2vlm.datamodules.shards.decoding import encode_depth_npy
-from g2vlm.datamodules.shards.reader import SkipLog, iter_clip_records
+from g2vlm.datamodules.shards.reader import iter_clip_records
 from g2vlm.datamodules.shards.schema import DataError
-
+from g2vlm.datamodules.shards.skip_log import SkipLog
 from tests.fixtures.bad_clips import clip_members as render_members
 from tests.fixtures.bad_clips import eight_bit_depth, with_meta, write_tar
 
@@ -110,7 +111,7 @@ def test_training_stream_keeps_going_over_a_bad_shard(bad_shard):
 def test_a_shard_set_with_no_valid_clip_stops_with_a_clear_error(tmp_path):
     path = write_tar(tmp_path / "empty-000000.tar", [("nothing", {"meta.json": b"{}"})])
     stream = TrainClipBatches([[str(path)]], None, recipe(), batches_per_epoch=1)
-    with pytest.raises(RuntimeError, match="gave no valid clip"):
+    with pytest.raises(DataError, match="TrainClipBatches: 200 shard draws in a row gave no valid sample"):
         next(iter(stream))
 
 
@@ -204,3 +205,27 @@ def test_a_validation_set_that_yields_nothing_says_so(tmp_path, caplog):
         assert list(ValClipBatches([path], recipe())) == []
     warnings = [record.getMessage() for record in caplog.records if "gave no valid clip" in record.getMessage()]
     assert len(warnings) == 1 and path in warnings[0] and "'bad_depth': 3" in warnings[0]
+
+
+@pytest.mark.parametrize(("shards", "world_size", "workers", "refused"), [
+    (3, 2, 2, True),  # rank 1 gets one shard: one of its two workers has none, its batch count differs
+    (1, 2, 0, True),  # rank 1 gets no shard at all: no validation batch, the other rank waits for it
+    (4, 2, 2, False),
+    (1, 1, 2, False),  # one process: an idle worker stalls nobody
+])
+def test_too_few_validation_shards_for_the_ranks_are_refused_at_setup(tmp_path, shards, world_size, workers, refused):
+    """Under FSDP a rank with fewer (or no) validation batches leaves the others waiting in their collectives: the
+    run would hang at the first validation, so setup refuses it, naming the shard count and ranks x workers."""
+    from types import SimpleNamespace
+
+    for number in range(shards):
+        write_tar(tmp_path / f"val-{number:06d}.tar", [clip_members(number)])
+    data = MultiViewDataModule(val_shards=[str(tmp_path / "val-*.tar")], num_workers=workers)
+    data.trainer = SimpleNamespace(global_rank=world_size - 1, world_size=world_size)
+    if not refused:
+        data.setup("fit")
+        return
+    slots = world_size * max(1, workers)
+    with pytest.raises(ValueError, match=f"MultiViewDataModule val_shards: {shards} validation shards for {world_size} "
+                                         f"ranks x {max(1, workers)} workers = {slots} loader slots"):
+        data.setup("fit")

@@ -8,6 +8,8 @@ import tarfile
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from g2vlm.datamodules.shards.decoding import (
     decode_depth_npy,
     decode_depth_png,
@@ -17,7 +19,7 @@ from g2vlm.datamodules.shards.decoding import (
     encode_depth_png,
     encode_jpeg,
 )
-from g2vlm.datamodules.shards.reader import SkipLog, read_clips, split_member_name
+from g2vlm.datamodules.shards.reader import read_clips
 from g2vlm.datamodules.shards.schema import (
     ClipMeta,
     SampleError,
@@ -25,8 +27,9 @@ from g2vlm.datamodules.shards.schema import (
     sanitize_key,
     validate_meta,
 )
+from g2vlm.datamodules.shards.skip_log import SkipLog
+from g2vlm.datamodules.shards.tar_reader import split_member_name
 from g2vlm.datamodules.shards.writer import ShardWriter, read_index
-from PIL import Image
 
 
 def make_meta(shape: tuple[int, int, int] = (2, 12, 16), **overrides) -> dict:

@@ -7,6 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+
 from g2vlm.datamodules.multiview.streams import BatchRecipe, TrainClipBatches, ValClipBatches
 from g2vlm.datamodules.shards.decoding import encode_depth_png, encode_jpeg, encode_mask_png
 from g2vlm.datamodules.shards.schema import ClipMeta, clip_key
@@ -128,8 +129,9 @@ def test_mixing_draws_exactly_as_rng_choice():
 def test_read_ahead_gives_the_records_and_draws_of_reading_one_at_a_time(tmp_path, monkeypatch, read_ahead):
     import itertools
 
-    from g2vlm.datamodules.multiview import streams as clip_streams
-    from g2vlm.datamodules.shards.reader import SkipLog, iter_clip_records
+    from g2vlm.datamodules.shards import streams
+    from g2vlm.datamodules.shards.reader import iter_clip_records
+    from g2vlm.datamodules.shards.skip_log import SkipLog
 
     shards = [write_clips(tmp_path, f"s{index}", "toy", 3 + index) for index in range(3)]
 
@@ -137,9 +139,9 @@ def test_read_ahead_gives_the_records_and_draws_of_reading_one_at_a_time(tmp_pat
         while True:
             yield from iter_clip_records([urls[int(rng.integers(len(urls)))]], skips)
 
-    monkeypatch.setattr(clip_streams, "READ_AHEAD", read_ahead)
+    monkeypatch.setattr(streams, "READ_AHEAD", read_ahead)
     rng, reference_rng = np.random.default_rng(7), np.random.default_rng(7)
-    stream = clip_streams.resampled_records(shards, rng, SkipLog())
+    stream = streams.resampled(shards, iter_clip_records, rng, SkipLog(), "test")
     reference = one_at_a_time(shards, reference_rng, SkipLog())
     for record, expected in itertools.islice(zip(stream, reference), 40):
         assert (record.url, record.key) == (expected.url, expected.key)

@@ -8,7 +8,9 @@ import io
 import tarfile
 
 import pytest
-from g2vlm.datamodules.shards.reader import SkipLog, iter_raw_samples, iter_tar_members
+
+from g2vlm.datamodules.shards.skip_log import SkipLog
+from g2vlm.datamodules.shards.tar_reader import iter_raw_samples, iter_tar_members
 
 LONG_DIR = "d" * 120
 MEMBERS = [

@@ -8,9 +8,9 @@ through two data points).
 
 import numpy as np
 import torch
+
 from g2vlm.datamodules.synthetic.render import render
 from g2vlm.datamodules.synthetic.scene import sample_scene
-
 from g2vlm.geometry.alignment import _l1_line_fit, _l1_line_walk, irls_l1_scale, l1_scale_shift
 
 

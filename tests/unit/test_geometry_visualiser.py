@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from g2vlm.callbacks.geometry_visualiser import depth_comparison
 
 

@@ -7,8 +7,8 @@ import math
 import lightning as L
 import pytest
 import torch
-from g2vlm.datamodules.multiview.datamodule import MultiViewDataModule
 
+from g2vlm.datamodules.multiview.datamodule import MultiViewDataModule
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
 from g2vlm.lit.optimization import adamw_parameter_groups, gradient_norms, total_norm, warmup_cosine_factor
 from g2vlm.losses.geometry_loss import GeometryLoss

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from g2vlm.datamodules.shards.decoding import encode_jpeg
 from g2vlm.datamodules.synthetic.qa import write_synthetic_qa_shards
-
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
 from g2vlm.lit.spatial_reasoning import SpatialReasoning
 from g2vlm.model.weights import load_model, model_record

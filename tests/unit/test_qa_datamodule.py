@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from g2vlm.datamodules.qa.batch import GeometryPart, ImagePart, TextPart
 from g2vlm.datamodules.qa.datamodule import QADataModule, built, token_budget_batches
 from g2vlm.datamodules.qa.schema import Marker, QARecord
@@ -13,7 +14,7 @@ from g2vlm.datamodules.qa.shards import QAShardWriter, iter_qa_samples
 from g2vlm.datamodules.qa.template import chat_text
 from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer, load_tokenizer
 from g2vlm.datamodules.shards.decoding import encode_jpeg
-from g2vlm.datamodules.shards.reader import SkipLog
+from g2vlm.datamodules.shards.skip_log import SkipLog
 from g2vlm.datamodules.synthetic.qa import write_synthetic_qa_shards
 
 
@@ -143,3 +144,58 @@ def test_trained_bpe_keeps_the_special_tokens_whole(tmp_path):
     # as Qwen2's tokenizer, numbers are split into single digits, although "12.12" and the like recur in the corpus
     tokens = tokenizer.tokenize("12.12 m or 2.75 m, 10.25")
     assert [t for t in tokens if any(c.isdigit() for c in t)] == list("1212") + list("275") + list("1025")
+
+
+def test_qa_samples_that_all_fail_to_decode_stop_the_training_stream_with_the_shards_and_counts(tokenizer_folder,
+                                                                                              tmp_path):
+    """Every sample reads and validates (its JPEG header is intact) but no image decodes: the training stream stops
+    with one DataError naming the shards and the skip counts, instead of drawing shards forever."""
+    import signal
+
+    from g2vlm.datamodules.shards.schema import DataError
+
+    noise = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    cut = encode_jpeg(noise, quality=95)[:2000]  # the header survives, most of the scan data does not
+    record = QARecord("vqa", "room", "chat", "free_form", [("How many chairs?", "Two.")], num_images=1)
+    shards = []
+    for number in range(2):
+        with QAShardWriter(tmp_path, f"cut{number}") as writer:
+            for index in range(3):
+                writer.write(f"sample{index}", record, [cut])
+        shards.append(str(tmp_path / f"cut{number}-000000.tar"))
+    data = _module(tokenizer_folder, shards)
+
+    def expire(signum, frame):
+        raise TimeoutError("the training stream still draws after 60 s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(60)
+    try:
+        with pytest.raises(DataError) as raised:
+            next(iter(data.train_dataloader()))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    message = str(raised.value)
+    assert message.startswith("TrainQABatches: 1000 samples in a row failed to decode")
+    assert shards[0] in message and shards[1] in message and "'decode': 1000" in message
+
+
+@pytest.mark.parametrize(("shards", "world_size", "workers", "refused"), [(3, 2, 2, True), (4, 2, 2, False)])
+def test_qa_validation_with_fewer_shards_than_loader_slots_is_refused_at_setup(tokenizer_folder, tmp_path, shards,
+                                                                             world_size, workers, refused):
+    from types import SimpleNamespace
+
+    record = QARecord("vqa", "room", "chat", "free_form", [("How many chairs?", "Two.")], num_images=1)
+    for number in range(shards):
+        with QAShardWriter(tmp_path, f"val{number}") as writer:
+            writer.write("sample", record, [_grey_jpeg()])
+    data = QADataModule(tokenizer=str(tokenizer_folder), val_shards=[str(tmp_path / "val*-000000.tar")],
+                        num_workers=workers)
+    data.trainer = SimpleNamespace(global_rank=0, world_size=world_size)
+    if not refused:
+        data.setup("fit")
+        return
+    with pytest.raises(ValueError, match=f"QADataModule val_shards: {shards} validation shards for {world_size} ranks "
+                                         f"x {workers} workers"):
+        data.setup("fit")

@@ -9,10 +9,11 @@ import tarfile
 
 import numpy as np
 import pytest
+
 from g2vlm.datamodules.qa.schema import QARecord, validate_qa_record
 from g2vlm.datamodules.qa.shards import QAShardWriter, iter_qa_samples
-from g2vlm.datamodules.shards.reader import SkipLog
 from g2vlm.datamodules.shards.schema import SampleError
+from g2vlm.datamodules.shards.skip_log import SkipLog
 from g2vlm.datamodules.synthetic import qa
 from g2vlm.datamodules.synthetic.render import render
 from g2vlm.datamodules.synthetic.scene import Scene, SceneObject, look_at

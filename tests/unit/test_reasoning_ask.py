@@ -6,13 +6,13 @@ import argparse
 
 import numpy as np
 import torch
+
+from g2vlm.ask import add_to
 from g2vlm.datamodules.qa.schema import QARecord
 from g2vlm.datamodules.qa.shards import QAShardWriter, iter_qa_samples
 from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
 from g2vlm.datamodules.shards.decoding import encode_jpeg
-from g2vlm.datamodules.shards.reader import SkipLog
-
-from g2vlm.ask import add_to
+from g2vlm.datamodules.shards.skip_log import SkipLog
 from g2vlm.lit.spatial_reasoning import SpatialReasoning, load_reasoning_checkpoint, template_for
 
 

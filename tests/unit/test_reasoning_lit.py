@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
 from g2vlm.datamodules.qa.batch import GeometryPart, QABatch, TextPart
 from g2vlm.datamodules.qa.datamodule import QADataModule
 from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
 from g2vlm.datamodules.synthetic.qa import write_synthetic_qa_shards
-
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
 from g2vlm.lit.spatial_reasoning import SpatialReasoning, build_model_config, score_qa
 

@@ -9,9 +9,9 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from g2vlm.benchmarks.synthetic_set import synthetic_clips
 from PIL import Image
 
+from g2vlm.benchmarks.synthetic_set import synthetic_clips
 from g2vlm.geometry.camera import unproject_depth
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
 from g2vlm.reconstruct import fit_intrinsics

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from g2vlm.benchmarks.spar import PUBLISHED_GROUPS, PUBLISHED_PER_TASK, group_averages, score_predictions
 from g2vlm.datamodules.qa.schema import QARecord
 from g2vlm.datamodules.qa.shards import QAShardWriter
 from g2vlm.datamodules.shards.decoding import encode_jpeg
 from g2vlm.datamodules.synthetic.qa import write_synthetic_qa_shards
-
 from g2vlm.tools import build_parser
 
 
@@ -67,7 +67,7 @@ def test_bench_spar_command_on_predictions(tmp_path, capsys):
     write_synthetic_qa_shards(tmp_path / "qa", scenes=3, views=2, height=32, width=32, questions_per_scene=4,
                               tasks=("object_depth", "object_count"))
     from g2vlm.datamodules.qa.shards import iter_qa_samples
-    from g2vlm.datamodules.shards.reader import SkipLog
+    from g2vlm.datamodules.shards.skip_log import SkipLog
 
     records = list(iter_qa_samples(sorted(str(p) for p in (tmp_path / "qa").glob("*.tar")), SkipLog()))
     answers = {r.key: r.qa.final_answer for r in records}

@@ -13,8 +13,8 @@ the 3-task Medium, here the mean of the three official task values.
 from __future__ import annotations
 
 import pytest
-from g2vlm.benchmarks.spar import score_predictions
 
+from g2vlm.benchmarks.spar import score_predictions
 from g2vlm.metrics.spatial_qa import NUMERIC_TASKS
 
 VCI = "move_right:1.0,rotate_left:20"

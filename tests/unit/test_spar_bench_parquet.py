@@ -9,12 +9,12 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from g2vlm.datamodules.qa.batch import TextPart
 from g2vlm.datamodules.qa.shards import iter_qa_samples
 from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
 from g2vlm.datamodules.shards.decoding import decode_jpeg
-from g2vlm.datamodules.shards.reader import SkipLog
-
+from g2vlm.datamodules.shards.skip_log import SkipLog
 from g2vlm.lit.spatial_reasoning import SpatialReasoning
 from g2vlm.metrics.spatial_qa import SPAR_TASKS
 from g2vlm.tools import build_parser

@@ -8,14 +8,14 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from g2vlm.datamodules.convert.spar import clean_question, convert_spar
 from g2vlm.datamodules.qa.batch import ImagePart, TextPart
 from g2vlm.datamodules.qa.markers import draw_markers
 from g2vlm.datamodules.qa.shards import iter_qa_samples
 from g2vlm.datamodules.qa.template import QATemplate
 from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
-from g2vlm.datamodules.shards.reader import SkipLog
-
+from g2vlm.datamodules.shards.skip_log import SkipLog
 from g2vlm.tools import build_parser
 from tests.fixtures.spar7m import IMAGE_SIZES, MULTI_TURN_ID, RECORDS, image_grey, write_layout
 from tests.fixtures.spar7m_marks import EXPECTED_MARKS, TEXT_ZONE_MARGIN_PX

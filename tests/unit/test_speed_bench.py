@@ -8,6 +8,9 @@ import math
 
 import pytest
 import torch
+from lightning.fabric.utilities.throughput import measure_flops
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
 from g2vlm.benchmarks.train_speed import (
     JOINT_FREEZE,
     SUITES,
@@ -15,9 +18,6 @@ from g2vlm.benchmarks.train_speed import (
     joint_flops,
     joint_samples,
 )
-from lightning.fabric.utilities.throughput import measure_flops
-from torch.nn.attention import SDPBackend, sdpa_kernel
-
 from g2vlm.model.config import model_config
 from g2vlm.model.g2vlm import G2VLM
 from g2vlm.model.packing import Text, VitImage, pack

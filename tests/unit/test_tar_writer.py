@@ -7,7 +7,7 @@ import tarfile
 from pathlib import Path
 
 from g2vlm.datamodules.qa.shards import QAShardWriter
-from g2vlm.datamodules.shards.reader import split_member_name
+from g2vlm.datamodules.shards.tar_reader import split_member_name
 from g2vlm.datamodules.shards.writer import ShardWriter
 from g2vlm.datamodules.synthetic.qa import render_qa_samples
 from g2vlm.datamodules.synthetic.shards import render_clip

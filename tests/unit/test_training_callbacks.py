@@ -9,10 +9,10 @@ import signal
 import lightning as L
 import pytest
 import torch
-from g2vlm.callbacks.loss_outlier_clipping import LossOutlierClipping
-from g2vlm.callbacks.preemption import CHECKPOINT_NAME, PreemptionCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
+from g2vlm.callbacks.loss_outlier_clipping import LossOutlierClipping
+from g2vlm.callbacks.preemption import CHECKPOINT_NAME, PreemptionCheckpoint
 from tests.fixtures.callbacks import InjectBadLoss
 
 
