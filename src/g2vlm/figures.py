@@ -162,15 +162,17 @@ def _look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
 
 
 def render_points(points: np.ndarray, colours: np.ndarray, world_to_camera: np.ndarray, focal: float, size: int,
-                  radius: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                  radius: int = 1, principal: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Z-buffered splat rendering of a coloured point cloud. points (M, 3), colours (M, 3) uint8; a pinhole camera
-    (OpenCV axes) with the principal point at the image centre. Every point is a (2·radius+1)² square; the
-    nearest point wins each pixel. -> (rgb (size, size, 3) uint8 on white, depth (size, size), inf where empty)."""
+    (OpenCV axes) with its principal point at `principal` (u, v) (default: the image centre). Every point is a
+    (2·radius+1)² square; the nearest point wins each pixel.
+    -> (rgb (size, size, 3) uint8 on white, depth (size, size), inf where empty)."""
+    cu, cv = principal if principal is not None else ((size - 1) / 2, (size - 1) / 2)
     camera = points @ world_to_camera[:3, :3].T + world_to_camera[:3, 3]
     z = camera[:, 2]
     front = z > 1e-6
-    u = np.round(focal * camera[front, 0] / z[front] + (size - 1) / 2).astype(np.int64)
-    v = np.round(focal * camera[front, 1] / z[front] + (size - 1) / 2).astype(np.int64)
+    u = np.round(focal * camera[front, 0] / z[front] + cu).astype(np.int64)
+    v = np.round(focal * camera[front, 1] / z[front] + cv).astype(np.int64)
     z, colours = z[front], np.asarray(colours, np.uint8)[front]
     depth = np.full(size * size, np.inf)
     rgb = np.full((size * size, 3), 255, np.uint8)
@@ -190,9 +192,8 @@ def render_points(points: np.ndarray, colours: np.ndarray, world_to_camera: np.n
 
 
 def _draw_cameras(rgb: np.ndarray, camera_to_world: np.ndarray, world_to_camera: np.ndarray, focal: float,
-                  frustum_m: float, colour: tuple[int, int, int]) -> np.ndarray:
+                  principal: tuple[float, float], frustum_m: float, colour: tuple[int, int, int]) -> np.ndarray:
     """Camera frusta (centre -> four image corners at `frustum_m` along the optical axis) drawn as lines."""
-    size = rgb.shape[0]
     canvas = Image.fromarray(rgb)
     draw = ImageDraw.Draw(canvas)
 
@@ -200,7 +201,7 @@ def _draw_cameras(rgb: np.ndarray, camera_to_world: np.ndarray, world_to_camera:
         camera = world_to_camera[:3, :3] @ point + world_to_camera[:3, 3]
         if camera[2] <= 1e-6:
             return None
-        return (focal * camera[0] / camera[2] + (size - 1) / 2, focal * camera[1] / camera[2] + (size - 1) / 2)
+        return (focal * camera[0] / camera[2] + principal[0], focal * camera[1] / camera[2] + principal[1])
 
     half = 0.6 * frustum_m
     corners_camera = np.array([[-half, -half, frustum_m], [half, -half, frustum_m], [half, half, frustum_m],
@@ -216,15 +217,23 @@ def _draw_cameras(rgb: np.ndarray, camera_to_world: np.ndarray, world_to_camera:
     return np.asarray(canvas)
 
 
-def point_cloud_view(points: np.ndarray, camera_to_world: np.ndarray) -> tuple[np.ndarray, float]:
-    """A viewpoint that shows the whole cloud: behind and above the first camera, looking at the cloud's centre.
-    points (M, 3); camera_to_world (N, 4, 4) OpenCV. -> (world_to_camera (4, 4), scene radius)."""
+def point_cloud_view(points: np.ndarray, camera_to_world: np.ndarray, size: int,
+                     ) -> tuple[np.ndarray, float, tuple[float, float], float]:
+    """A viewpoint that shows the whole cloud: behind and above the first camera, looking at the cloud's centre, with
+    the focal length and principal point that make the central 96 % of the points fill 90 % of a size x size image.
+    points (M, 3); camera_to_world (N, 4, 4) OpenCV. -> (world_to_camera (4, 4), focal, principal (u, v), radius)."""
     centre = np.median(points, axis=0)
     radius = float(np.percentile(np.linalg.norm(points - centre, axis=1), 90))
     first = camera_to_world[0]
     forward, up = first[:3, 2], -first[:3, 1]
     eye = first[:3, 3] - 1.2 * radius * forward + 1.0 * radius * up
-    return _look_at(eye, centre, up), radius
+    world_to_camera = _look_at(eye, centre, up)
+    camera = points @ world_to_camera[:3, :3].T + world_to_camera[:3, 3]
+    camera = camera[camera[:, 2] > 1e-6]
+    low, high = np.percentile(camera[:, :2] / camera[:, 2:], [2, 98], axis=0)  # (2,) each: x/z and y/z
+    focal = 0.9 * size / max(float((high - low).max()), 1e-6)
+    principal = (size / 2 - focal * (low[0] + high[0]) / 2, size / 2 - focal * (low[1] + high[1]) / 2)
+    return world_to_camera, focal, principal, radius
 
 
 def point_cloud_figure(gt_points: np.ndarray, gt_camera_to_world: np.ndarray, pred_points: np.ndarray,
@@ -234,13 +243,12 @@ def point_cloud_figure(gt_points: np.ndarray, gt_camera_to_world: np.ndarray, pr
     cameras drawn as frusta. The prediction must already be in the ground truth's frame (see
     `align_prediction`). gt_points, pred_points (M, 3) metres; colours (M, 3) uint8; camera_to_world (N, 4, 4).
     -> (H', W', 3) uint8."""
-    world_to_camera, radius = point_cloud_view(gt_points, gt_camera_to_world)
-    focal = 0.5 * size / np.tan(np.radians(35))
+    world_to_camera, focal, principal, radius = point_cloud_view(gt_points, gt_camera_to_world, size)
     panels = []
     for name, points, cameras, colour in (("ground truth (cameras in black)", gt_points, gt_camera_to_world, GT_CAMERA),
                                           ("prediction (cameras in red)", pred_points, pred_camera_to_world, PRED_CAMERA)):
-        rgb, _ = render_points(points, colours, world_to_camera, focal, size)
-        rgb = _draw_cameras(rgb, cameras, world_to_camera, focal, 0.15 * radius, colour)
+        rgb, _ = render_points(points, colours, world_to_camera, focal, size, principal=principal)
+        rgb = _draw_cameras(rgb, cameras, world_to_camera, focal, principal, 0.15 * radius, colour)
         framed = np.pad(rgb, ((1, 1), (1, 1), (0, 0)), constant_values=180)
         panels.append(_vstack([_text_panel(framed.shape[1], 26, name), framed], gap=0))
     figure = _hstack(panels, gap=10)
