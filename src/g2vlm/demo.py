@@ -3,11 +3,14 @@
 1. Renders procedural synthetic rooms into shards (training scenes and held-out scenes), once.
 2. Trains the `small` preset with `lightning fit --config experiments/geometry/demo.yaml` (a progress bar;
    TensorBoard logs and checkpoints under runs/geometry-demo/).
-3. Evaluates on the held-out scenes, beside three baselines — the untrained model, a constant-depth
-   predictor and the mean training depth map (both with identity poses) — and prints one table:
-   Abs Rel and δ<1.25 after per-image IRLS-L1 scale alignment (the monocular protocol), and relative-pose
-   AUC@30 over all view pairs.
-4. Saves a depth comparison PNG (image | GT | prediction | |error|) and a coloured PLY point cloud.
+3. Evaluates on the held-out scenes, beside three baselines — the untrained model, a constant depth with identity
+   poses, and the training means (the mean training depth map with the mean relative poses of the training clips,
+   computed from the training shards) — and prints one table: Abs Rel and δ<1.25 after per-image IRLS-L1 scale
+   alignment (the monocular protocol); relative-pose AUC@30 and the median rotation and translation-direction
+   errors over all view pairs.
+4. Saves figures of the first held-out clip: a labelled depth comparison (image | ground truth | prediction |
+   |error|, colour bars in metres) and its ground-truth and predicted point clouds rendered side by side with
+   their cameras (PNGs), and the predicted points as a coloured PLY.
 """
 
 from __future__ import annotations
@@ -79,8 +82,9 @@ def val_loader():
     return data.val_dataloader()
 
 
-def mean_training_depth(max_clips: int = 2000):
-    """Per-pixel mean of valid training depths over up to `max_clips` clips -> (H, W) tensor."""
+def training_means(max_clips: int = 2000):
+    """The trivial predictor's two parts, from up to `max_clips` training clips (views in their stored order):
+    the per-pixel mean of valid depths (H, W) and `mean_relative_pose` of the cameras (N, 4, 4)."""
     import torch
 
     from g2vlm.datamodules.multiview import MultiViewDataModule
@@ -90,14 +94,15 @@ def mean_training_depth(max_clips: int = 2000):
     data.setup("validate")
     total = torch.zeros(IMAGE_SIZE, dtype=torch.float64)
     count = torch.zeros(IMAGE_SIZE, dtype=torch.float64)
-    clips = 0
+    poses, clips = [], 0
     for batch in data.val_dataloader():
         total += (batch.depth_m * batch.valid).sum(dim=(0, 1)).double()
         count += batch.valid.sum(dim=(0, 1)).double()
+        poses.append(batch.camera_to_world)
         clips += batch.batch_size
         if clips >= max_clips:
             break
-    return (total / count.clamp(min=1)).float().clamp(min=1e-3)
+    return (total / count.clamp(min=1)).float().clamp(min=1e-3), mean_relative_pose(torch.cat(poses))
 
 
 def mean_relative_pose(camera_to_world):
@@ -128,24 +133,6 @@ def mean_relative_pose(camera_to_world):
     mean = se3_from_rotation_translation(rotation, axis * length.mean(0))
     mean[0] = torch.eye(4, dtype=mean.dtype)
     return mean.float()
-
-
-def mean_training_poses(max_clips: int = 2000):
-    """`mean_relative_pose` of up to `max_clips` training clips, views in their stored order -> (N, 4, 4)."""
-    import torch
-
-    from g2vlm.datamodules.multiview import MultiViewDataModule
-
-    data = MultiViewDataModule(val_shards=[str(DATA_DIR / "synthetic-train-*.tar")], image_size=IMAGE_SIZE,
-                               size_multiple=8, views_max=VIEWS, val_views=VIEWS, image_budget=64, num_workers=0)
-    data.setup("validate")
-    poses, clips = [], 0
-    for batch in data.val_dataloader():
-        poses.append(batch.camera_to_world)
-        clips += batch.batch_size
-        if clips >= max_clips:
-            break
-    return mean_relative_pose(torch.cat(poses)[:max_clips])
 
 
 def evaluate(predict: Callable, loader) -> dict[str, float]:
@@ -204,14 +191,14 @@ def predictors(trained, mean_depth, mean_poses) -> dict[str, Callable]:
         b, n = images.shape[:2]
         return torch.ones(images.shape[:2] + images.shape[-2:]), torch.eye(4).expand(b, n, 4, 4)
 
-    def training_means(images):
+    def means(images):
         b, n = images.shape[:2]
         return mean_depth.expand(images.shape[:2] + mean_depth.shape), mean_poses[:n].expand(b, n, 4, 4)
 
     return {
         "untrained model": model_prediction(untrained),
         "constant depth, identity poses": constant,
-        "training means (depth map, poses)": training_means,
+        "training means (depth map, poses)": means,
         "trained (small preset)": model_prediction(trained),
     }
 
@@ -262,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     start = time.perf_counter()
     trained = load_trained(checkpoint)
-    rows = predictors(trained, mean_training_depth(), mean_training_poses())
+    rows = predictors(trained, *training_means())
     results = {name: evaluate(predict, val_loader()) for name, predict in rows.items()}
     out_dir = Path(args.out)
     depth_png, cloud_png, ply = save_figures(trained, val_loader(), out_dir)
