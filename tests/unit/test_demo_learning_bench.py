@@ -16,7 +16,7 @@ def test_a_short_run_reports_scores_cpu_time_and_loss_terms(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "report.json"
     assert demo_learning.main(["--steps", "4", "--log-every", "2", "--warmup-steps", "1", "--model",
-                               '{"geometry_heads": {"depth": 1, "camera_reference": true}}', "--out", str(out)]) == 0
+                               '{"geometry_heads": {"depth": 1}}', "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["args"]["steps"] == 4 and report["cpu_s_per_step"] > 0
     assert all(math.isfinite(report[key]) for key in ("abs_rel", "delta_1", "auc_30", "rotation_error_deg"))

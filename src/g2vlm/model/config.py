@@ -66,10 +66,6 @@ class HeadsConfig:
     # dense outputs from the decoder tokens: "pixel_shuffle" (official: one Linear per token, p x p pixels) or
     # "conv" (a convolutional upsampler: 2x upsampling + 3x3 convolution, log2(p) times; no patch-sized blocks)
     upsampler: Literal["pixel_shuffle", "conv"] = "pixel_shuffle"
-    # the camera decoder's blocks also cross-attend to frame 0's tokens, as the global-point decoder's do (official:
-    # off): each frame's pose becomes a function of that frame and the reference frame, which a trunk with shared
-    # positions (permutation-equivariant) cannot single out by itself
-    camera_reference: bool = False
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,6 @@ class Decoder(nn.Module):
     def __init__(self, width: int, config: HeadsConfig, out_dim: int, cross: bool = False) -> None:
         super().__init__()
         block = ContextDecoderBlock if cross else DecoderBlock
-        self.cross = cross
         self.blocks = nn.ModuleList(block(width, config.heads, config.mlp_ratio) for _ in range(config.depth))
         self.linear_out = nn.Linear(width, out_dim)
         self.gradient_checkpointing = False
@@ -236,7 +235,7 @@ class GeometryHeads(nn.Module):
         self.head_dim = width // config.heads
         self.point_decoder = Decoder(width, config, config.point_dim)
         self.point_head = dense_head(config.point_dim, 3, patch_size, config.upsampler)
-        self.camera_decoder = Decoder(width, config, config.camera_dim, cross=config.camera_reference)
+        self.camera_decoder = Decoder(width, config, config.camera_dim)
         self.camera_head = CameraHead(config.camera_dim)
         self.global_point_decoder = Decoder(width, config, config.point_dim, cross=True)
         self.global_point_head = dense_head(config.point_dim, 3, patch_size, config.upsampler)
@@ -260,8 +259,7 @@ class GeometryHeads(nn.Module):
         xy, log_depth = raw.split([2, 1], dim=-1)
         depth = log_depth.exp()
         local_points = torch.cat([xy * depth, depth], dim=-1)
-        camera_context = frame0 if self.camera_decoder.cross else None
-        camera_to_world = self.camera_head(self.camera_decoder(x, cos, sin, camera_context))
+        camera_to_world = self.camera_head(self.camera_decoder(x, cos, sin))
         world_points = torch.einsum("bij,bhwj->bhwi", camera_to_world[:, :3, :3], local_points)
         world_points = world_points + camera_to_world[:, None, None, :3, 3]
         global_points = self.global_point_head(self.global_point_decoder(x, cos, sin, frame0), grid_h, grid_w)
