@@ -37,7 +37,7 @@ def add_to(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-scenes", type=int, default=4000, help="training scenes to render (default 4000)")
     parser.add_argument("--val-scenes", type=int, default=100, help="held-out scenes (default 100)")
-    parser.add_argument("--minutes", type=float, default=7.0, help="training time cap in minutes (default 7)")
+    parser.add_argument("--minutes", type=float, default=6.5, help="training time cap in minutes (default 6.5)")
     parser.add_argument("--workers", type=int, default=2, help="rendering processes (default 2)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for training and evaluation (default: torch's; on a machine shared with "
