@@ -39,9 +39,9 @@ def add_to(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--val-scenes", type=int, default=100, help="held-out scenes (default 100)")
     parser.add_argument("--minutes", type=float, default=6.5, help="training time cap in minutes (default 6.5)")
     parser.add_argument("--workers", type=int, default=2, help="rendering processes (default 2)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for training and evaluation (default: torch's; on a machine shared with "
-                             "other jobs, 1 avoids OpenMP stalls)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for training and evaluation (default 1: the data worker has the other core, "
+                             "and a second OpenMP thread stalls as soon as another job shares the cores)")
     parser.add_argument("--skip-training", action="store_true", help="evaluate the existing checkpoint only")
     parser.add_argument("--out", default="runs/geometry-demo/report", help="folder for the table JSON, PNG and PLY")
     parser.set_defaults(run=run)
@@ -63,10 +63,10 @@ def make_shards(train_scenes: int, val_scenes: int, workers: int) -> None:
         print(f"[demo] rendered {scenes} {split} scenes in {time.perf_counter() - start:.0f} s")
 
 
-def train(minutes: float, threads: int | None) -> None:
+def train(minutes: float, threads: int) -> None:
     max_time = f"00:00:{int(minutes):02d}:{round(60 * (minutes % 1)):02d}"
     command = [sys.executable, "-m", "g2vlm", "fit", "--config", str(DEMO_CONFIG), "--trainer.max_time", max_time]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     print(f"[demo] training: {' '.join(command[1:])}", flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True, env=env)
@@ -236,10 +236,9 @@ def print_table(results: dict[str, dict[str, float]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     make_shards(args.train_scenes, args.val_scenes, args.workers)
     if not args.skip_training:
         train(args.minutes, args.threads)
