@@ -34,16 +34,17 @@ class GeometryVisualiser(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         step = trainer.global_step - 1  # the step this batch just took
-        if step % self.every_n_steps or not trainer.is_global_zero:
-            return
         loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
-        if not loggers:
+        if step % self.every_n_steps or not loggers:
             return
+        # every rank runs the forward (a sharded model gathers its parameters collectively); rank 0 logs
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
             output = pl_module(batch.images[:1])
         pl_module.train(was_training)
+        if not trainer.is_global_zero:
+            return
         writer = loggers[0].experiment
         depth, clouds = clip_figures(batch.images[0], batch.depth_m[0], batch.valid[0], batch.K[0],
                                      batch.camera_to_world[0], output.depth[0], output.world_points[0],
