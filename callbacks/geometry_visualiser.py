@@ -1,49 +1,25 @@
 """`GeometryVisualiser`: every N training steps, show what the geometric expert predicts.
 
 Logs to TensorBoard, for the first clip of the current batch:
-- `vis/depth`: one row per view — image | GT depth | predicted depth (scale-aligned to GT per view, the
-  monocular protocol) | |error| — all depths on one colour ramp;
-- `vis/points`: the predicted world points of the clip as a coloured point cloud (TensorBoard's mesh plugin).
+- `vis/depth`: one row per view — image | ground truth | prediction (scale-aligned to the ground truth per view,
+  the monocular protocol) | |error| — under labelled columns, with colour bars in metres
+  (`g2vlm.figures.depth_comparison_figure`);
+- `vis/point_clouds`: the ground-truth and predicted point clouds with their cameras, rendered side by side from
+  one viewpoint, the prediction moved onto the ground truth by one similarity (`g2vlm.figures.point_cloud_figure`);
+- `vis/points`: the predicted world points as a coloured point cloud (TensorBoard's mesh plugin).
 
 Interface with the LightningModule: `pl_module(images (1, N, 3, H, W))` returns an object with `depth`
-(1, N, H, W) and `world_points` (1, N, H, W, 3), as `GeometryPretraining` does.
+(1, N, H, W), `world_points` (1, N, H, W, 3) and `camera_to_world` (1, N, 4, 4), as `GeometryPretraining` does;
+the batch has `images`, `depth_m`, `valid`, `K` and `camera_to_world` (a `MultiViewBatch`).
 """
 
 from __future__ import annotations
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from g2vlm.geometry.alignment import irls_l1_scale
-from g2vlm.visual_io import colourise
-
-
-def depth_comparison(image: torch.Tensor, depth_m: torch.Tensor, valid: torch.Tensor,
-                     pred_depth: torch.Tensor) -> np.ndarray:
-    """Rows of image | GT | aligned prediction | |error| for N views -> (N·H, 4·W, 3) uint8.
-
-    image (N, 3, H, W) in [0, 1]; depth_m, pred_depth (N, H, W); valid (N, H, W) bool.
-    """
-    rows = []
-    for view in range(image.shape[0]):
-        gt, mask = depth_m[view].float(), valid[view]
-        pred = pred_depth[view].float()
-        if mask.any():
-            pred = pred * irls_l1_scale(pred[mask], gt[mask])
-            low, high = float(gt[mask].min()), float(gt[mask].max())
-        else:
-            low, high = float(pred.min()), float(pred.max())
-        rgb = (image[view].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-        error = (pred - gt).abs().cpu().numpy()
-        rows.append(np.concatenate([
-            rgb,
-            colourise(gt.cpu().numpy(), mask.cpu().numpy(), low, high),
-            colourise(pred.cpu().numpy(), None, low, high),
-            colourise(error, mask.cpu().numpy(), 0.0, 0.25 * max(high, 1e-6)),
-        ], axis=1))
-    return np.concatenate(rows, axis=0)
+from g2vlm.figures import clip_figures
 
 
 class GeometryVisualiser(L.Callback):
@@ -70,8 +46,12 @@ class GeometryVisualiser(L.Callback):
         if not trainer.is_global_zero:
             return
         writer = loggers[0].experiment
-        grid = depth_comparison(batch.images[0], batch.depth_m[0], batch.valid[0], output.depth[0])
-        writer.add_image("vis/depth", grid, step, dataformats="HWC")
+        depth, clouds = clip_figures(batch.images[0], batch.depth_m[0], batch.valid[0], batch.K[0],
+                                     batch.camera_to_world[0], output.depth[0], output.world_points[0],
+                                     output.camera_to_world[0])
+        writer.add_image("vis/depth", depth, step, dataformats="HWC")
+        if clouds is not None:
+            writer.add_image("vis/point_clouds", clouds, step, dataformats="HWC")
         points = output.world_points[0].reshape(-1, 3).float().cpu()
         colours = (batch.images[0].permute(0, 2, 3, 1).reshape(-1, 3).clamp(0, 1) * 255).round().to(torch.uint8).cpu()
         if len(points) > self.max_points:

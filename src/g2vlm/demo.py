@@ -3,11 +3,14 @@
 1. Renders procedural synthetic rooms into shards (training scenes and held-out scenes), once.
 2. Trains the `small` preset with `lightning fit --config experiments/geometry/demo.yaml` (a progress bar;
    TensorBoard logs and checkpoints under runs/geometry-demo/).
-3. Evaluates on the held-out scenes, beside three baselines — the untrained model, a constant-depth
-   predictor and the mean training depth map (both with identity poses) — and prints one table:
-   Abs Rel and δ<1.25 after per-image IRLS-L1 scale alignment (the monocular protocol), and relative-pose
-   AUC@30 over all view pairs.
-4. Saves a depth comparison PNG (image | GT | prediction | |error|) and a coloured PLY point cloud.
+3. Evaluates on the held-out scenes, beside three baselines — the untrained model, a constant depth with identity
+   poses, and the training means (the mean training depth map with the mean relative poses of the training clips,
+   computed from the training shards) — and prints one table: Abs Rel and δ<1.25 after per-image IRLS-L1 scale
+   alignment (the monocular protocol); relative-pose AUC@30 and the median rotation and translation-direction
+   errors over all view pairs.
+4. Saves figures of the first held-out clip: a labelled depth comparison (image | ground truth | prediction |
+   |error|, colour bars in metres) and its ground-truth and predicted point clouds rendered side by side with
+   their cameras (PNGs), and the predicted points as a coloured PLY.
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ def add_to(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-scenes", type=int, default=4000, help="training scenes to render (default 4000)")
     parser.add_argument("--val-scenes", type=int, default=100, help="held-out scenes (default 100)")
-    parser.add_argument("--minutes", type=float, default=7.0, help="training time cap in minutes (default 7)")
+    parser.add_argument("--minutes", type=float, default=6.5, help="training time cap in minutes (default 6.5)")
     parser.add_argument("--workers", type=int, default=2, help="rendering processes (default 2)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for training and evaluation (default: torch's; on a machine shared with "
-                             "other jobs, 1 avoids OpenMP stalls)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for training and evaluation (default 1: the data worker has the other core, "
+                             "and a second OpenMP thread stalls as soon as another job shares the cores)")
     parser.add_argument("--skip-training", action="store_true", help="evaluate the existing checkpoint only")
     parser.add_argument("--out", default="runs/geometry-demo/report", help="folder for the table JSON, PNG and PLY")
     parser.set_defaults(run=run)
@@ -60,10 +63,10 @@ def make_shards(train_scenes: int, val_scenes: int, workers: int) -> None:
         print(f"[demo] rendered {scenes} {split} scenes in {time.perf_counter() - start:.0f} s")
 
 
-def train(minutes: float, threads: int | None) -> None:
+def train(minutes: float, threads: int) -> None:
     max_time = f"00:00:{int(minutes):02d}:{round(60 * (minutes % 1)):02d}"
     command = [sys.executable, "-m", "g2vlm", "fit", "--config", str(DEMO_CONFIG), "--trainer.max_time", max_time]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     print(f"[demo] training: {' '.join(command[1:])}", flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True, env=env)
@@ -79,8 +82,9 @@ def val_loader():
     return data.val_dataloader()
 
 
-def mean_training_depth(max_clips: int = 2000):
-    """Per-pixel mean of valid training depths over up to `max_clips` clips -> (H, W) tensor."""
+def training_means(max_clips: int = 2000):
+    """The trivial predictor's two parts, from up to `max_clips` training clips (views in their stored order):
+    the per-pixel mean of valid depths (H, W) and `mean_relative_pose` of the cameras (N, 4, 4)."""
     import torch
 
     from g2vlm.datamodules.multiview.datamodule import MultiViewDataModule
@@ -90,33 +94,72 @@ def mean_training_depth(max_clips: int = 2000):
     data.setup("validate")
     total = torch.zeros(IMAGE_SIZE, dtype=torch.float64)
     count = torch.zeros(IMAGE_SIZE, dtype=torch.float64)
-    clips = 0
+    poses, clips = [], 0
     for batch in data.val_dataloader():
         total += (batch.depth_m * batch.valid).sum(dim=(0, 1)).double()
         count += batch.valid.sum(dim=(0, 1)).double()
+        poses.append(batch.camera_to_world)
         clips += batch.batch_size
         if clips >= max_clips:
             break
-    return (total / count.clamp(min=1)).float().clamp(min=1e-3)
+    return (total / count.clamp(min=1)).float().clamp(min=1e-3), mean_relative_pose(torch.cat(poses))
+
+
+def mean_relative_pose(camera_to_world):
+    """The mean pose of each view relative to view 0 over many clips: (M, N, 4, 4) OpenCV camera_to_world -> (N, 4, 4).
+
+    Rotation: the chordal L2 mean of inverse(P_0)·P_k, i.e. the rotation nearest (Frobenius) to their average.
+    Translation: along the principal axis of the unit directions of the relative translations (the axis that
+    best fits them up to sign, as the pose metric ignores the sign), oriented towards the majority and as long
+    as their mean length. View 0 gets the identity.
+    """
+    import torch
+
+    from g2vlm.geometry.camera import relative_pose, se3_from_rotation_translation
+
+    poses = camera_to_world.to(torch.float64)
+    relative = relative_pose(poses[:, :1], poses)  # (M, N, 4, 4): camera k -> camera 0
+    u, _, vh = torch.linalg.svd(relative[..., :3, :3].mean(0))
+    fix = torch.ones_like(u[..., 0, :])
+    fix[..., -1] = torch.sign(torch.det(u @ vh))
+    rotation = u @ torch.diag_embed(fix) @ vh
+    translation = relative[..., :3, 3]  # (M, N, 3)
+    length = translation.norm(dim=-1, keepdim=True)
+    directions = translation / length.clamp(min=1e-12)
+    scatter = torch.einsum("mni,mnj->nij", directions, directions)
+    axis = torch.linalg.eigh(scatter).eigenvectors[..., -1]  # (N, 3), largest eigenvalue
+    sign = torch.sign((directions * axis).sum(-1).sum(0))
+    axis = axis * torch.where(sign == 0, torch.ones_like(sign), sign)[:, None]
+    mean = se3_from_rotation_translation(rotation, axis * length.mean(0))
+    mean[0] = torch.eye(4, dtype=mean.dtype)
+    return mean.float()
 
 
 def evaluate(predict: Callable, loader) -> dict[str, float]:
-    """predict(images (B, N, 3, H, W)) -> (depth (B, N, H, W), camera_to_world (B, N, 4, 4))."""
+    """predict(images (B, N, 3, H, W)) -> (depth (B, N, H, W), camera_to_world (B, N, 4, 4)).
+
+    -> Abs Rel and δ<1.25 after per-image IRLS-L1 scale alignment; AUC@30 and the median rotation and
+    translation-direction errors (degrees) over all view pairs."""
     import torch
 
     from g2vlm.metrics.depth import DepthMetrics
-    from g2vlm.metrics.relative_pose import RelativePoseMetrics
+    from g2vlm.metrics.relative_pose import pair_errors_deg, pose_auc
 
-    depth_metrics, pose_metrics = DepthMetrics(alignment="scale"), RelativePoseMetrics(thresholds=(30,))
+    depth_metrics = DepthMetrics(alignment="scale")
+    rotation_errors, translation_errors = [], []
     with torch.no_grad():
         for batch in loader:
             batch = batch.with_float_images()
             depth, camera_to_world = predict(batch.images)
             depth_metrics.update(depth.flatten(0, 1), batch.depth_m.flatten(0, 1), batch.valid.flatten(0, 1))
-            pose_metrics.update(camera_to_world, batch.camera_to_world)
+            rotation, translation = pair_errors_deg(camera_to_world, batch.camera_to_world)
+            rotation_errors.append(rotation.flatten())
+            translation_errors.append(translation.flatten())
     depth = depth_metrics.compute()
+    rotation, translation = torch.cat(rotation_errors), torch.cat(translation_errors)
     return {"abs_rel": float(depth["abs_rel"]), "delta_1": float(depth["delta_1"]),
-            "auc_30": float(pose_metrics.compute()["AUC@30"])}
+            "auc_30": float(100 * pose_auc(rotation, translation, 30)),
+            "rotation_error_deg": float(rotation.median()), "translation_error_deg": float(translation.median())}
 
 
 def load_trained(checkpoint: Path):
@@ -128,7 +171,9 @@ def load_trained(checkpoint: Path):
     return module.eval()
 
 
-def predictors(trained, mean_depth) -> dict[str, Callable]:
+def predictors(trained, mean_depth, mean_poses) -> dict[str, Callable]:
+    """The table's rows: the untrained model, two trivial predictors (a constant depth with identity poses; the
+    mean training depth map with the mean training relative poses) and the trained model."""
     import torch
 
     from g2vlm.lit.geometry_pretraining import GeometryPretraining
@@ -138,68 +183,64 @@ def predictors(trained, mean_depth) -> dict[str, Callable]:
     untrained.configure_model()
     untrained.eval()
 
-    def identity_poses(images):
-        b, n = images.shape[:2]
-        return torch.eye(4).expand(b, n, 4, 4)
-
     def model_prediction(module):
         def predict(images):
             output = module(images)
             return output.depth, output.camera_to_world
         return predict
 
+    def constant(images):
+        b, n = images.shape[:2]
+        return torch.ones(images.shape[:2] + images.shape[-2:]), torch.eye(4).expand(b, n, 4, 4)
+
+    def means(images):
+        b, n = images.shape[:2]
+        return mean_depth.expand(images.shape[:2] + mean_depth.shape), mean_poses[:n].expand(b, n, 4, 4)
+
     return {
         "untrained model": model_prediction(untrained),
-        "constant depth": lambda images: (torch.ones(images.shape[:2] + images.shape[-2:]), identity_poses(images)),
-        "mean training depth map": lambda images: (mean_depth.expand(images.shape[:2] + mean_depth.shape),
-                                                   identity_poses(images)),
+        "constant depth, identity poses": constant,
+        "training means (depth map, poses)": means,
         "trained (small preset)": model_prediction(trained),
     }
 
 
-def save_examples(trained, loader, out_dir: Path) -> tuple[Path, Path]:
-    """Depth comparison PNG of the first held-out clip and a PLY of its predicted world points."""
-    import numpy as np
+def save_figures(trained, loader, out_dir: Path) -> tuple[Path, Path, Path]:
+    """The first held-out clip: a labelled depth comparison (PNG), its ground-truth and predicted point clouds
+    rendered side by side (PNG) and the predicted points as a coloured PLY."""
     import torch
 
-    from g2vlm.geometry.alignment import irls_l1_scale
-    from g2vlm.visual_io import colourise, save_png, write_ply
+    from g2vlm.figures import clip_figures
+    from g2vlm.visual_io import save_png, write_ply
 
     batch = next(iter(loader)).with_float_images()
     with torch.no_grad():
         output = trained(batch.images[:1])
-    rows = []
-    for view in range(batch.num_views):
-        gt, valid = batch.depth_m[0, view], batch.valid[0, view]
-        scale = irls_l1_scale(output.depth[0, view][valid], gt[valid])
-        pred = (output.depth[0, view] * scale).numpy()
-        low, high = float(gt[valid].min()), float(gt[valid].max())
-        image = (batch.images[0, view].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        error = np.abs(pred - gt.numpy())
-        rows.append(np.concatenate([image, colourise(gt.numpy(), valid.numpy(), low, high),
-                                    colourise(pred, None, low, high),
-                                    colourise(error, valid.numpy(), 0.0, 0.25 * high)], axis=1))
-    png = save_png(out_dir / "depth_comparison.png", np.concatenate(rows, axis=0))
-    points = output.world_points[0].reshape(-1, 3).numpy()
-    colours = (batch.images[0].permute(0, 2, 3, 1).reshape(-1, 3).numpy() * 255).round().astype(np.uint8)
-    ply = write_ply(out_dir / "predicted_points.ply", points, colours)
-    return png, ply
+    depth, clouds = clip_figures(
+        batch.images[0], batch.depth_m[0], batch.valid[0], batch.K[0], batch.camera_to_world[0], output.depth[0],
+        output.world_points[0], output.camera_to_world[0],
+        depth_title="held-out clip: depth (each prediction scaled to the ground truth)",
+        clouds_title="held-out clip: points and cameras (the prediction moved by one similarity)")
+    colours = (batch.images[0].permute(0, 2, 3, 1).reshape(-1, 3) * 255).round().to(torch.uint8).numpy()
+    ply = write_ply(out_dir / "predicted_points.ply", output.world_points[0].reshape(-1, 3).numpy(), colours)
+    return save_png(out_dir / "depth_comparison.png", depth), save_png(out_dir / "point_clouds.png", clouds), ply
 
 
 def print_table(results: dict[str, dict[str, float]]) -> None:
-    constant = results["constant depth"]["abs_rel"]
-    print("\nheld-out synthetic scenes (64×64, 4 views): depth after per-image scale alignment, poses over all pairs")
-    print(f"{'predictor':<26}{'Abs Rel ↓':>11}{'δ<1.25 ↑':>11}{'AUC@30 ↑':>11}{'÷ constant':>12}")
+    constant = results["constant depth, identity poses"]["abs_rel"]
+    print("\nheld-out synthetic scenes (64×64, 4 views): depth after per-image scale alignment; poses over all view "
+          "pairs (median errors in degrees)")
+    print(f"{'predictor':<35}{'Abs Rel ↓':>10}{'δ<1.25 ↑':>10}{'÷ constant':>12}{'AUC@30 ↑':>10}{'rot. err ↓':>12}"
+          f"{'dir. err ↓':>12}")
     for name, row in results.items():
-        print(f"{name:<26}{row['abs_rel']:>11.3f}{row['delta_1']:>11.3f}{row['auc_30']:>11.1f}"
-              f"{row['abs_rel'] / constant:>12.2f}")
+        print(f"{name:<35}{row['abs_rel']:>10.3f}{row['delta_1']:>10.3f}{row['abs_rel'] / constant:>12.2f}"
+              f"{row['auc_30']:>10.1f}{row['rotation_error_deg']:>12.1f}{row['translation_error_deg']:>12.1f}")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     make_shards(args.train_scenes, args.val_scenes, args.workers)
     if not args.skip_training:
         train(args.minutes, args.threads)
@@ -215,13 +256,15 @@ def run(args: argparse.Namespace) -> int:
     except CheckpointError as error:
         print(f"[demo] error: {error}", file=sys.stderr)
         return 2
-    mean_depth = mean_training_depth()
-    results = {name: evaluate(predict, val_loader()) for name, predict in predictors(trained, mean_depth).items()}
+    rows = predictors(trained, *training_means())
+    results = {name: evaluate(predict, val_loader()) for name, predict in rows.items()}
     out_dir = Path(args.out)
-    png, ply = save_examples(trained, val_loader(), out_dir)
+    depth_png, cloud_png, ply = save_figures(trained, val_loader(), out_dir)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     print_table(results)
     print(f"\n[demo] evaluated in {time.perf_counter() - start:.0f} s")
-    print(f"[demo] depth comparison: {png}\n[demo] point cloud:       {ply}\n[demo] table (JSON):     {out_dir / 'results.json'}")
-    print(f"[demo] checkpoint:       {checkpoint}\n[demo] TensorBoard:      tensorboard --logdir {RUN_DIR / 'tensorboard'}")
+    print(f"[demo] depth comparison:  {depth_png}\n[demo] point clouds:      {cloud_png}\n"
+          f"[demo] predicted points:  {ply}\n[demo] table (JSON):      {out_dir / 'results.json'}")
+    print(f"[demo] checkpoint:        {checkpoint}\n[demo] TensorBoard:       tensorboard --logdir {RUN_DIR / 'tensorboard'}"
+          f"   (images: depth and point clouds during training)")
     return 0

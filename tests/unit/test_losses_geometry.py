@@ -152,6 +152,23 @@ def test_normal_loss_gated_by_dataset_list():
     assert GeometryLoss(normal_datasets=["co3dv2"])(**noisy, **dict(gt, dataset_names=["co3dv2", "x"])).normal > 0
 
 
+def test_normal_loss_switched_off_is_an_exact_zero_and_not_computed(monkeypatch):
+    pred, gt = make_scene()
+    noisy = perturb(pred)
+    full = GeometryLoss()(**noisy, **gt)
+    import g2vlm.losses.geometry_loss as module
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the normal loss was computed although switched off")
+
+    monkeypatch.setattr(module, "quad_triangle_normals", forbidden)
+    for off in (GeometryLoss(normal_weight=0.0), GeometryLoss(normal_datasets=[])):
+        out = off(**noisy, **gt)
+        assert out.normal == 0
+        for name in ("local_points", "global_points", "camera_translation", "camera_rotation"):
+            torch.testing.assert_close(out.terms()[name], full.terms()[name])
+
+
 def test_degenerate_samples_give_exact_zero_and_finite_grads():
     pred, gt = make_scene()
     noisy = {k: v.clone().requires_grad_() for k, v in perturb(pred).items()}

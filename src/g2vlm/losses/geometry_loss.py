@@ -96,7 +96,8 @@ class GeometryLoss(nn.Module):
         huber_delta: δ of the Huber loss on relative translations (0.1).
         scale_points: points resampled for the s* solve (4096).
         depth_clamp_ratio: z is clamped from below at this × the frame's mean valid GT depth for 1/z (0.1).
-        normal_datasets: dataset names (case-insensitive) that get the normal loss.
+        normal_datasets: dataset names (case-insensitive) that get the normal loss. With none listed, or
+            normal_weight 0, the normal term is an exact 0 and is not computed.
         normal_edge_rtol: relative depth-edge tolerance; triangles touching GT depth edges are skipped (0.03).
         min_valid_pixels: a sample with depth needs at least this many valid pixels to contribute (100).
     """
@@ -248,8 +249,11 @@ class GeometryLoss(nn.Module):
             global_loss = _masked_mean((aligned_global - gt_world).abs().sum(-1) * weights, valid) / 3.0
         else:
             global_loss = torch.zeros((), dtype=pred_local.dtype, device=pred_local.device)
-        normal_gate = self._normal_gate(dataset_names, valid.device)
-        normal_loss = self._normal_loss(aligned_local, gt_local, valid, normal_gate & point_samples)
+        if self.normal_weight and self.normal_datasets:
+            normal_gate = self._normal_gate(dataset_names, valid.device)
+            normal_loss = self._normal_loss(aligned_local, gt_local, valid, normal_gate & point_samples)
+        else:  # switched off: an exact 0, not computed (it is ~40 % of the CPU demo's step)
+            normal_loss = torch.zeros((), dtype=pred_local.dtype, device=pred_local.device)
 
         # --- camera terms over all ordered pairs i != j
         pred_pose = _scale_translation(pred_camera_to_world, scale / pred_factor)

@@ -30,6 +30,9 @@ class DinoConfig:
     registers: int = 4
     img_size: int = 518  # size the absolute position embedding is stored at (interpolated otherwise)
     frozen: bool = True
+    # "patch": DINOv2's one patch-size convolution (official weights); "conv": log2(patch_size) stride-2 3x3
+    # convolutions with GELU between them (a convolutional stem, for an encoder trained from scratch)
+    stem: Literal["patch", "conv"] = "patch"
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,9 @@ class HeadsConfig:
     point_dim: int = 1024  # output width of the point / global-point / confidence decoders
     camera_dim: int = 512  # output width of the camera decoder (and the camera head's MLP width)
     confidence: bool = False
+    # dense outputs from the decoder tokens: "pixel_shuffle" (official: one Linear per token, p x p pixels) or
+    # "conv" (a convolutional upsampler: 2x upsampling + 3x3 convolution, log2(p) times; no patch-sized blocks)
+    upsampler: Literal["pixel_shuffle", "conv"] = "pixel_shuffle"
 
 
 @dataclass(frozen=True)
@@ -185,11 +191,18 @@ def tiny() -> ModelConfig:
 def small() -> ModelConfig:
     """The CPU demo: geometric path only (no Qwen parts), 64×64 images, patch 8, ~4 views.
 
-    Width 64, 3 trunk blocks with global attention across the views, a 1-block DINO-family encoder that is
-    trained (a random frozen encoder would only be a fixed random feature map), and heads without decoder
-    blocks (linear + pixel shuffle for points, the residual-MLP camera head): about 0.29M parameters. On a
-    2-core CPU, small and fast wins (shared/reference/demo-feasibility.md): the 0.72M variant with 2-block
-    DINO, 4 trunk blocks and 2-block heads ran about 1.6× slower per image."""
+    Width 64, 3 trunk blocks with global attention across the views, a 1-block DINO-family encoder that is trained
+    (a random frozen encoder would only be a fixed random feature map), heads without decoder blocks (the
+    residual-MLP camera head). About 0.29M parameters. On a 2-core CPU small and fast wins
+    (shared/reference/demo-feasibility.md: the 0.72M variant with 2-block DINO, 4 trunk blocks and 2-block heads
+    ran about 1.6x slower per image). Three choices for a model trained from scratch on little data
+    (benchmarks/RESULTS.md, "Geometry demo"):
+    - a convolutional stem (three stride-2 3x3 convolutions) instead of one 8x8 patch convolution;
+    - a convolutional upsampler for the dense outputs instead of the per-token pixel-shuffle Linear, so depth has
+      no 8-pixel blocks;
+    - RoPE base 20: with 8 frequency pairs per head and M-RoPE's sections (2, 3, 3), base 1e4 turns the column
+      axis (the slowest pairs) by 0.02 rad across an 8-token image, i.e. the trunk's attention barely sees
+      horizontal position; base 20 turns it by 0.5-1.1 rad."""
     return ModelConfig(
         width=64,
         layers=3,
@@ -197,12 +210,12 @@ def small() -> ModelConfig:
         kv_heads=2,
         head_dim=16,
         mlp_size=192,
-        rope_theta=10_000.0,
+        rope_theta=20.0,
         mrope_section=(2, 3, 3),
         semantic=False,
         vit=None,
-        dino=DinoConfig(width=64, depth=1, heads=4, patch_size=8, registers=4, img_size=64, frozen=False),
-        geometry_heads=HeadsConfig(depth=0, heads=4, point_dim=64, camera_dim=64),
+        dino=DinoConfig(width=64, depth=1, heads=4, patch_size=8, registers=4, img_size=64, frozen=False, stem="conv"),
+        geometry_heads=HeadsConfig(depth=0, heads=4, point_dim=64, camera_dim=64, upsampler="conv"),
     )
 
 

@@ -17,11 +17,12 @@ these windows, so imported official weights use them by default (`OfficialInputC
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
+from timm.layers import PatchEmbed, trunc_normal_
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -42,9 +43,35 @@ class DinoViT(VisionTransformer):
         nn.init.normal_(self.reg_token, std=1e-6)
 
 
+class ConvStemPatchEmbed(PatchEmbed):
+    """timm's PatchEmbed whose single patch-size convolution is replaced by a convolutional stem: log2(patch)
+    stride-2 3x3 convolutions, GELU between them, widths doubling up to the embedding width (patch 8, width 64:
+    3 -> 16 -> 32 -> 64). Same input and output as PatchEmbed; sees across patch borders, which a ViT trained
+    from scratch on little data needs (Xiao et al. 2021, "Early convolutions help transformers see better")."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        patch, width, in_chans = self.patch_size[0], self.proj.out_channels, self.proj.in_channels
+        stages = round(math.log2(patch))
+        if self.patch_size[0] != self.patch_size[1] or 2**stages != patch or width % 2 ** (stages - 1):
+            raise ValueError(f"model/dino_encoder.py: a conv stem needs a square power-of-two patch size and a width "
+                             f"divisible by patch/2, got patch {self.patch_size} and width {width}")
+        layers: list[nn.Module] = []
+        for stage in range(stages):
+            out = width // 2 ** (stages - 1 - stage)
+            layers.append(nn.Conv2d(in_chans, out, kernel_size=3, stride=2, padding=1))
+            if stage < stages - 1:
+                layers.append(nn.GELU())
+            in_chans = out
+        self.proj = nn.Sequential(*layers)
+
+
 def build_dino(config: DinoConfig) -> DinoViT:
     """A random-init DINOv2-reg ViT of the configured size (weights are loaded separately, never downloaded)."""
+    if config.stem not in ("patch", "conv"):
+        raise ValueError(f"model/dino_encoder.py: DinoConfig.stem must be patch|conv, got {config.stem!r}")
     return DinoViT(
+        embed_layer=ConvStemPatchEmbed if config.stem == "conv" else PatchEmbed,
         img_size=config.img_size,
         patch_size=config.patch_size,
         embed_dim=config.width,

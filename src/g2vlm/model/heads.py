@@ -22,6 +22,7 @@ module prefix.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 import torch.nn.functional as F
@@ -151,6 +152,44 @@ class PixelShuffleHead(nn.Module):
         return out.permute(0, 2, 3, 1)
 
 
+class ConvUpsampleHead(nn.Module):
+    """Dense output by convolutional upsampling. (B·N, h·w, in) -> (B·N, h·p, w·p, channels).
+
+    A 1x1 convolution to in/2 features on the token grid, then log2(p) stages of (2x bilinear upsampling, 3x3
+    convolution, GELU) halving the features down to a floor of 8, then a 1x1 convolution to `channels`. Neighbouring
+    tokens blend at every scale, so the output has no p x p block seams (the pixel-shuffle head predicts each
+    token's block on its own)."""
+
+    def __init__(self, in_dim: int, channels: int, patch_size: int) -> None:
+        super().__init__()
+        stages = round(math.log2(patch_size))
+        if 2**stages != patch_size:
+            raise ValueError(f"model/heads.py ConvUpsampleHead: patch_size must be a power of two, got {patch_size}")
+        width = max(in_dim // 2, 8)
+        self.proj = nn.Conv2d(in_dim, width, kernel_size=1)
+        self.stages = nn.ModuleList()
+        for _ in range(stages):
+            out = max(width // 2, 8)
+            self.stages.append(nn.Conv2d(width, out, kernel_size=3, padding=1))
+            width = out
+        self.out = nn.Conv2d(width, channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
+        x = self.proj(x.transpose(1, 2).reshape(x.shape[0], -1, grid_h, grid_w))
+        for conv in self.stages:
+            x = F.gelu(conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)))
+        return self.out(x).permute(0, 2, 3, 1)
+
+
+def dense_head(in_dim: int, channels: int, patch_size: int, upsampler: str) -> nn.Module:
+    """The dense output head of `HeadsConfig.upsampler`: PixelShuffleHead or ConvUpsampleHead."""
+    if upsampler == "pixel_shuffle":
+        return PixelShuffleHead(in_dim, channels, patch_size)
+    if upsampler == "conv":
+        return ConvUpsampleHead(in_dim, channels, patch_size)
+    raise ValueError(f"model/heads.py: HeadsConfig.upsampler must be pixel_shuffle|conv, got {upsampler!r}")
+
+
 class ResidualMLPBlock(nn.Module):
     """x + relu(res_conv3(relu(res_conv2(relu(res_conv1(x))))))."""
 
@@ -197,14 +236,14 @@ class GeometryHeads(nn.Module):
         self.rope = RoPE2D(config.rope_base)
         self.head_dim = width // config.heads
         self.point_decoder = Decoder(width, config, config.point_dim)
-        self.point_head = PixelShuffleHead(config.point_dim, 3, patch_size)
+        self.point_head = dense_head(config.point_dim, 3, patch_size, config.upsampler)
         self.camera_decoder = Decoder(width, config, config.camera_dim)
         self.camera_head = CameraHead(config.camera_dim)
         self.global_point_decoder = Decoder(width, config, config.point_dim, cross=True)
-        self.global_point_head = PixelShuffleHead(config.point_dim, 3, patch_size)
+        self.global_point_head = dense_head(config.point_dim, 3, patch_size, config.upsampler)
         if config.confidence:
             self.confidence_decoder = Decoder(width, config, config.point_dim)
-            self.confidence_head = PixelShuffleHead(config.point_dim, 1, patch_size)
+            self.confidence_head = dense_head(config.point_dim, 1, patch_size, config.upsampler)
         else:
             self.confidence_decoder = self.confidence_head = None
 
