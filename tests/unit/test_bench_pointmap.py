@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from g2vlm.benchmarks import frame_maps
-from g2vlm.benchmarks.pointmap import evaluate_pointmap
-from g2vlm.benchmarks.pointmap_datasets import (
+from g2vlm.benchmarks.reconstruction import frame_maps
+from g2vlm.benchmarks.reconstruction.pointmap import evaluate_pointmap
+from g2vlm.benchmarks.reconstruction.pointmap_datasets import (
     NRGBD_K,
     SEVEN_SCENES_K,
     PointMapView,
@@ -21,7 +21,7 @@ from g2vlm.benchmarks.pointmap_datasets import (
     gt_points,
     read_pointmap_dataset,
 )
-from g2vlm.benchmarks.predictions import PredictionFolder
+from g2vlm.benchmarks.reconstruction.predictions import PredictionFolder
 from PIL import Image
 
 H, W = 12, 16

@@ -13,7 +13,8 @@ from g2vlm.datamodules.shards.decoding import encode_jpeg
 from g2vlm.datamodules.shards.reader import SkipLog
 
 from g2vlm.ask import add_to
-from g2vlm.lit.spatial_reasoning import SpatialReasoning, load_reasoning_checkpoint, template_for
+from g2vlm.inference import load_reasoning_checkpoint, template_for
+from g2vlm.lit.spatial_reasoning import SpatialReasoning
 
 
 def _parser() -> argparse.ArgumentParser:

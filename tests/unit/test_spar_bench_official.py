@@ -13,7 +13,7 @@ the 3-task Medium, here the mean of the three official task values.
 from __future__ import annotations
 
 import pytest
-from g2vlm.benchmarks.spar import score_predictions
+from g2vlm.benchmarks.spatial_qa.spar import score_predictions
 
 from g2vlm.metrics.spatial_qa import NUMERIC_TASKS
 

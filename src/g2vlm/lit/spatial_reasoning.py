@@ -51,7 +51,6 @@ from g2vlm.datamodules.qa.batch import (
     TextPart,
     float_image,
 )
-from g2vlm.datamodules.qa.template import QATemplate
 from g2vlm.datamodules.qa.tokenizer import ChatTokens, load_tokenizer
 from g2vlm.lit.base import BaseTask, read_model_state
 from g2vlm.lit.fsdp import gathered
@@ -63,15 +62,7 @@ from g2vlm.model.g2vlm import G2VLM
 from g2vlm.model.generation import generate
 from g2vlm.model.outputs import GeometryOutput
 from g2vlm.model.packing import Geometry, PackedBatch, Segment, Text, VitImage, pack
-from g2vlm.model.weights import (
-    config_from_dict,
-    config_to_dict,
-    load_model_config,
-    load_qwen2vl,
-    load_strict,
-    model_record,
-    read_tensors,
-)
+from g2vlm.model.weights import config_from_dict, config_to_dict, load_qwen2vl, load_strict, read_tensors
 
 VARIANTS = ("ce_only", "ce_ce", "vg_ce")
 JOINT_STAGE = Optimization(learning_rate=2e-5, warmup_steps=400)  # official joint stage (reference §3.2)
@@ -318,51 +309,3 @@ class SpatialReasoning(BaseTask):
                 self.log(f"val/qa/{task}", sum(scores) / len(scores))
         self._val_tasks.clear()
 
-
-def load_reasoning_checkpoint(path: str | Path, device: str | torch.device = "cpu",
-                              tokenizer: str | None = None) -> tuple[SpatialReasoning, dict]:
-    """(SpatialReasoning in eval mode on `device`, the checkpoint record) from a Lightning checkpoint or a model
-    file (.safetensors of `g2vlm import-weights`, whose record gives the tokenizer folder and image sizes); weights
-    are loaded strictly and the starting-weight arguments it was trained with are not read again. `tokenizer`
-    replaces the recorded tokenizer folder (a relative path is relative to where training ran)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such checkpoint file")
-    if path.suffix == ".safetensors":  # a model file of `g2vlm import-weights` (e.g. the imported official G²VLM)
-        record = model_record(path)
-        tokenizer = tokenizer or record["tokenizer"]
-        if tokenizer is None:
-            raise ValueError(f"{path}: the model file records no tokenizer folder; give --tokenizer")
-        config = config_to_dict(load_model_config(path))
-        module = SpatialReasoning(tokenizer, model_overrides=config, variant="ce_only", init_weights=str(path))
-        module.configure_model()
-        return module.eval().to(device), record
-    from g2vlm.safe_load import load_checkpoint_file
-
-    record = load_checkpoint_file(path)  # weights_only: runs no code from the file (g2vlm.safe_load)
-    hparams = record.get("hyper_parameters") if isinstance(record, dict) else None
-    if not isinstance(hparams, dict) or "tokenizer" not in hparams or "variant" not in hparams:
-        raise ValueError(f"{path}: not a SpatialReasoning checkpoint (no tokenizer/variant hyper-parameters)")
-    args = {k: v for k, v in hparams.items() if not k.startswith("_")}
-    args.update(init_weights=None, geometry_checkpoint=None, qwen2vl=None)
-    if tokenizer is not None:
-        args["tokenizer"] = tokenizer
-    module = SpatialReasoning(**args)
-    module.configure_model()
-    module.load_state_dict(record["state_dict"], strict=True)
-    return module.eval().to(device), record
-
-
-def template_for(module: SpatialReasoning, record: dict, geometry_size: tuple[int, int] | None = None,
-                 vit_size: tuple[int, int] | None = None) -> QATemplate:
-    """The chat template a checkpoint was trained with: image sizes and markers from its QADataModule's
-    hyper-parameters (or the sizes given), patching from its model."""
-    data = record.get("datamodule_hyper_parameters") or {}
-    geometry_size = geometry_size or data.get("geometry_size")
-    vit_size = vit_size or data.get("vit_size")
-    if geometry_size is None or vit_size is None:
-        raise ValueError("the checkpoint records no QADataModule image sizes; give --geometry-size and --vit-size")
-    config = module.model_config
-    return QATemplate(module.tokenizer, tuple(geometry_size), tuple(vit_size), config.dino.patch_size,
-                      config.vit.patch_size, config.vit.spatial_merge_size, draw_markers=data.get("draw_markers", True),
-                      markers_on_geometry=data.get("markers_on_geometry", False))
