@@ -74,7 +74,7 @@ bench-spar: $(STAMP) ## SPAR-Bench: [PARQUET=SPAR-Bench/data] [DATA=data/shards/
 		$(if $(TOKENIZER),--tokenizer $(TOKENIZER)) --out $(or $(OUT),runs/bench/spar.json)
 
 demo-reasoning: $(STAMP) ## synthetic spatial QA -> train the tiny reasoning model on CPU -> accuracy / MRA vs baselines
-	$(BIN)/python -m g2vlm.benchmarks.spar_demo
+	$(BIN)/python -m g2vlm.demo_reasoning
 
 bench-train: $(STAMP) ## training-step speed: step time, tokens/s, images/s, MFU, peak memory (g2vlm-2b on CUDA, small on CPU) [OUT=] [ARGS=]
 	$(BIN)/g2vlm bench train --out $(or $(OUT),runs/bench/train.json) $(ARGS)
@@ -83,7 +83,7 @@ bench-infer: $(STAMP) ## reconstruction time and peak memory vs number of views,
 	$(BIN)/g2vlm bench infer --out $(or $(OUT),runs/bench/infer.json) $(ARGS)
 
 bench-data: $(STAMP) ## multi-view loader throughput (clips/s, frames/s per worker) beside raw decode
-	$(BIN)/python -m g2vlm.benchmarks.data_throughput
+	$(BIN)/python -m g2vlm.benchmarks.speed.data_throughput
 
 consolidate: $(STAMP) ## sharded checkpoint folder -> one portable file: make consolidate CKPT=... [OUT=file]
 	@test -n "$(CKPT)" || { echo "usage: make consolidate CKPT=runs/<exp>/checkpoints/last.ckpt [OUT=file]" >&2; exit 2; }

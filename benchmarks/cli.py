@@ -11,7 +11,7 @@ Each run prints a table beside the published numbers and, with --out, writes JSO
 {"<benchmark>": {"<dataset>": {metrics...}}, "env": {versions, device, date, command, git_commit}}.
 Without --ckpt and --predictions the demo's checkpoint (runs/geometry-demo/checkpoints/last.ckpt) is used.
 Input resize (checkpoints): width 512 (the published protocols; the synthetic set: its own 64) → the model's
-patch grid, see g2vlm.benchmarks.inference. Saved predictions: see g2vlm.benchmarks.predictions.
+patch grid, see g2vlm.inference. Saved predictions: see g2vlm.benchmarks.reconstruction.predictions.
 """
 
 from __future__ import annotations
@@ -35,16 +35,16 @@ def add_to(subparsers: argparse._SubParsersAction) -> None:
     _add_common(benchmarks, "pose", "relative camera pose (synthetic, co3dv2, re10k)")
     _add_common(benchmarks, "pointmap", "multi-view point maps (synthetic, 7scenes, 7scenes-sparse, nrgbd, "
                                         "nrgbd-sparse, eth3d, dtu)")
-    from g2vlm.benchmarks.spar_cli import add_spar
+    from g2vlm.benchmarks.spatial_qa.spar_cli import add_spar
 
-    add_spar(benchmarks)  # spatial QA: its own run (benchmarks/spar_cli.py)
-    from g2vlm.benchmarks import qa_cli
+    add_spar(benchmarks)  # spatial QA: its own run (benchmarks/spatial_qa/spar_cli.py)
+    from g2vlm.benchmarks.spatial_qa import saved_answers_cli as qa_cli
 
-    qa_cli.add_to(benchmarks)  # MindCube and OmniSpatial saved answers (benchmarks/qa_cli.py)
-    from g2vlm.benchmarks.infer_speed import add_infer
-    from g2vlm.benchmarks.train_speed import add_train
+    qa_cli.add_to(benchmarks)  # MindCube and OmniSpatial saved answers (benchmarks/spatial_qa/saved_answers_cli.py)
+    from g2vlm.benchmarks.speed.infer import add_infer
+    from g2vlm.benchmarks.speed.train import add_train
 
-    add_train(benchmarks)  # speed: their own runs (benchmarks/train_speed.py, benchmarks/infer_speed.py)
+    add_train(benchmarks)  # speed: their own runs (benchmarks/speed/train.py, benchmarks/speed/infer.py)
     add_infer(benchmarks)
     parser.set_defaults(run=run)
 
@@ -96,8 +96,8 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from g2vlm.benchmarks import report
-    from g2vlm.benchmarks.inference import GeometryPredictor, load_geometry_model
-    from g2vlm.benchmarks.predictions import PredictionFolder
+    from g2vlm.benchmarks.reconstruction.predictions import PredictionFolder
+    from g2vlm.inference import GeometryPredictor, load_geometry_model
     from g2vlm.output_paths import check_writable_file
 
     if args.out:
@@ -133,14 +133,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def _read_dataset(benchmark: str, name: str, root: str | None):
     if benchmark == "depth":
-        from g2vlm.benchmarks.depth_datasets import read_depth_dataset
+        from g2vlm.benchmarks.reconstruction.depth_datasets import read_depth_dataset
 
         return read_depth_dataset(name, root)
     if benchmark == "pose":
-        from g2vlm.benchmarks.pose_datasets import read_pose_dataset
+        from g2vlm.benchmarks.reconstruction.pose_datasets import read_pose_dataset
 
         return read_pose_dataset(name, root)
-    from g2vlm.benchmarks.pointmap_datasets import read_pointmap_dataset
+    from g2vlm.benchmarks.reconstruction.pointmap_datasets import read_pointmap_dataset
 
     return read_pointmap_dataset(name, root)
 
@@ -153,14 +153,14 @@ def _folder_names(benchmark: str, given: str, canonical: str) -> tuple[str, ...]
 
 def _evaluate(args: argparse.Namespace, dataset, predictor, predictions) -> dict:
     if args.benchmark == "depth":
-        from g2vlm.benchmarks.depth import evaluate_depth
+        from g2vlm.benchmarks.reconstruction.depth import evaluate_depth
 
         return evaluate_depth(dataset, args.mode, predictor, predictions, args.batch_size, not args.no_progress)
     if args.benchmark == "pose":
-        from g2vlm.benchmarks.pose import evaluate_pose
+        from g2vlm.benchmarks.reconstruction.pose import evaluate_pose
 
         return evaluate_pose(dataset, predictor, predictions, not args.no_progress)
-    from g2vlm.benchmarks.pointmap import evaluate_pointmap
+    from g2vlm.benchmarks.reconstruction.pointmap import evaluate_pointmap
 
     return evaluate_pointmap(dataset, predictor, predictions, not args.no_progress)
 
@@ -174,7 +174,7 @@ def _speed(record: dict) -> str:
 
 
 def _table(args: argparse.Namespace, dataset: str, record: dict, source: str) -> str:
-    from g2vlm.benchmarks import published, report
+    from g2vlm.benchmarks.reconstruction import published, report
 
     if args.benchmark == "depth":
         table = (published.MONO_DEPTH if args.mode == "mono" else published.VIDEO_DEPTH).get(dataset)

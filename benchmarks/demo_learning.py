@@ -4,9 +4,9 @@
     python -m g2vlm.benchmarks.demo_learning --steps 1500 --model '{"dino": {"stem": "patch"}}' \\
         --loss '{"normal_weight": 1.0, "normal_datasets": ["synthetic"]}' --out runs/demo-learning/old.json
 
-Trains `GeometryPretraining` in-process on the demo's shards (data/demo/, made by `g2vlm demo`) exactly as
-experiments/geometry/demo.yaml does (AdamW (0.9, 0.95) at the demo's rates, warm-up then cosine over `--steps`,
-norm clipping 1.0, colour jitter), for a fixed number of steps, then scores the held-out scenes with the demo's own
+Trains `GeometryPretraining` in-process on the demo's shards (data/demo/, made by `g2vlm demo`) as
+experiments/geometry/demo.yaml does — a Lightning Trainer, the module's own training_step and configure_optimizers
+(AdamW (0.9, 0.95) at the demo's rates, warm-up then cosine over `--steps`), norm clipping 1.0, colour jitter — for a fixed number of steps, then scores the held-out scenes with the demo's own
 `evaluate`. On a machine shared with other jobs the wall clock says little, so the budget is counted in steps and
 the process CPU seconds per step are reported beside the scores: divide a time budget by an idle machine's seconds
 per step (`--threads` as the demo runs) to know how many steps it buys.
@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import lightning as L
 import torch
 
 from g2vlm import demo
 from g2vlm.datamodules.multiview.datamodule import MultiViewDataModule
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
-from g2vlm.lit.optimization import adamw_parameter_groups, warmup_cosine_schedule
+from g2vlm.lit.optimization import Optimization
 from g2vlm.losses.geometry_loss import GeometryLoss
 from g2vlm.model import config as model_configs
 
@@ -56,35 +58,21 @@ def main(argv: list[str] | None = None) -> int:
                           dino=replace(base.dino, **changes.get("dino", {})),
                           geometry_heads=replace(base.geometry_heads, **changes.get("geometry_heads", {})))
     model_configs.PRESETS["demo-learning"] = lambda: config
-    module = GeometryPretraining(preset="demo-learning", freeze=[], loss=GeometryLoss(**json.loads(args.loss)))
-    module.configure_model()
-    optimizer = torch.optim.AdamW(
-        adamw_parameter_groups(module.model.parameter_groups(), args.learning_rate, args.weight_decay),
-        lr=args.learning_rate, betas=(0.9, 0.95), eps=1e-15)
-    schedule = warmup_cosine_schedule(optimizer, args.warmup_steps, args.steps,
-                                      args.min_learning_rate / args.learning_rate)
+    optimization = Optimization(learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+                                warmup_steps=args.warmup_steps, min_learning_rate=args.min_learning_rate)
+    module = GeometryPretraining(preset="demo-learning", freeze=[], loss=GeometryLoss(**json.loads(args.loss)),
+                                 optimization=optimization)
     data = MultiViewDataModule(train_shards=[str(demo.DATA_DIR / "synthetic-train-*.tar")], image_size=demo.IMAGE_SIZE,
                                size_multiple=8, views_min=demo.VIEWS, views_max=demo.VIEWS, image_budget=32,
                                num_workers=0, crop_scale_range=(1.0, 1.0), color_jitter=True, seed=args.seed,
                                train_batches_per_epoch=args.steps)
-    data.setup("fit")
-    batches = iter(data.train_dataloader())
-    log, sums = [], {}
+    loss_log = LossLog(args.log_every)
     cpu_start = time.process_time()
-    for step in range(1, args.steps + 1):
-        batch = data.on_after_batch_transfer(next(batches), 0)  # float images and the colour jitter
-        losses = module._loss(batch, module(batch.images))
-        optimizer.zero_grad(set_to_none=True)
-        losses.total.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        for name, value in losses.terms().items():
-            sums[name] = sums.get(name, 0.0) + float(value.detach())
-        if step % args.log_every == 0:
-            log.append({"step": step, **{name: total / args.log_every for name, total in sums.items()}})
-            sums = {}
-            print(json.dumps(log[-1]), flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        trainer = L.Trainer(accelerator="cpu", max_steps=args.steps, gradient_clip_val=1.0, limit_val_batches=0,
+                            num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=[loss_log], default_root_dir=folder)
+        trainer.fit(module, datamodule=data)
     cpu_per_step = (time.process_time() - cpu_start) / args.steps
     module.eval()
 
@@ -94,11 +82,31 @@ def main(argv: list[str] | None = None) -> int:
 
     scores = demo.evaluate(predict, demo.val_loader())
     report = {"args": vars(args), "parameters": sum(p.numel() for p in module.parameters()),
-              "cpu_s_per_step": cpu_per_step, **scores, "train_loss": log}
+              "cpu_s_per_step": cpu_per_step, **scores, "train_loss": loss_log.rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k != "train_loss"}))
     return 0
+
+
+class LossLog(L.Callback):
+    """Mean of every logged training loss term over each `every` steps: rows {"step": s, term: mean}."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.rows: list[dict] = []
+        self._sums: dict[str, float] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("train/loss/") and key != "train/loss/total":
+                name = key.removeprefix("train/loss/")
+                self._sums[name] = self._sums.get(name, 0.0) + float(value)
+        if trainer.global_step % self.every == 0:
+            self.rows.append({"step": trainer.global_step,
+                              **{name: total / self.every for name, total in self._sums.items()}})
+            self._sums = {}
+            print(json.dumps(self.rows[-1]), flush=True)
 
 
 if __name__ == "__main__":

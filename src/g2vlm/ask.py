@@ -48,7 +48,8 @@ def ask(args: argparse.Namespace) -> str:
 
     from g2vlm.datamodules.qa.schema import QA_SUFFIX, QARecord, QASampleRecord
     from g2vlm.datamodules.shards.schema import SampleError, frame_member
-    from g2vlm.lit.spatial_reasoning import load_reasoning_checkpoint, template_for, to_segments
+    from g2vlm.inference import load_reasoning_checkpoint, template_for
+    from g2vlm.lit.spatial_reasoning import to_segments
     from g2vlm.model.generation import generate
 
     members = {}

@@ -3,7 +3,7 @@
     g2vlm reconstruct --ckpt runs/geometry-demo/checkpoints/last.ckpt --images photos/ --out runs/recon
 
 All images go through the geometry path together (one sample of N frames), as in the official demo. Resize
-rule (g2vlm.benchmarks.inference): every image is resized to the size the *first* image gets — LANCZOS to
+rule (g2vlm.inference): every image is resized to the size the *first* image gets — LANCZOS to
 the load width W (default: the width the checkpoint was trained at when it records one, else 512, the
 evaluation protocol's) and height round(H·W/W₀/p)·p, then to the patch grid (multiples of the patch size p).
 Outputs, all at that model resolution:
@@ -90,8 +90,7 @@ def fit_intrinsics(local_points, eps: float = 1e-6):
 
 
 def run(args: argparse.Namespace) -> int:
-    from g2vlm.benchmarks.files import FrameError
-    from g2vlm.benchmarks.inference import CheckpointError
+    from g2vlm.inference import CheckpointError, FrameError
 
     try:
         return _run(args)
@@ -105,12 +104,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
-    from g2vlm.benchmarks.files import read_rgb
-    from g2vlm.benchmarks.inference import (
-        GeometryPredictor,
-        load_geometry_model,
-        training_image_size,
-    )
+    from g2vlm.inference import GeometryPredictor, load_geometry_model, read_rgb, training_image_size
     from g2vlm.output_paths import check_writable_folder
     from g2vlm.visual_io import colourise, save_png, write_ply
 

@@ -11,9 +11,9 @@ hyper-parameters, model class included, and silently drops what the command line
 - a checkpoint of another LightningModule (e.g. SpatialReasoning given to a GeometryPretraining config) is
   refused with a message naming both;
 - `fit` continues the saved run, its optimizer state and learning-rate schedule included, so the module's
-  hyper-parameters must agree with the checkpoint's: a difference (e.g. `--model.init_args.learning_rate 0.5`,
-  which the restored schedule would silently override) is refused with a message listing it and saying how to
-  start a new stage from the checkpoint's weights instead. Only the settings in `MAY_DIFFER_ON_RESUME` (speed
+  hyper-parameters must agree with the checkpoint's: a difference (e.g. `--model.init_args.optimization.
+  learning_rate 0.5`, which the restored schedule would silently override) is refused with a message listing it
+  (grouped arguments field by field) and saying how to start a new stage from the checkpoint's weights instead. Only the settings in `MAY_DIFFER_ON_RESUME` (speed
   switches, where starting weights were read from, generation length) may differ; they and every difference under
   validate / test / predict are listed in a warning, and the configuration's values are used.
 """
@@ -50,6 +50,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _differences(name: str, saved: Any, current: Any) -> list[tuple[str, Any, Any]]:
+    """(dotted name, saved, current) of every difference; grouped arguments (dicts such as `optimization`)
+    field by field."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return [difference for key in sorted(set(saved) | set(current), key=str)
+                for difference in _differences(f"{name}.{key}", saved.get(key), current.get(key))]
+    return [] if _plain(saved) == _plain(current) else [(name, saved, current)]
+
+
 def check_resume_checkpoint(path: str | Path, module: Any, fitting: bool) -> None:
     """Refuse a checkpoint that is unsafe, unreadable, not a Lightning checkpoint, of another LightningModule than
     `module`, or (when `fitting`) whose hyper-parameters differ from `module`'s outside MAY_DIFFER_ON_RESUME; warn
@@ -81,10 +90,11 @@ def check_resume_checkpoint(path: str | Path, module: Any, fitting: bool) -> Non
             f"configuration of {saved_class.rsplit('.', 1)[-1]}, or start a new stage from its weights "
             f"(init_weights / geometry_checkpoint) instead of --ckpt_path")
     current = dict(getattr(module, "hparams", {}))
-    changed = [key for key in sorted(current)
-               if key in saved and not key.startswith("_") and _plain(saved[key]) != _plain(current[key])]
-    listing = "; ".join(f"{key}: {saved[key]!r} in the checkpoint, {current[key]!r} in the configuration"
-                        for key in changed)
+    differences = [(name, old, new) for key in sorted(current) if key in saved and not key.startswith("_")
+                   for name, old, new in _differences(key, saved[key], current[key])]
+    changed = [name.split(".")[0] for name, _, _ in differences]
+    listing = "; ".join(f"{name}: {old!r} in the checkpoint, {new!r} in the configuration"
+                        for name, old, new in differences)
     if fitting and any(key not in MAY_DIFFER_ON_RESUME for key in changed):
         raise CheckpointError(
             f"{path}: the configuration disagrees with the checkpoint ({listing}). --ckpt_path continues the saved "

@@ -47,7 +47,7 @@ def fit(workdir, name: str, *args: str, root: str | None = None, fsdp: bool = Tr
     result = run_console_script(
         "lightning", "fit", "--config", CONFIG, *sharding, *precision, "--config", str(overlay),
         "--trainer.accelerator", "gpu", "--trainer.devices", str(devices()), "--trainer.deterministic", "true",
-        "--model.init_args.eps", "1e-8",
+        "--model.init_args.optimization.eps", "1e-8",
         "--trainer.max_steps", str(STEPS), "--trainer.log_every_n_steps", "1",
         "--trainer.default_root_dir", f"runs/{root or name}", *args,
         cwd=workdir, env={**(FP32_ENV if fp32 else {}), **(env or {})}, timeout=1800)

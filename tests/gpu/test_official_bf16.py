@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from g2vlm.benchmarks.inference import GeometryPredictor
+from g2vlm.inference import GeometryPredictor
 from g2vlm.model.weights import load_model
 from g2vlm.tools import main
 from tests.fixtures.official_g2vlm import (

@@ -53,7 +53,7 @@ def test_bench_depth_without_a_checkpoint_says_how_to_make_one(tmp_path, console
 
 def test_bench_depth_scores_saved_predictions_in_the_official_naming(tmp_path, console_script):
     """GT depth saved as <dir>/<dataset>/<seq>/<stem>depth.npy (the official scripts' naming) scores perfectly."""
-    from g2vlm.benchmarks.synthetic_set import synthetic_clips
+    from g2vlm.benchmarks.reconstruction.synthetic_set import synthetic_clips
 
     for clip in synthetic_clips():
         (tmp_path / "pred" / "synthetic" / clip.name).mkdir(parents=True)
@@ -71,13 +71,13 @@ def test_checkpoint_paths_of_pose_pointmap_and_video_depth(tmp_path):
     """One synthetic sequence through each multi-view runner with a tiny checkpoint (32-wide inputs)."""
     import dataclasses
 
-    from g2vlm.benchmarks.depth import evaluate_depth
-    from g2vlm.benchmarks.depth_datasets import read_depth_dataset
-    from g2vlm.benchmarks.inference import GeometryPredictor, load_geometry_model
-    from g2vlm.benchmarks.pointmap import evaluate_pointmap
-    from g2vlm.benchmarks.pointmap_datasets import read_pointmap_dataset
-    from g2vlm.benchmarks.pose import evaluate_pose
-    from g2vlm.benchmarks.pose_datasets import read_pose_dataset
+    from g2vlm.benchmarks.reconstruction.depth import evaluate_depth
+    from g2vlm.benchmarks.reconstruction.depth_datasets import read_depth_dataset
+    from g2vlm.benchmarks.reconstruction.pointmap import evaluate_pointmap
+    from g2vlm.benchmarks.reconstruction.pointmap_datasets import read_pointmap_dataset
+    from g2vlm.benchmarks.reconstruction.pose import evaluate_pose
+    from g2vlm.benchmarks.reconstruction.pose_datasets import read_pose_dataset
+    from g2vlm.inference import GeometryPredictor, load_geometry_model
 
     save_tiny_checkpoint(tmp_path / "tiny.ckpt")
     model, _ = load_geometry_model(tmp_path / "tiny.ckpt")

@@ -1,4 +1,4 @@
-"""`make bench-data` (`python -m g2vlm.benchmarks.data_throughput`) runs end to end on a few rendered clips, with a
+"""`make bench-data` (`python -m g2vlm.benchmarks.speed.data_throughput`) runs end to end on a few rendered clips, with a
 real loader worker, and reports every case. Not speed: no rate is asserted beyond being positive and finite."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 
-from g2vlm.benchmarks.data_throughput import CASES, main
+from g2vlm.benchmarks.speed.data_throughput import CASES, main
 
 
 def _positive(value) -> bool:

@@ -54,7 +54,7 @@ def fit_args(workdir, name: str, root: str, fsdp: bool = True, extra_callbacks: 
       init_args: {{out_dir: {workdir / name}}}""" for recorder in recorders)
     overlay.write_text(f"trainer:\n  callbacks+:{callbacks}\n{extra_callbacks}")
     sharding = ["--config", FSDP, *FP32] if fsdp else []
-    return ["fit", "--config", CONFIG, *sharding, "--config", str(overlay), "--model.init_args.eps", "1e-8",
+    return ["fit", "--config", CONFIG, *sharding, "--config", str(overlay), "--model.init_args.optimization.eps", "1e-8",
             "--trainer.max_steps", str(STEPS), "--trainer.log_every_n_steps", "1",
             "--trainer.default_root_dir", f"runs/{root}"]
 
@@ -332,7 +332,7 @@ trainer:
     result = run_console_script(
         "lightning", "fit", "--config", str(REPO_ROOT / "experiments" / "reasoning" / "tiny.yaml"), *args,
         "--config", str(overlay), "--trainer.devices", "2", "--model.init_args.variant", "vg_ce",
-        "--model.init_args.eps", "1e-8", "--trainer.max_steps", "3", "--trainer.val_check_interval", "3",
+        "--model.init_args.optimization.eps", "1e-8", "--trainer.max_steps", "3", "--trainer.val_check_interval", "3",
         "--trainer.log_every_n_steps", "1", "--trainer.default_root_dir", f"runs/{name}",
         "--data.init_args.val_shards", f"[{val}, {val}]", cwd=workdir, timeout=1200)
     assert result.returncode == 0, result.stderr[-4000:]

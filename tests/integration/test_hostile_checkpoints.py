@@ -102,11 +102,11 @@ def test_ckpt_path_file_and_last_follow_one_rule(workdir):
     common = ["fit", "--config", GEOMETRY, "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0"]
     for run, ckpt_path in forms.items():
         refused = run_console_script("lightning", *common, "--trainer.default_root_dir", f"runs/{run}",
-                                     "--model.init_args.learning_rate", "0.5", "--ckpt_path", ckpt_path, cwd=workdir)
+                                     "--model.init_args.optimization.learning_rate", "0.5", "--ckpt_path", ckpt_path, cwd=workdir)
         assert refused.returncode == 2, f"{run}: {refused.stderr[-3000:]}"
         error = refused.stderr.strip().splitlines()[-1]
         assert error.startswith("lightning: error:") and "Traceback" not in refused.stderr, refused.stderr[-3000:]
-        assert "learning_rate: 0.001 in the checkpoint, 0.5 in the configuration" in error
+        assert "optimization.learning_rate: 0.001 in the checkpoint, 0.5 in the configuration" in error
         assert "--model.init_args.init_weights" in error  # says how to start a new stage instead
     records = []
     for run, ckpt_path in forms.items():

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_two_stage_reasoning_demo_reports_both_tasks(tmp_path):
-    result = run_console_script("python", "-m", "g2vlm.benchmarks.spar_demo", "--grounding-scenes", "24",
+    result = run_console_script("python", "-m", "g2vlm.demo_reasoning", "--grounding-scenes", "24",
                                 "--train-scenes", "24", "--val-scenes", "4", "--grounding-minutes", "0.5",
                                 "--minutes", "0.5", "--workers", "1", cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from g2vlm.benchmarks.depth import evaluate_depth
-from g2vlm.benchmarks.depth_datasets import (
+from g2vlm.benchmarks.reconstruction.depth import evaluate_depth
+from g2vlm.benchmarks.reconstruction.depth_datasets import (
     BONN_SEQUENCES,
     SINTEL_SEQUENCES,
     read_depth_dataset,
 )
-from g2vlm.benchmarks.files import read_sintel_dpt, write_sintel_dpt
-from g2vlm.benchmarks.inference import input_size, prepare_images
-from g2vlm.benchmarks.predictions import PredictionFolder
+from g2vlm.benchmarks.reconstruction.files import read_sintel_dpt, write_sintel_dpt
+from g2vlm.benchmarks.reconstruction.predictions import PredictionFolder
+from g2vlm.inference import input_size, prepare_images
 
 SIZE = (10, 12)  # H, W of every miniature frame
 COLUMN_DEPTH_M = 2.0 + 0.125 * np.arange(SIZE[1])  # exact in Bonn (1/5000 m) and KITTI (1/256 m) units

@@ -25,14 +25,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from g2vlm.benchmarks.depth import evaluate_depth
-from g2vlm.benchmarks.depth_datasets import (
+from g2vlm.benchmarks.reconstruction.depth import evaluate_depth
+from g2vlm.benchmarks.reconstruction.depth_datasets import (
     BONN_SEQUENCES,
     SINTEL_SEQUENCES,
     read_depth_dataset,
 )
-from g2vlm.benchmarks.files import write_sintel_dpt
-from g2vlm.benchmarks.predictions import PredictionFolder
+from g2vlm.benchmarks.reconstruction.files import write_sintel_dpt
+from g2vlm.benchmarks.reconstruction.predictions import PredictionFolder
 
 GT_SIZE = (96, 640)  # H, W of the GT: a 480×640 frame's width (torch's float32 bicubic errs more on wide images)
 PRED_SIZE = (76, 504)  # the model's output grid at that width (504 = 36 patches of 14)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from g2vlm.benchmarks.spar import mindcube_answer, mindcube_scores, omnispatial_answer, omnispatial_scores
+from g2vlm.benchmarks.spatial_qa.spar import mindcube_answer, mindcube_scores, omnispatial_answer, omnispatial_scores
 
 # (question id, response, gt letter)
 MINDCUBE = [

@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from g2vlm.benchmarks import frame_maps
-from g2vlm.benchmarks.pointmap import evaluate_pointmap
-from g2vlm.benchmarks.pointmap_datasets import (
+from g2vlm.benchmarks.reconstruction import frame_maps
+from g2vlm.benchmarks.reconstruction.pointmap import evaluate_pointmap
+from g2vlm.benchmarks.reconstruction.pointmap_datasets import (
     NRGBD_K,
     SEVEN_SCENES_K,
     PointMapView,
@@ -23,7 +23,7 @@ from g2vlm.benchmarks.pointmap_datasets import (
     gt_points,
     read_pointmap_dataset,
 )
-from g2vlm.benchmarks.predictions import PredictionFolder
+from g2vlm.benchmarks.reconstruction.predictions import PredictionFolder
 
 H, W = 12, 16
 

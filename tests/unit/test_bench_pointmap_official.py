@@ -29,10 +29,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from g2vlm.benchmarks import frame_maps
-from g2vlm.benchmarks.pointmap import evaluate_pointmap
-from g2vlm.benchmarks.pointmap_datasets import NRGBD_K, read_pointmap_dataset
-from g2vlm.benchmarks.predictions import PredictionFolder
+from g2vlm.benchmarks.reconstruction import frame_maps
+from g2vlm.benchmarks.reconstruction.pointmap import evaluate_pointmap
+from g2vlm.benchmarks.reconstruction.pointmap_datasets import NRGBD_K, read_pointmap_dataset
+from g2vlm.benchmarks.reconstruction.predictions import PredictionFolder
 
 TOLERANCE = 1e-6  # relative; measured agreement 1e-11 (Acc, Comp) and 6.5e-9 (NC), see the module docstring
 

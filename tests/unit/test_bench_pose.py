@@ -10,16 +10,16 @@ import math
 import numpy as np
 import pytest
 
-from g2vlm.benchmarks import pose_datasets
-from g2vlm.benchmarks.frame_maps import sample_frames
-from g2vlm.benchmarks.pose import evaluate_pose
-from g2vlm.benchmarks.pose_datasets import (
+from g2vlm.benchmarks.reconstruction import pose_datasets
+from g2vlm.benchmarks.reconstruction.frame_maps import sample_frames
+from g2vlm.benchmarks.reconstruction.pose import evaluate_pose
+from g2vlm.benchmarks.reconstruction.pose_datasets import (
     PoseDataset,
     PoseFrame,
     PoseSequence,
     read_pose_dataset,
 )
-from g2vlm.benchmarks.predictions import PredictionFolder
+from g2vlm.benchmarks.reconstruction.predictions import PredictionFolder
 
 
 def rotation(axis: str, degrees: float) -> np.ndarray:
@@ -162,13 +162,13 @@ def test_synthetic_pose_set_and_errors(tmp_path):
 
 
 def test_runner_choice_missing_and_unreadable_predictions(tmp_path):
-    """benchmarks/runner.py through the pose runner: exactly one source; a missing file fails before any work; an
+    """benchmarks/reconstruction/runner.py through the pose runner: exactly one source; a missing file fails before any work; an
     unreadable one is skipped and counted (its 9 pairs drop out); saved predictions have no model timings."""
     poses = np.tile(np.eye(4), (10, 1, 1))
     poses[:, 0, 3] = np.arange(10)
     frames = tuple(PoseFrame(f"f{k}", lambda: None) for k in range(10))
     dataset = PoseDataset("line", (PoseSequence("line", frames, poses),), 512, "test")
-    with pytest.raises(ValueError, match="benchmarks/pose.py: give exactly one of a predictor"):
+    with pytest.raises(ValueError, match="benchmarks/reconstruction/pose.py: give exactly one of a predictor"):
         evaluate_pose(dataset)
     write_predictions(tmp_path, dataset, lambda sequence: poses)
     (tmp_path / "line" / "f3.npy").unlink()

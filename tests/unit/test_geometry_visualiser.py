@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from g2vlm.callbacks.geometry_visualiser import GeometryVisualiser
 from g2vlm.datamodules.multiview.datamodule import MultiViewDataModule
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
+from g2vlm.lit.optimization import Optimization
 
 
 def test_training_logs_labelled_depth_and_point_cloud_images(tiny_synthetic_shards, tmp_path):
@@ -22,7 +23,7 @@ def test_training_logs_labelled_depth_and_point_cloud_images(tiny_synthetic_shar
                                size_multiple=4, views_min=3, views_max=3, image_budget=6, train_batches_per_epoch=2,
                                num_workers=0, color_jitter=False)
     torch.manual_seed(0)
-    module = GeometryPretraining(preset="tiny", freeze=["vit", "semantic"], warmup_steps=1)
+    module = GeometryPretraining(preset="tiny", freeze=["vit", "semantic"], optimization=Optimization(warmup_steps=1))
     trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=TensorBoardLogger(tmp_path, name="tb", version=""),
                         callbacks=[GeometryVisualiser(every_n_steps=1)], enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)

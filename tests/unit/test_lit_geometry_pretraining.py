@@ -10,7 +10,13 @@ import torch
 
 from g2vlm.datamodules.multiview.datamodule import MultiViewDataModule
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
-from g2vlm.lit.optimization import adamw_parameter_groups, gradient_norms, total_norm, warmup_cosine_factor
+from g2vlm.lit.optimization import (
+    Optimization,
+    adamw_parameter_groups,
+    gradient_norms,
+    total_norm,
+    warmup_cosine_factor,
+)
 from g2vlm.losses.geometry_loss import GeometryLoss
 
 
@@ -37,7 +43,7 @@ class RecordClippedNorm(L.Callback):
 
 def test_huge_loss_is_clipped_to_norm_one(tiny_synthetic_shards, tmp_path):
     module = GeometryPretraining(preset="tiny", freeze=["vit", "semantic"], loss=GeometryLoss(local_weight=1e6),
-                                 learning_rate=1e-3, warmup_steps=1)
+                                 optimization=Optimization(learning_rate=1e-3, warmup_steps=1))
     recorder = RecordClippedNorm()
     trainer = L.Trainer(accelerator="cpu", max_steps=2, gradient_clip_val=1.0, callbacks=[recorder], logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

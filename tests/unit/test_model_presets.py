@@ -29,7 +29,7 @@ def test_g2vlm_2b_parameter_counts_match_reference():
     assert counts["geometric_expert"] - counts["semantic_expert"] == 28 * 2 * 1536
     assert counts["dino_projector"] == 1024 * 1536 + 1536
     assert counts["embeddings"] == 2 * 151_936 * 1536  # untied LM head
-    assert "dino" in model.frozen_groups() and "vit" in model.frozen_groups()
+    assert model.frozen_groups() == []  # a config is the architecture; what trains is the LightningModule's `freeze`
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

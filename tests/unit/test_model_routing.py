@@ -147,7 +147,8 @@ def test_frozen_semantic_expert_gets_no_grad_and_keeps_no_activations():
 def test_frozen_dino_keeps_no_activations_and_gets_no_grad():
     model = _model()
     model.train()
-    assert "dino" in model.frozen_groups()  # frozen by default
+    model.freeze("dino")
+    assert model.frozen_groups() == ["dino"]
     nodes = []
 
     def walk(fn, seen):

@@ -15,13 +15,15 @@ from g2vlm.geometry.camera import (
     project_points,
     se3_from_rotation_translation,
     se3_inverse,
+    transform_points,
     unproject_depth,
 )
 from g2vlm.geometry.rotation import rotation_from_9d
-from g2vlm.losses.geometry_loss import GeometryLoss
+from g2vlm.losses.geometry_loss import GeometryLoss, GeometryTarget
 from g2vlm.metrics.relative_pose import RelativePoseMetrics, pair_errors_deg
 from g2vlm.model.config import model_config
 from g2vlm.model.g2vlm import G2VLM
+from g2vlm.model.outputs import GeometryOutput
 
 
 def clips(root):
@@ -47,6 +49,12 @@ def reprojection_agreement(batch, poses: torch.Tensor) -> float:
     return ((z - target).abs() < 0.03 * target)[seen].double().mean().item()
 
 
+def prediction(local_points: torch.Tensor, camera_to_world: torch.Tensor) -> GeometryOutput:
+    """A prediction of these camera-frame points (B, N, H, W, 3) and poses (B, N, 4, 4), no global points."""
+    return GeometryOutput(depth=local_points[..., 2], local_points=local_points, camera_to_world=camera_to_world,
+                          world_points=transform_points(camera_to_world, local_points), global_points=None)
+
+
 def test_loader_poses_carry_one_views_depth_onto_anothers(tiny_synthetic_shards):
     batch = clips(tiny_synthetic_shards)
     assert reprojection_agreement(batch, batch.camera_to_world) > 0.8
@@ -59,8 +67,7 @@ def test_loss_and_metric_accept_the_data_convention_and_reject_its_inverse(tiny_
     loss = GeometryLoss(normal_datasets=[])
 
     def scores(poses):
-        out = loss(local, poses, batch.depth_m, batch.valid, batch.K, batch.camera_to_world, batch.has_depth,
-                   batch.dataset_names)
+        out = loss(prediction(local, poses), GeometryTarget.of(batch))
         metric = RelativePoseMetrics(thresholds=(30,))
         metric.update(poses, batch.camera_to_world)
         return out, metric.compute()["AUC@30"].item()
@@ -87,9 +94,9 @@ def test_known_sideways_motion_is_the_relative_translation_of_loss_and_metric():
     K = torch.tensor([[5.0, 0, 2.5], [0, 5.0, 2.5], [0, 0, 1]], dtype=torch.float64).expand(1, 2, 3, 3)
     local, valid = unproject_depth(depth, K), torch.ones(1, 2, 6, 6, dtype=torch.bool)
     loss = GeometryLoss(normal_datasets=[], min_valid_pixels=1)
-    args = (depth, valid, K, poses, torch.ones(1, dtype=torch.bool), ["synthetic"])
-    assert loss(local, poses, *args).camera_translation < 1e-12
-    assert loss(local, mirrored, *args).camera_translation > 1e-3
+    target = GeometryTarget(depth, valid, K, poses, torch.ones(1, dtype=torch.bool), ["synthetic"])
+    assert loss(prediction(local, poses), target).camera_translation < 1e-12
+    assert loss(prediction(local, mirrored), target).camera_translation > 1e-3
 
 
 def test_heads_world_points_are_local_points_moved_by_their_camera_to_world():

@@ -12,8 +12,9 @@ from g2vlm.datamodules.qa.schema import QARecord
 from g2vlm.datamodules.qa.shards import QAShardWriter, iter_qa_samples
 from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
 from g2vlm.datamodules.shards.decoding import encode_jpeg
-from g2vlm.datamodules.shards.skip_log import SkipLog
-from g2vlm.lit.spatial_reasoning import SpatialReasoning, load_reasoning_checkpoint, template_for
+from g2vlm.datamodules.shards.reader import SkipLog
+from g2vlm.inference import load_reasoning_checkpoint, template_for
+from g2vlm.lit.spatial_reasoning import SpatialReasoning
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -118,8 +118,11 @@ def test_model_overrides_and_scoring():
     config = build_model_config("small", {"semantic": True, "vocab_size": 128, "vit": {"depth": 1, "width": 32, "heads": 4,
                                                                                       "patch_size": 8}})
     assert config.semantic and config.vit.depth == 1 and config.vit.spatial_merge_size == 2 and config.layers == 3
-    with pytest.raises(ValueError, match="not a ModelConfig field"):
+    with pytest.raises(ValueError, match="model_overrides: .*wdith is not a field of ModelConfig"):
         build_model_config("tiny", {"wdith": 3})
+    # freezing is the module's `freeze`, not a config field: a `frozen` override would do nothing, so it is refused
+    with pytest.raises(ValueError, match="vit.frozen is not a field of VisionTowerConfig.*`freeze`"):
+        build_model_config("tiny", {"vit": {"frozen": False}})
     assert score_qa("object_count", "numeric", "4", "4") == 1.0
     assert score_qa("object_distance", "numeric", "about 1.5 m", "2.0") == pytest.approx(0.6)  # error 0.25: θ = 0.50..0.75
     assert score_qa("left_right", "multiple_choice", "B", "B") == 1.0

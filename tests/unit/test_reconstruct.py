@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from g2vlm.benchmarks.synthetic_set import synthetic_clips
+from g2vlm.benchmarks.reconstruction.synthetic_set import synthetic_clips
 from g2vlm.geometry.camera import unproject_depth
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
 from g2vlm.reconstruct import fit_intrinsics
@@ -99,7 +99,7 @@ def test_clear_errors(tmp_path, tiny_checkpoint, capsys):
 def test_checkpoint_of_lightning_cli_with_moved_starting_weights_loads(tmp_path, tiny_checkpoint):
     """LightningCLI adds _class_path/_instantiator to the hyper-parameters; init_weights may name a file that is
     gone by evaluation time. Neither stops loading, and the checkpoint's own weights are the ones used."""
-    from g2vlm.benchmarks.inference import load_geometry_model
+    from g2vlm.inference import load_geometry_model
 
     record = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
     record["hyper_parameters"].update(_class_path="g2vlm.lit.geometry_pretraining.GeometryPretraining",
@@ -112,7 +112,7 @@ def test_checkpoint_of_lightning_cli_with_moved_starting_weights_loads(tmp_path,
 
 
 def test_checkpoint_of_another_lightning_module_is_refused(tmp_path, tiny_checkpoint):
-    from g2vlm.benchmarks.inference import CheckpointError, load_geometry_model
+    from g2vlm.inference import CheckpointError, load_geometry_model
 
     record = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
     record["hyper_parameters"]["_class_path"] = "g2vlm.lit.spatial_reasoning.SpatialReasoning"
@@ -124,3 +124,25 @@ def test_checkpoint_of_another_lightning_module_is_refused(tmp_path, tiny_checkp
     torch.save(record, tmp_path / "odd.ckpt")
     with pytest.raises(CheckpointError, match="hyper-parameters do not fit GeometryPretraining"):
         load_geometry_model(tmp_path / "odd.ckpt")
+
+
+def test_reconstruct_does_not_import_the_benchmarks(tmp_path, tiny_checkpoint):
+    """The library's inference (g2vlm.inference) serves `reconstruct`; the benchmarks build on the library, never the
+    reverse. Run in a fresh interpreter through reconstruct's own parser (the `g2vlm` command lists every tool)."""
+    import subprocess
+    import sys
+
+    write_synthetic_images(tmp_path / "images")
+    code = f"""
+import argparse, sys
+from g2vlm import reconstruct
+parser = argparse.ArgumentParser()
+reconstruct.add_to(parser.add_subparsers())
+args = parser.parse_args(["reconstruct", "--ckpt", {str(tiny_checkpoint)!r}, "--images", {str(tmp_path / "images")!r},
+                          "--out", {str(tmp_path / "out")!r}, "--device", "cpu"])
+assert args.run(args) == 0
+print(sorted(name for name in sys.modules if name.startswith("g2vlm.benchmarks")))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"

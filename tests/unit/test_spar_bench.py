@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from g2vlm.benchmarks.spar import PUBLISHED_GROUPS, PUBLISHED_PER_TASK, group_averages, score_predictions
+from g2vlm.benchmarks.spatial_qa.spar import PUBLISHED_GROUPS, PUBLISHED_PER_TASK, group_averages, score_predictions
 from g2vlm.datamodules.qa.schema import QARecord
 from g2vlm.datamodules.qa.shards import QAShardWriter
 from g2vlm.datamodules.shards.decoding import encode_jpeg

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from g2vlm.benchmarks.spar import score_predictions
+from g2vlm.benchmarks.spatial_qa.spar import score_predictions
 from g2vlm.metrics.spatial_qa import NUMERIC_TASKS
 
 VCI = "move_right:1.0,rotate_left:20"

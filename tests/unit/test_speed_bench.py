@@ -11,16 +11,18 @@ import torch
 from lightning.fabric.utilities.throughput import measure_flops
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from g2vlm.benchmarks.train_speed import (
+from g2vlm.benchmarks.speed.train import (
     JOINT_FREEZE,
     SUITES,
     geometry_batch_size,
     joint_flops,
     joint_samples,
 )
+from g2vlm.datamodules.qa.batch import ImagePart, TextPart
+from g2vlm.lit.spatial_reasoning import to_segments
 from g2vlm.model.config import model_config
 from g2vlm.model.g2vlm import G2VLM
-from g2vlm.model.packing import Text, VitImage, pack
+from g2vlm.model.packing import pack
 from g2vlm.tools import build_parser
 
 
@@ -92,7 +94,10 @@ def test_joint_samples_pack_to_exactly_the_token_budget():
     config = model_config("tiny")
     suite = SUITES["cpu"]
     for tokens in (512, 700, 90, 5):
-        batch = pack(joint_samples(config, suite, tokens), config)
+        samples = joint_samples(config, suite, tokens)
+        batch = pack([to_segments(sample.parts) for sample in samples], config)
+        assert [sample.num_tokens for sample in samples] == [pack([to_segments(s.parts)], config).num_tokens
+                                                             for s in samples]
         assert batch.num_tokens == tokens
         assert (batch.text_labels != -100).sum() > 0  # every sample has a supervised answer
     # the full suite: 40,960 tokens of 2,098-token images (27² ViT + 37² DINO) and text, without building pixels
@@ -101,8 +106,8 @@ def test_joint_samples_pack_to_exactly_the_token_budget():
     assert per_image == 2098
     counts = []
     for sample in joint_samples(model_config("g2vlm-2b"), full, 40_960):
-        images = sum(isinstance(segment, VitImage) for segment in sample)
-        text = sum(segment.ids.numel() for segment in sample if isinstance(segment, Text))
+        images = sum(isinstance(part, ImagePart) for part in sample.parts)
+        text = sum(part.ids.numel() for part in sample.parts if isinstance(part, TextPart))
         counts.append((images, text))
     assert sum(images * per_image + text for images, text in counts) == 40_960
     assert counts[0] == (4, 96) and len(counts) == 5
@@ -114,7 +119,7 @@ def test_joint_flops_equal_a_count_of_the_real_model():
     math attention, whose backward is two matmuls per forward matmul (a fused kernel's backward would also be
     counted with its recomputation of the scores)."""
     config = model_config("tiny")
-    sample = joint_samples(config, SUITES["cpu"], 184)
+    sample = [to_segments(qa.parts) for qa in joint_samples(config, SUITES["cpu"], 184)]
     assert len(sample) == 1
     model = G2VLM(config)
     model.freeze(*JOINT_FREEZE)
@@ -125,9 +130,31 @@ def test_joint_flops_equal_a_count_of_the_real_model():
 
 
 def test_peak_flops_are_dense_bf16_figures(monkeypatch):
-    from g2vlm.benchmarks.train_speed import peak_bf16_flops
+    from g2vlm.benchmarks.speed.train import peak_bf16_flops
 
     assert peak_bf16_flops(torch.device("cpu"))[0] is None
     for name, expected in (("NVIDIA H100 80GB HBM3", 989.4e12), ("NVIDIA H200", 989.4e12), ("NVIDIA A100-SXM4-80GB", 312e12)):
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, name=name: name)
         assert peak_bf16_flops(torch.device("cuda"))[0] == pytest.approx(expected), name
+
+
+def test_bench_train_times_the_lightning_modules_own_step(monkeypatch, tmp_path):
+    """The timed step is GeometryPretraining's / SpatialReasoning's own: their training_step, configure_optimizers and
+    gradient-norm hook run once per step (a change to the real step is measured), not a copy of them."""
+    from g2vlm.lit.base import BaseTask
+
+    calls = {"training_step": 0, "configure_optimizers": 0, "on_before_optimizer_step": 0}
+    for name in calls:
+        original = getattr(BaseTask, name)
+
+        def counted(self, *args, name=name, original=original, **kwargs):
+            calls[name] += 1
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(BaseTask, name, counted)
+    out = tmp_path / "train.json"
+    assert _run(["bench", "train", "--device", "cpu", "--case", "geo-64-2v", "--case", "joint-512", "--warmup", "1",
+                 "--steps", "2", "--out", str(out)]) == 0
+    assert calls == {"training_step": 6, "configure_optimizers": 2, "on_before_optimizer_step": 6}
+    geometry, joint = json.loads(out.read_text())["train"]["cases"]
+    assert len(geometry["step_s_all"]) == len(joint["step_s_all"]) == 2

@@ -13,9 +13,10 @@ import torch
 from torch._dynamo.testing import CompileCounter
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from g2vlm.losses.geometry_loss import GeometryLoss
+from g2vlm.losses.geometry_loss import GeometryLoss, GeometryTarget
 from g2vlm.model.config import HeadsConfig, model_config
 from g2vlm.model.g2vlm import G2VLM
+from g2vlm.model.outputs import GeometryOutput
 
 HOST_SYNC_OPS = {
     torch.ops.aten.lift_fresh.default,  # torch.tensor(python data): a blocking host-to-device copy on CUDA
@@ -75,10 +76,11 @@ def test_geometry_step_of_the_model_has_no_host_sync(preset):
 def test_geometry_loss_has_no_host_sync():
     images, depth_m, valid, K, camera_to_world = _clip_and_ground_truth()
     points = torch.rand(2, 3, 32, 32, 3) + torch.tensor([0.0, 0.0, 1.0])
+    output = GeometryOutput(points[..., 2], points, camera_to_world, points, points)
+    target = GeometryTarget(depth_m, valid, K, camera_to_world, torch.ones(2, dtype=torch.bool), ["scannet", "co3d"])
     spy = HostSyncSpy()
     with spy:
-        GeometryLoss()(points, camera_to_world, depth_m, valid, K, camera_to_world, torch.ones(2, dtype=torch.bool),
-                       ["scannet", "co3d"], pred_global_points=points)
+        GeometryLoss()(output, target)
     assert spy.found == []
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from g2vlm.benchmarks.files import read_rgb
+from g2vlm.inference import read_rgb
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
 from g2vlm.tools import build_parser
 from g2vlm.visual_io import read_ply

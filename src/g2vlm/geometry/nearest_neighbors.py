@@ -11,7 +11,7 @@ prediction) costs O(log M + k): measured about 1 µs for k = 1 and 4 µs for k =
 they are: kd-tree cells are bounded by split planes, which cut a surface across but hardly ever along its
 normal, so a query at distance d searches the cells of about M·(d / L)² points of a surface of extent L.
 Measured on the same scan with a collapsed prediction (an untrained model's, 0.3–1 m from the walls):
-about 500 µs per query (`benchmarks/pointmap_metrics_speed.py --prediction collapsed`).
+about 500 µs per query (`benchmarks/speed/pointmap_metrics.py --prediction collapsed`).
 """
 
 from __future__ import annotations

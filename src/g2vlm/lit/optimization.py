@@ -1,16 +1,59 @@
-"""AdamW parameter groups, the cosine-with-warmup schedule and gradient norms shared by the training stages.
+"""The optimiser and learning-rate schedule of both training stages, and the gradient norms they log.
 
 Official recipe (reference g2vlm-official.md §3.2): AdamW (0.9, 0.95), eps 1e-15, weight decay 0, linear
-warmup then cosine down to a floor learning rate.
+warmup then cosine down to a floor learning rate. In YAML, the `optimization` argument of a stage:
+
+    model:
+      init_args:
+        optimization: {learning_rate: 2.0e-4, warmup_steps: 5000}   # the other fields keep the stage's defaults
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.distributed.tensor import DTensor
+
+
+@dataclass(frozen=True)
+class Optimization:
+    """AdamW with per-part learning rates and a warmup-cosine schedule (official values as defaults; the stages
+    give their own learning rate and warmup).
+
+    learning_rate: peak rate. part_learning_rates: optional peak rate per part of `G2VLM.parts` (dino,
+    dino_projector, vit, embeddings, semantic_expert, geometric_expert, heads). weight_decay: decoupled decay on
+    matrices (biases, norms and LayerScales get none). betas, eps: AdamW moments. warmup_steps: linear warmup
+    0 -> peak. min_learning_rate: the floor the cosine ends at, at the run's last step.
+    """
+
+    learning_rate: float = 2e-4
+    part_learning_rates: dict[str, float] | None = None
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-15
+    warmup_steps: int = 5000
+    min_learning_rate: float = 1e-7
+
+    @classmethod
+    def of(cls, value: Optimization | dict) -> Optimization:
+        """`value` itself, or built from its dict form (hyper-parameters of a checkpoint hold the dict)."""
+        return cls(**value) if isinstance(value, dict) else value
+
+    def build(self, parts: dict[str, list[nn.Parameter]], total_steps: int
+              ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+        """(AdamW over the trainable `parts` (the fused kernel when every parameter is on CUDA), its warmup-cosine
+        schedule stepped once per optimizer step over `total_steps`)."""
+        groups = adamw_parameter_groups(parts, self.learning_rate, self.weight_decay, self.part_learning_rates)
+        on_cuda = all(p.is_cuda for group in groups for p in group["params"])
+        optimizer = torch.optim.AdamW(groups, lr=self.learning_rate, betas=tuple(self.betas), eps=self.eps,
+                                      fused=on_cuda or None)
+        total_steps = max(1, total_steps)
+        scheduler = warmup_cosine_schedule(optimizer, min(self.warmup_steps, total_steps), total_steps,
+                                           self.min_learning_rate / self.learning_rate)
+        return optimizer, scheduler
 
 
 def adamw_parameter_groups(

@@ -26,7 +26,9 @@ free-form answers by exact (case-insensitive) match. Logged: `val/qa/score`, `va
 Starting weights (`configure_model`): `init_weights` (our safetensors, or a single-file SpatialReasoning
 checkpoint) — else a random model, then `geometry_checkpoint` (a GeometryPretraining checkpoint or our
 safetensors: the geometric parts DINO, projector, geometric expert, its norm and the heads, strictly) and
-`qwen2vl` (a local Hugging Face Qwen2-VL folder: the semantic side, see model/weights.py).
+`qwen2vl` (a local Hugging Face Qwen2-VL folder: the semantic side, see `g2vlm.model.weights.load_qwen2vl`).
+The rest of the plumbing (freezing, FSDP2, the optimiser and its schedule, gradient-norm logging and clipping, loss
+guards) is `g2vlm.lit.base.BaseTask`'s.
 """
 
 from __future__ import annotations
@@ -35,37 +37,35 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch.distributed.fsdp import FSDPModule
 from torchmetrics import MeanMetric
 
-from g2vlm.datamodules.qa.batch import GeometryPart, ImagePart, QABatch, QASample, TextPart, float_image
-from g2vlm.datamodules.qa.template import QATemplate
+from g2vlm.datamodules.qa.batch import (
+    GeometryPart,
+    GeometryTargets,
+    ImagePart,
+    QABatch,
+    QASample,
+    TextPart,
+    float_image,
+)
 from g2vlm.datamodules.qa.tokenizer import ChatTokens, load_tokenizer
-from g2vlm.lit.fsdp import gathered, shard_for_trainer
-from g2vlm.lit.geometry_pretraining import GeometryPretraining
-from g2vlm.losses.geometry_loss import GeometryLoss
+from g2vlm.lit.base import BaseTask, read_model_state
+from g2vlm.lit.fsdp import gathered
+from g2vlm.lit.optimization import Optimization
+from g2vlm.losses.geometry_loss import GeometryLoss, GeometryTarget
 from g2vlm.metrics.spatial_qa import SPAR_TASKS, exact_match, mean_relative_accuracy, parse_number, score_answer
 from g2vlm.model.config import model_config
-from g2vlm.model.g2vlm import FREEZE_GROUPS, G2VLM
+from g2vlm.model.g2vlm import G2VLM
 from g2vlm.model.generation import generate
 from g2vlm.model.outputs import GeometryOutput
 from g2vlm.model.packing import Geometry, PackedBatch, Segment, Text, VitImage, pack
-from g2vlm.model.weights import (
-    config_from_dict,
-    config_to_dict,
-    load_model,
-    load_model_config,
-    load_qwen2vl,
-    load_strict,
-    model_record,
-    read_tensors,
-    same_architecture,
-)
+from g2vlm.model.weights import config_from_dict, config_to_dict, load_qwen2vl, load_strict, read_tensors
 
 VARIANTS = ("ce_only", "ce_ce", "vg_ce")
+JOINT_STAGE = Optimization(learning_rate=2e-5, warmup_steps=400)  # official joint stage (reference §3.2)
 GEOMETRIC_KEYS = re.compile(r"^(dino\.|dino_projector\.|trunk\.layers\.\d+\.geometric\.|trunk\.geometric_norm\.|heads\.)")
 
 
@@ -74,13 +74,21 @@ def build_model_config(preset: str, overrides: dict | None):
     `vit` override on a preset without a vision tower starts from the tower's defaults."""
     data = config_to_dict(model_config(preset))
     for key, value in (overrides or {}).items():
-        if key not in data:
-            raise ValueError(f"SpatialReasoning: model_overrides key {key!r} is not a ModelConfig field")
-        if isinstance(value, dict) and (isinstance(data[key], dict) or data[key] is None):
-            data[key] = {**(data[key] or {}), **value}
+        if isinstance(value, dict) and (isinstance(data.get(key), dict) or data.get(key) is None):
+            data[key] = {**(data.get(key) or {}), **value}
         else:
             data[key] = value
-    return config_from_dict(data)
+    try:
+        return config_from_dict(data)
+    except ValueError as error:
+        raise ValueError(f"SpatialReasoning: model_overrides: {error}") from None
+
+
+def sample_target(geometry: GeometryTargets) -> GeometryTarget:
+    """A QA sample's 3D labels as the geometry loss's target: a batch of one clip."""
+    return GeometryTarget(geometry.depth_m[None], geometry.valid[None], geometry.K[None],
+                          geometry.camera_to_world[None],
+                          torch.full((1,), geometry.has_depth, device=geometry.depth_m.device), [geometry.dataset])
 
 
 def to_segments(parts) -> list[Segment]:
@@ -112,7 +120,7 @@ def score_qa(task: str, answer_type: str, prediction: str, answer: str) -> float
     return float(prediction.lower() == answer.strip().lower())
 
 
-class SpatialReasoning(L.LightningModule):
+class SpatialReasoning(BaseTask):
     """Joint spatial-reasoning training of a G2VLM (see the module docstring).
 
     Args:
@@ -122,10 +130,13 @@ class SpatialReasoning(L.LightningModule):
         freeze: groups frozen besides those the variant fixes (default dino and vit, as officially).
         loss: the geometry loss of `vg_ce`; ce_weight, vg_weight: loss weights (official 1.0, 1.0).
         init_weights, geometry_checkpoint, qwen2vl: starting weights (module docstring).
-        learning_rate ... min_learning_rate: AdamW and the warmup-cosine schedule (official joint stage: 2e-5,
-            (0.9, 0.95), eps 1e-15, weight decay 0, warmup 400, floor 1e-7).
+        optimization: AdamW and its warmup-cosine schedule (`g2vlm.lit.optimization.Optimization`; default the
+            official joint stage: lr 2e-5, (0.9, 0.95), eps 1e-15, no weight decay, 400 warmup steps, floor 1e-7).
+        gradient_checkpointing: activation checkpointing per trunk layer, DINO block and head decoder block.
         max_new_tokens: generation length in validation (SPAR-Bench: 100); generate_in_validation: whether to.
     """
+
+    progress_bar_loss = "ce"
 
     def __init__(
         self,
@@ -140,86 +151,53 @@ class SpatialReasoning(L.LightningModule):
         init_weights: str | None = None,
         geometry_checkpoint: str | None = None,
         qwen2vl: str | None = None,
-        learning_rate: float = 2e-5,
-        part_learning_rates: dict[str, float] | None = None,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        eps: float = 1e-15,
-        warmup_steps: int = 400,
-        min_learning_rate: float = 1e-7,
+        optimization: Optimization = JOINT_STAGE,
         gradient_checkpointing: bool = False,
         max_new_tokens: int = 100,
         generate_in_validation: bool = True,
     ) -> None:
-        super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"SpatialReasoning: variant must be one of {VARIANTS}, got {variant!r}")
-        self.save_hyperparameters(ignore=["loss"])
-        self.model_config = build_model_config(preset, model_overrides)
-        if not self.model_config.semantic:
+        config = build_model_config(preset, model_overrides)
+        if not config.semantic:
             raise ValueError(f"SpatialReasoning: preset {preset!r} has no semantic side; set model_overrides "
                              f"{{semantic: true, vit: {{...}}, vocab_size: ...}}")
+        fixed = {"ce_only": ["geometric", "heads"], "ce_ce": ["heads"], "vg_ce": []}[variant]
+        freeze = sorted(set(fixed) | set(freeze if freeze is not None else ["dino", "vit"]))
+        if variant != "ce_only" and "geometric" in freeze:
+            raise ValueError(f"SpatialReasoning: variant {variant!r} trains the geometric expert; do not freeze it")
+        # the packed path runs DINO per sample: the encoders stay in the root FSDP unit (g2vlm.lit.fsdp.shard_model)
+        super().__init__(config, freeze, optimization, gradient_checkpointing, False, init_weights,
+                         shard_encoders=False)
+        self.save_hyperparameters(ignore=["loss"])
         self.tokenizer = load_tokenizer(tokenizer)
         if len(self.tokenizer) > self.model_config.vocab_size:
             raise ValueError(f"SpatialReasoning: tokenizer {tokenizer} has {len(self.tokenizer)} tokens, more than "
                              f"the model's vocab_size {self.model_config.vocab_size}")
         self.chat_tokens = ChatTokens.of(self.tokenizer, tokenizer)
-        fixed = {"ce_only": ["geometric", "heads"], "ce_ce": ["heads"], "vg_ce": []}[variant]
-        self.freeze_groups = sorted(set(fixed) | set(freeze if freeze is not None else ["dino", "vit"]))
-        if variant != "ce_only" and "geometric" in self.freeze_groups:
-            raise ValueError(f"SpatialReasoning: variant {variant!r} trains the geometric expert; do not freeze it")
         self.loss = loss if loss is not None else GeometryLoss()
-        self.model: G2VLM | None = None
         self.val_score, self.val_numeric, self.val_choice = MeanMetric(), MeanMetric(), MeanMetric()
         self._val_tasks: dict[str, list[float]] = defaultdict(list)
-        self._pre_clip_grad_norm: torch.Tensor | None = None  # set each step by on_before_optimizer_step
 
     # ------------------------------------------------------------------------------------ model
-    def configure_model(self) -> None:
-        if self.model is not None:
-            return
-        h = self.hparams
-        if h.init_weights and str(h.init_weights).endswith(".safetensors"):
-            self.model = load_model(h.init_weights)
-            if not same_architecture(self.model.config, self.model_config):
-                raise ValueError(f"SpatialReasoning: init_weights {h.init_weights} holds a model whose config differs "
-                                 f"from preset {h.preset!r} with model_overrides {h.model_overrides}")
-            self.model_config = self.model.config  # the file's input format (e.g. official) and heads
-        else:
-            self.model = G2VLM(self.model_config)
-            if h.init_weights:
-                self._load_module_checkpoint(h.init_weights)
-            else:
-                if h.geometry_checkpoint:
-                    self.load_geometry(h.geometry_checkpoint)
-                if h.qwen2vl:
-                    load_qwen2vl(self.model, h.qwen2vl)
-        self.model.freeze(*FREEZE_GROUPS, frozen=False)
-        self.model.freeze(*self.freeze_groups)
-        self.model.set_gradient_checkpointing(h.gradient_checkpointing)
-        shard_for_trainer(self.model, self._trainer, encoder_blocks=False)  # see g2vlm.lit.fsdp.shard_model
+    def architecture(self) -> str:
+        return f"preset {self.hparams.preset!r} with model_overrides {self.hparams.model_overrides}"
 
-    def _load_module_checkpoint(self, path: str) -> None:
-        from g2vlm.safe_load import load_checkpoint_file
+    def load_starting_weights(self, model: G2VLM) -> None:
+        if self.hparams.geometry_checkpoint:
+            self.load_geometry(model, self.hparams.geometry_checkpoint)
+        if self.hparams.qwen2vl:
+            load_qwen2vl(model, self.hparams.qwen2vl)
 
-        state = load_checkpoint_file(path)["state_dict"]
-        model_state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-        load_strict(self.model, model_state, list(self.model.state_dict()), [], str(path))
-
-    def load_geometry(self, path: str | Path) -> None:
+    @staticmethod
+    def load_geometry(model: G2VLM, path: str | Path) -> None:
         """The geometric parts from a GeometryPretraining checkpoint (.ckpt) or our safetensors, strictly: every
-        geometric key of this model must be there with its shape; the source's other keys are ignored."""
-        from g2vlm.safe_load import load_checkpoint_file
-
+        geometric key of `model` must be there with its shape; the source's other keys are ignored."""
         path = Path(path)
-        if path.suffix == ".safetensors":
-            state = read_tensors(path)
-        else:
-            raw = load_checkpoint_file(path)["state_dict"]
-            state = {k.removeprefix("model."): v for k, v in raw.items() if k.startswith("model.")}
+        state = read_tensors(path) if path.suffix == ".safetensors" else read_model_state(path)
         geometric = {k: v for k, v in state.items() if GEOMETRIC_KEYS.match(k)}
-        expected = [k for k in self.model.state_dict() if GEOMETRIC_KEYS.match(k)]
-        load_strict(self.model, geometric, expected, [], f"{path} (geometry)")
+        expected = [k for k in model.state_dict() if GEOMETRIC_KEYS.match(k)]
+        load_strict(model, geometric, expected, [], f"{path} (geometry)")
 
     # ------------------------------------------------------------------------------------- steps
     def pack(self, batch: QABatch) -> PackedBatch:
@@ -277,13 +255,9 @@ class SpatialReasoning(L.LightningModule):
         with_geometry = [s for s in samples if any(isinstance(p, GeometryPart) for p in s.parts)]
         terms: dict[str, list[torch.Tensor]] = defaultdict(list)
         for sample, output in zip(with_geometry, outputs):
-            target = sample.geometry
-            if target is None:
+            if sample.geometry is None:
                 continue
-            result = self.loss(output.local_points, output.camera_to_world, target.depth_m[None], target.valid[None],
-                               target.K[None], target.camera_to_world[None],
-                               torch.full((1,), target.has_depth, device=target.depth_m.device), [target.dataset],
-                               pred_global_points=output.global_points)
+            result = self.loss(output, sample_target(sample.geometry))
             for name, value in result.terms().items():
                 terms[name].append(value)
         if not terms:  # keep the heads in the graph (no labelled sample in this batch): a zero VG
@@ -293,19 +267,12 @@ class SpatialReasoning(L.LightningModule):
         out["vg"] = torch.stack(terms["total"]).mean()
         return out
 
-    def training_step(self, batch: QABatch, batch_idx: int) -> torch.Tensor:
+    def training_losses(self, batch: QABatch) -> dict[str, torch.Tensor]:
         h = self.hparams
+        self.log("train/tokens", float(batch.num_tokens), batch_size=batch.batch_size)
         losses = self._losses(batch, run_heads=h.variant == "vg_ce")
         total = h.ce_weight * losses["ce_objective"] + (h.vg_weight * losses["vg"] if "vg" in losses else 0.0)
-        terms = {"total": total, **{k: v for k, v in losses.items() if k != "ce_objective"}}
-        for name, value in terms.items():
-            self.log(f"train/loss/{name}", value.detach(), batch_size=batch.batch_size, prog_bar=name == "ce")
-        self.log("train/tokens", float(batch.num_tokens), batch_size=batch.batch_size)
-        for callback in self.trainer.callbacks:
-            guard = getattr(callback, "guard_training_loss", None)
-            if guard is not None:
-                total = guard(self.trainer, self, total, terms)
-        return total
+        return {"total": total, **{k: v for k, v in losses.items() if k != "ce_objective"}}
 
     def answer(self, sample: QASample, max_new_tokens: int | None = None) -> str:
         """Greedy answer to a sample's final question (its prompt), decoded without special tokens."""
@@ -342,58 +309,3 @@ class SpatialReasoning(L.LightningModule):
                 self.log(f"val/qa/{task}", sum(scores) / len(scores))
         self._val_tasks.clear()
 
-    # ----------------------------------------------------------------------- optimisation
-    # Shared with geometry pretraining: AdamW groups per part + warmup cosine, per-part gradient norms, and norm
-    # clipping that also works under FSDP2 (they read the same hyper-parameter names).
-    configure_optimizers = GeometryPretraining.configure_optimizers
-    on_before_optimizer_step = GeometryPretraining.on_before_optimizer_step
-    configure_gradient_clipping = GeometryPretraining.configure_gradient_clipping
-
-
-def load_reasoning_checkpoint(path: str | Path, device: str | torch.device = "cpu",
-                              tokenizer: str | None = None) -> tuple[SpatialReasoning, dict]:
-    """(SpatialReasoning in eval mode on `device`, the checkpoint record) from a Lightning checkpoint or a model
-    file (.safetensors of `g2vlm import-weights`, whose record gives the tokenizer folder and image sizes); weights
-    are loaded strictly and the starting-weight arguments it was trained with are not read again. `tokenizer`
-    replaces the recorded tokenizer folder (a relative path is relative to where training ran)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such checkpoint file")
-    if path.suffix == ".safetensors":  # a model file of `g2vlm import-weights` (e.g. the imported official G²VLM)
-        record = model_record(path)
-        tokenizer = tokenizer or record["tokenizer"]
-        if tokenizer is None:
-            raise ValueError(f"{path}: the model file records no tokenizer folder; give --tokenizer")
-        config = config_to_dict(load_model_config(path))
-        module = SpatialReasoning(tokenizer, model_overrides=config, variant="ce_only", init_weights=str(path))
-        module.configure_model()
-        return module.eval().to(device), record
-    from g2vlm.safe_load import load_checkpoint_file
-
-    record = load_checkpoint_file(path)  # weights_only: runs no code from the file (g2vlm.safe_load)
-    hparams = record.get("hyper_parameters") if isinstance(record, dict) else None
-    if not isinstance(hparams, dict) or "tokenizer" not in hparams or "variant" not in hparams:
-        raise ValueError(f"{path}: not a SpatialReasoning checkpoint (no tokenizer/variant hyper-parameters)")
-    args = {k: v for k, v in hparams.items() if not k.startswith("_")}
-    args.update(init_weights=None, geometry_checkpoint=None, qwen2vl=None)
-    if tokenizer is not None:
-        args["tokenizer"] = tokenizer
-    module = SpatialReasoning(**args)
-    module.configure_model()
-    module.load_state_dict(record["state_dict"], strict=True)
-    return module.eval().to(device), record
-
-
-def template_for(module: SpatialReasoning, record: dict, geometry_size: tuple[int, int] | None = None,
-                 vit_size: tuple[int, int] | None = None) -> QATemplate:
-    """The chat template a checkpoint was trained with: image sizes and markers from its QADataModule's
-    hyper-parameters (or the sizes given), patching from its model."""
-    data = record.get("datamodule_hyper_parameters") or {}
-    geometry_size = geometry_size or data.get("geometry_size")
-    vit_size = vit_size or data.get("vit_size")
-    if geometry_size is None or vit_size is None:
-        raise ValueError("the checkpoint records no QADataModule image sizes; give --geometry-size and --vit-size")
-    config = module.model_config
-    return QATemplate(module.tokenizer, tuple(geometry_size), tuple(vit_size), config.dino.patch_size,
-                      config.vit.patch_size, config.vit.spatial_merge_size, draw_markers=data.get("draw_markers", True),
-                      markers_on_geometry=data.get("markers_on_geometry", False))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,9 @@ from g2vlm.geometry.normals import (
 from g2vlm.geometry.precision import upcast
 from g2vlm.geometry.rotation import rotation_angle
 from g2vlm.geometry.vector import cross, safe_norm
+
+if TYPE_CHECKING:
+    from g2vlm.model.outputs import GeometryOutput
 
 # Datasets whose GT is good enough for the normal loss (the official "high/middle quality" list).
 NORMAL_LOSS_DATASETS: tuple[str, ...] = (
@@ -56,6 +60,28 @@ NORMAL_LOSS_DATASETS: tuple[str, ...] = (
     "ariasyn",
     "arkit_high",
 )
+
+
+@dataclass
+class GeometryTarget:
+    """Ground truth of B clips of N views, the loss's target in both stages.
+
+    depth_m: (B, N, H, W) z-depth in metres, 0 where invalid. valid: (B, N, H, W) bool. K: (B, N, 3, 3) pixel
+    intrinsics. camera_to_world: (B, N, 4, 4) OpenCV poses in any world frame. has_depth: (B,) bool; false: the
+    camera loss only. dataset_names: B dataset labels (the normal-loss gate).
+    """
+
+    depth_m: torch.Tensor
+    valid: torch.Tensor
+    K: torch.Tensor
+    camera_to_world: torch.Tensor
+    has_depth: torch.Tensor
+    dataset_names: list[str]
+
+    @classmethod
+    def of(cls, batch) -> GeometryTarget:
+        """The target a batch with these fields holds (a `MultiViewBatch`: its derived `depth_m` and `valid`)."""
+        return cls(batch.depth_m, batch.valid, batch.K, batch.camera_to_world, batch.has_depth, list(batch.dataset_names))
 
 
 @dataclass
@@ -129,46 +155,19 @@ class GeometryLoss(nn.Module):
         self.normal_edge_rtol = normal_edge_rtol
         self.min_valid_pixels = min_valid_pixels
 
-    def forward(
-        self,
-        pred_local_points: torch.Tensor,
-        pred_camera_to_world: torch.Tensor,
-        depth_m: torch.Tensor,
-        valid: torch.Tensor,
-        K: torch.Tensor,
-        camera_to_world: torch.Tensor,
-        has_depth: torch.Tensor,
-        dataset_names: list[str],
-        pred_global_points: torch.Tensor | None = None,
-        scale: torch.Tensor | None = None,
-    ) -> GeometryLossOutput:
-        """Compute the loss.
+    def forward(self, output: GeometryOutput, target: GeometryTarget,
+                scale: torch.Tensor | None = None) -> GeometryLossOutput:
+        """The loss of a prediction against its target, in fp32 outside autocast.
 
         Args:
-            pred_local_points: (B, N, H, W, 3) camera-frame points from the point head.
-            pred_camera_to_world: (B, N, 4, 4) predicted poses (OpenCV).
-            depth_m: (B, N, H, W) GT z-depth, 0 where invalid.
-            valid: (B, N, H, W) bool GT validity.
-            K: (B, N, 3, 3) GT pixel intrinsics.
-            camera_to_world: (B, N, 4, 4) GT poses (any world frame).
-            has_depth: (B,) bool; false → camera loss only for that sample.
-            dataset_names: B dataset labels, for the normal-loss gate.
-            pred_global_points: optional (B, N, H, W, 3) points in frame 0 from the global head.
+            output: the model's prediction; read are `local_points` (B, N, H, W, 3) camera-frame points,
+                `camera_to_world` (B, N, 4, 4) OpenCV poses and `global_points` (B, N, H, W, 3) in frame 0
+                (None: no global term).
+            target: the ground truth of the same B clips of N views.
             scale: optional (B,) s* to use instead of solving it (held fixed, e.g. for gradcheck).
         """
-        with torch.autocast(device_type=pred_local_points.device.type, enabled=False):
-            return self._forward(
-                pred_local_points,
-                pred_camera_to_world,
-                depth_m,
-                valid,
-                K,
-                camera_to_world,
-                has_depth,
-                dataset_names,
-                pred_global_points,
-                scale,
-            )
+        with torch.autocast(device_type=output.local_points.device.type, enabled=False):
+            return self._forward(output.local_points, output.camera_to_world, output.global_points, target, scale)
 
     def _normal_gate(self, dataset_names: list[str], device: torch.device) -> torch.Tensor:
         """(B,) bool: the samples whose dataset gets the normal loss. Written on the host into a fresh (on CUDA:
@@ -178,19 +177,10 @@ class GeometryLoss(nn.Module):
         gate.numpy()[:] = [name.lower() in self.normal_datasets for name in dataset_names]
         return gate.to(device, non_blocking=True)
 
-    def _forward(
-        self,
-        pred_local_points,
-        pred_camera_to_world,
-        depth_m,
-        valid,
-        K,
-        camera_to_world,
-        has_depth,
-        dataset_names,
-        pred_global_points,
-        scale,
-    ) -> GeometryLossOutput:
+    def _forward(self, pred_local_points, pred_camera_to_world, pred_global_points, target: GeometryTarget,
+                 scale) -> GeometryLossOutput:
+        depth_m, valid, K, camera_to_world = target.depth_m, target.valid, target.K, target.camera_to_world
+        has_depth, dataset_names = target.has_depth, target.dataset_names
         tensors = [pred_local_points, pred_camera_to_world, depth_m, K, camera_to_world]
         if pred_global_points is not None:
             tensors.append(pred_global_points)
@@ -200,7 +190,7 @@ class GeometryLoss(nn.Module):
             pred_global_points = tensors[5]
         B, _N, _H, _W, _ = pred_local_points.shape
         if len(dataset_names) != B:
-            raise ValueError(f"losses/geometry_loss.py: dataset_names has {len(dataset_names)} entries for batch {B}")
+            raise ValueError(f"GeometryLoss: target.dataset_names has {len(dataset_names)} entries for batch {B}")
         has_depth = has_depth.to(device=depth_m.device, dtype=torch.bool)
 
         # --- which samples contribute what

@@ -24,7 +24,7 @@ Cost per sequence of M points: two kd-tree builds (O(M log M)); ICP does one nea
 the M points bounded by its threshold per iteration (at most 30); Accuracy and Completeness are one
 nearest-neighbour query each, the normals two 30-NN queries. See `g2vlm.geometry.nearest_neighbors` (scipy's
 exact cKDTree): queries far from the other cloud (a collapsed or badly wrong prediction) cost much more than
-near ones. Measured with `python benchmarks/pointmap_metrics_speed.py`: see its docstring.
+near ones. Measured with `python benchmarks/speed/pointmap_metrics.py`: see its docstring.
 """
 
 from __future__ import annotations

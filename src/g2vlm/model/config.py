@@ -29,7 +29,6 @@ class DinoConfig:
     patch_size: int = 14
     registers: int = 4
     img_size: int = 518  # size the absolute position embedding is stored at (interpolated otherwise)
-    frozen: bool = True
     # "patch": DINOv2's one patch-size convolution (official weights); "conv": log2(patch_size) stride-2 3x3
     # convolutions with GELU between them (a convolutional stem, for an encoder trained from scratch)
     stem: Literal["patch", "conv"] = "patch"
@@ -47,7 +46,6 @@ class VisionTowerConfig:
     patch_size: int = 14
     temporal_patch_size: int = 2
     spatial_merge_size: int = 2
-    frozen: bool = True
 
 
 @dataclass(frozen=True)
@@ -100,6 +98,10 @@ class ModelConfig:
     `official_input`: None (default) = the clean format of our own training: the geometric path sees only the
     DINO tokens. An `OfficialInputConfig` = the official format that imported official weights need (prompt
     prefix and frame delimiters through the semantic expert, sequential positions, official DINO windows).
+
+    A config describes the architecture only: which parts train and activation checkpointing are training
+    choices, the LightningModules' `freeze` and `gradient_checkpointing` (`G2VLM.freeze`,
+    `G2VLM.set_gradient_checkpointing`); a freshly built G2VLM has every part trainable.
     """
 
     # trunk (one expert)
@@ -126,7 +128,6 @@ class ModelConfig:
     # geometric side
     dino: DinoConfig = field(default_factory=DinoConfig)
     geometry_heads: HeadsConfig = field(default_factory=HeadsConfig)
-    gradient_checkpointing: bool = False
     # input format of the geometric path: None = clean (ours), else the official format (imported weights)
     official_input: OfficialInputConfig | None = None
 
@@ -214,7 +215,7 @@ def small() -> ModelConfig:
         mrope_section=(2, 3, 3),
         semantic=False,
         vit=None,
-        dino=DinoConfig(width=64, depth=1, heads=4, patch_size=8, registers=4, img_size=64, frozen=False, stem="conv"),
+        dino=DinoConfig(width=64, depth=1, heads=4, patch_size=8, registers=4, img_size=64, stem="conv"),
         geometry_heads=HeadsConfig(depth=0, heads=4, point_dim=64, camera_dim=64, upsampler="conv"),
     )
 

@@ -218,7 +218,7 @@ class ExpertRouterStack(nn.Module):
         self.layers = nn.ModuleList(ExpertRouterLayer(config) for _ in range(config.layers))
         self.semantic_norm = RMSNorm(config.width, config.rms_eps) if config.semantic else None
         self.geometric_norm = RMSNorm(config.width, config.rms_eps)
-        self.gradient_checkpointing = config.gradient_checkpointing
+        self.gradient_checkpointing = False  # set by G2VLM.set_gradient_checkpointing
 
     def _run(self, fn, *args):
         if self.gradient_checkpointing and torch.is_grad_enabled():

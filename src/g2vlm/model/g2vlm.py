@@ -52,11 +52,6 @@ class G2VLM(nn.Module):
             self.vision_tower = VisionTower(config.vit, config.width) if config.vit is not None else None
         else:
             self.embed_tokens = self.lm_head = self.vision_tower = None
-        self.set_gradient_checkpointing(config.gradient_checkpointing)
-        if config.dino.frozen:
-            self.freeze("dino")
-        if config.vit is not None and config.vit.frozen and self.vision_tower is not None:
-            self.freeze("vit")
 
     # ----------------------------------------------------------------------------------------- parts
     def parts(self) -> dict[str, list[nn.Module]]:

@@ -27,7 +27,7 @@ official (`recon_for_eval` of the official `modeling/g2vlm/g2vlm.py`, which ever
 Precision. On a GPU the official `recon_for_eval` runs under bf16 autocast and casts explicitly: DINO attention
 in bf16, the trunk's residual stream in bf16, the three head decoders (point, camera, global point) under bf16
 autocast, and only the pixel-shuffle heads, the camera head and the point transform in fp32. Our predictor
-(g2vlm.benchmarks.inference) runs DINO and the trunk under bf16 autocast on a GPU (residual stream fp32, a
+(g2vlm.inference) runs DINO and the trunk under bf16 autocast on a GPU (residual stream fp32, a
 rounding difference) and keeps all heads in fp32 in both formats (the suite's rule). In fp32 on a CPU both
 implementations compute the same function (tests/unit/test_model_official_parity.py: within 1e-4 relative).
 """

@@ -1,4 +1,5 @@
-"""The semantic image encoder: the Qwen2-VL vision tower from transformers (frozen by default).
+"""The semantic image encoder: the Qwen2-VL vision tower from transformers (frozen in
+both official stages: the LightningModules' `freeze`).
 
 `patchify` turns an image in [0, 1] into the flat patch layout of Qwen2-VL's image processor
 (CLIP mean/std, the frame repeated `temporal_patch_size` times, patches grouped by 2×2 merge windows);

@@ -278,8 +278,30 @@ def config_to_dict(config: ModelConfig) -> dict:
     return asdict(config)
 
 
+# Fields of model files written before they became training choices (the encoders' `frozen`,
+# `gradient_checkpointing`; what trains and checkpointing are the LightningModules' `freeze` and
+# `gradient_checkpointing`): `load_model_config` drops them.
+RETIRED_FIELDS = (("gradient_checkpointing",), ("dino", "frozen"), ("vit", "frozen"))
+_NESTED = {"dino": DinoConfig, "geometry_heads": HeadsConfig, "vit": VisionTowerConfig,
+           "official_input": OfficialInputConfig}
+
+
 def config_from_dict(data: dict) -> ModelConfig:
+    """The ModelConfig of `config_to_dict`'s layout. A key that is no field raises a ValueError naming it."""
     data = dict(data)
+    for name, cls in (("", ModelConfig), *_NESTED.items()):
+        part = data if not name else data.get(name)
+        if part is None:
+            continue
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(key for key in part if key not in fields)
+        if unknown:
+            where = f"{name}." if name else ""
+            retired = any((*([name] if name else []), key) in RETIRED_FIELDS for key in unknown)
+            raise ValueError(f"config_from_dict: {', '.join(where + key for key in unknown)} is not a field of "
+                             f"{cls.__name__} (fields: {', '.join(sorted(fields))})" + (
+                                 "; which parts train is the LightningModule's `freeze`, activation checkpointing "
+                                 "its `gradient_checkpointing`" if retired else ""))
     data["dino"] = DinoConfig(**data["dino"])
     data["geometry_heads"] = HeadsConfig(**data["geometry_heads"])
     data["vit"] = VisionTowerConfig(**data["vit"]) if data.get("vit") is not None else None
@@ -297,7 +319,7 @@ def same_architecture(stored: ModelConfig, preset: ModelConfig) -> bool:
     heads include the confidence head."""
     heads = dataclasses.replace(stored.geometry_heads, confidence=preset.geometry_heads.confidence)
     return stored.replace(official_input=preset.official_input, geometry_positions=preset.geometry_positions,
-                          geometry_heads=heads, gradient_checkpointing=preset.gradient_checkpointing) == preset
+                          geometry_heads=heads) == preset
 
 
 def write_safetensors(path: str | Path, tensors: list, metadata: dict[str, str], progress: str | None = None) -> None:
@@ -369,8 +391,14 @@ def model_record(path: str | Path) -> dict:
 
 
 def load_model_config(path: str | Path) -> ModelConfig:
-    """The model config stored in one of our model files."""
-    return config_from_dict(json.loads(model_metadata(path)["g2vlm_config"]))
+    """The model config stored in one of our model files (files written with retired fields included)."""
+    data = json.loads(model_metadata(path)["g2vlm_config"])
+    for *parents, name in RETIRED_FIELDS:
+        part = data
+        for parent in parents:
+            part = part.get(parent) or {}
+        part.pop(name, None)
+    return config_from_dict(data)
 
 
 def load_model(path: str | Path, allow_missing: tuple[str, ...] = ()) -> G2VLM:

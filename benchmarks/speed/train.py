@@ -14,13 +14,17 @@ Suites (`--suite`, default `full` on CUDA and `cpu` on a CPU):
   `joint_train.sh`: DINO and ViT frozen, semantic and geometric experts trained by the text CE; the unused
   heads frozen), flex attention with a BlockMask.
 - cpu (exercised by the tests): `small` geometry at 64×64 with 2 and 4 views, `tiny` joint at 512 tokens (the
-  `small` preset has no semantic side), dense-mask SDPA.
+  `small` preset has no semantic side), SDPA with the per-sample masks of the reference path.
 
-Step: bf16 autocast on CUDA (trunk in bf16, heads, geometry and losses in fp32 as the model does; fp32
-matmuls may use TF32, `--fp32-matmul-precision`), fp32 on a CPU; geometry loss (official weights) on random
-ground truth, or the CE over answer tokens; `clip_grad_norm_(1.0)`; AdamW (0.9, 0.95), eps 1e-15, fused on CUDA.
-Data loading is excluded (one batch is built on the device and reused). The first `--warmup` steps are not
-timed; the step time is the median of `--steps` timed steps (CUDA events on CUDA).
+Step: the LightningModules' own — `GeometryPretraining` (official stage-1 freezing, loss and optimisation) and
+`SpatialReasoning` (variant ce_ce, the official joint freezing) — driven by a Lightning `Trainer`: `training_step`,
+`configure_optimizers` (AdamW with per-part groups, fused on CUDA, and the warmup-cosine schedule), the per-part
+gradient-norm logging and norm clipping at 1.0 (`g2vlm.lit.base.BaseTask`); bf16 mixed precision on CUDA (the
+trunk in bf16; heads, geometry and losses in fp32 as the model does; fp32 matmuls may use TF32,
+`--fp32-matmul-precision`), fp32 on a CPU. Geometry batches: random images and ground truth; joint batches: random
+token ids and images, CE over the answer tokens. Data loading is excluded (one batch is built on the device and
+reused). The first `--warmup` steps are not timed; the step time is the median of `--steps` timed steps (CUDA
+events on CUDA), from Lightning's `on_train_batch_start` to `on_train_batch_end`.
 
 Reported per case: step time, tokens/s (trunk tokens), images/s (DINO frames; joint: DINO frames + ViT
 images), model FLOPs per step (forward + backward counted on a meta-device copy, where attention runs as plain
@@ -37,8 +41,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -214,34 +220,65 @@ def device_settings(device) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- measurement
+class StepClock:
+    """Seconds of the intervals between `start()` and `stop()`: CUDA events on CUDA (read after one
+    synchronisation, in `seconds()`), the wall clock on a CPU."""
+
+    def __init__(self, device) -> None:
+        self.device = device
+        self._events: list = []
+        self._seconds: list[float] = []
+        self._start: float | None = None
+
+    def start(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            self._events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+            self._events[-1][0].record()
+        else:
+            self._start = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.device.type == "cuda":
+            self._events[-1][1].record()
+        else:
+            self._seconds.append(time.perf_counter() - self._start)
+
+    def seconds(self) -> list[float]:
+        import torch
+
+        if self.device.type != "cuda":
+            return list(self._seconds)
+        torch.cuda.synchronize(self.device)
+        return [start.elapsed_time(end) / 1e3 for start, end in self._events]
+
+
 class StepTimer:
-    """Seconds per call of `fn`: CUDA events around each call on CUDA (one synchronisation at the end), the
-    wall clock on a CPU."""
+    """Seconds per call of `fn` after `warmup` untimed calls (`StepClock`); on CUDA the peak-memory counter is reset
+    before the timed calls."""
 
     def __init__(self, device) -> None:
         self.device = device
 
     def measure(self, fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
-        import torch
-
         for _ in range(warmup):
             fn()
-        if self.device.type != "cuda":
-            seconds = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                fn()
-                seconds.append(time.perf_counter() - start)
-            return seconds
-        torch.cuda.synchronize(self.device)
-        torch.cuda.reset_peak_memory_stats(self.device)
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
-        for start, end in events:
-            start.record()
+        reset_peak_memory(self.device)
+        clock = StepClock(self.device)
+        for _ in range(repeats):
+            clock.start()
             fn()
-            end.record()
-        torch.cuda.synchronize(self.device)
-        return [start.elapsed_time(end) / 1e3 for start, end in events]
+            clock.stop()
+        return clock.seconds()
+
+
+def reset_peak_memory(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def peak_memory(device) -> tuple[float, str]:
@@ -269,23 +306,100 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError)
 
 
+def train_steps(module, batch, device, warmup: int, steps: int) -> list[float]:
+    """Seconds of each of `steps` training steps after `warmup` untimed ones: a Lightning `Trainer` fits `module`
+    on `batch` repeated — its own `training_step`, `configure_optimizers`, gradient-norm logging and clipping (norm
+    1.0), bf16 mixed precision on CUDA — timed from `on_train_batch_start` to `on_train_batch_end`. No logger, no
+    checkpoints, no validation."""
+    import tempfile
+
+    import lightning as L
+
+    class TimedSteps(L.Callback):
+        def __init__(self) -> None:
+            self.clock = StepClock(device)
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if batch_idx == warmup:
+                reset_peak_memory(device)
+            if batch_idx >= warmup:
+                self.clock.start()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if batch_idx >= warmup:
+                self.clock.stop()
+
+    timer = TimedSteps()
+    cuda = device.type == "cuda"
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.WARNING)  # no "GPU available ..." banner per case
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            trainer = L.Trainer(accelerator=device.type, devices=[device.index or 0] if cuda else 1,
+                                precision="bf16-mixed" if cuda else "32-true", max_steps=warmup + steps,
+                                gradient_clip_val=1.0, gradient_clip_algorithm="norm", limit_val_batches=0,
+                                num_sanity_val_steps=0, log_every_n_steps=1, logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
+                                default_root_dir=folder)
+            trainer.fit(module, train_dataloaders=RepeatedBatch(batch, warmup + steps))
+    finally:
+        lightning_log.setLevel(level)
+    return timer.clock.seconds()
+
+
+class RepeatedBatch:
+    """One batch `times` times: the training data of a timed run (no loading in the step)."""
+
+    def __init__(self, batch, times: int) -> None:
+        self.batch, self.times = batch, times
+
+    def __iter__(self):
+        return iter([self.batch] * self.times)
+
+    def __len__(self) -> int:
+        return self.times
+
+
+def measure_with_halving(module, make_batch, batch_size: int, device, warmup: int, steps: int, describe,
+                         record: dict) -> tuple[list[float] | None, object]:
+    """(seconds per step, the batch) of the largest batch size from `batch_size` down by halves to 1 that fits in
+    memory; the sizes that did not fit go to record["out_of_memory_at"]. (None, None) when not even 1 fits."""
+    while True:
+        describe(batch_size)
+        try:
+            batch = make_batch(batch_size)
+            return train_steps(module, batch, device, warmup, steps), batch
+        except Exception as error:  # noqa: BLE001 - only out-of-memory is handled, everything else re-raised
+            if not is_out_of_memory(error):
+                raise
+            batch = None
+            module.zero_grad(set_to_none=True)
+            free_memory(device)
+            record["out_of_memory_at"].append(batch_size)
+            if batch_size == 1:
+                return None, None
+            batch_size //= 2
+
+
 def run_suite(suite: Suite, cases, device, warmup: int, steps: int, compile_blocks: bool,
               peak_flops: int | None) -> list[dict]:
-    """Run the cases (geometry cases share one model and optimizer; joint cases another)."""
+    """Run the cases (geometry cases share one GeometryPretraining module; joint cases one SpatialReasoning)."""
     records = []
     geometry = [case for case in cases if isinstance(case, GeometryCase)]
     joint = [case for case in cases if isinstance(case, JointCase)]
     if geometry:
-        trainer = GeometryStep(suite.geometry_preset, device, compile_blocks)
+        module = geometry_module(suite.geometry_preset, device, compile_blocks)
         for case in geometry:
-            records.append(measure_geometry_case(trainer, suite, case, warmup, steps, peak_flops))
-        del trainer
+            records.append(measure_geometry_case(module, suite, case, device, warmup, steps, peak_flops))
+        del module
         free_memory(device)
     if joint:
-        trainer = JointStep(suite.joint_preset, device, compile_blocks)
-        for case in joint:
-            records.append(measure_joint_case(trainer, suite, case, warmup, steps, peak_flops))
-        del trainer
+        with tempfile.TemporaryDirectory() as folder:
+            module = joint_module(suite.joint_preset, device, compile_blocks, folder)
+            for case in joint:
+                records.append(measure_joint_case(module, suite, case, device, warmup, steps, peak_flops))
+        del module
         free_memory(device)
     return records
 
@@ -301,68 +415,40 @@ def _timing_record(seconds: list[float], device, flops: int, tokens: int, images
 
 
 # ------------------------------------------------------------------------------------- geometry pretraining
-class GeometryStep:
-    """A GeometryPretraining module of `preset` (its default freezing), its loss and a fused/foreach AdamW."""
-
-    def __init__(self, preset: str, device, compile_blocks: bool) -> None:
-        import torch
-
-        from g2vlm.lit.geometry_pretraining import GeometryPretraining
-
-        self.device = device
-        self.module = GeometryPretraining(preset=preset)
-        with torch.device(device):
-            self.module.configure_model()
-        self.model = self.module.model.train()
-        if compile_blocks:
-            self.model.compile_blocks()
-        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(self.parameters, device, self.module.hparams)
-
-    def batch(self, batch_size: int, views: int, height: int, width: int, seed: int = 0) -> dict:
-        """Random images and a plausible ground truth (depth 1-5 m, centred intrinsics, cameras on a line)."""
-        import torch
-
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        shape = (batch_size, views)
-        K = torch.zeros(*shape, 3, 3)
-        K[..., 0, 0] = K[..., 1, 1] = 0.8 * width
-        K[..., 0, 2], K[..., 1, 2], K[..., 2, 2] = (width - 1) / 2, (height - 1) / 2, 1.0
-        camera_to_world = torch.eye(4).repeat(*shape, 1, 1)
-        camera_to_world[..., 0, 3] = torch.linspace(0, 0.5, views)
-        tensors = {
-            "images": torch.rand(*shape, 3, height, width, generator=generator),
-            "depth_m": 1 + 4 * torch.rand(*shape, height, width, generator=generator),
-            "valid": torch.ones(*shape, height, width, dtype=torch.bool),
-            "K": K,
-            "camera_to_world": camera_to_world,
-            "has_depth": torch.ones(batch_size, dtype=torch.bool),
-        }
-        batch = {name: value.to(self.device) for name, value in tensors.items()}
-        batch["dataset_names"] = ["scannet"] * batch_size  # a dataset with the normal loss on
-        return batch
-
-    def step(self, batch: dict) -> None:
-        import torch
-
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            output = self.model.forward_geometry(batch["images"])
-            losses = self.module.loss(output.local_points, output.camera_to_world, batch["depth_m"], batch["valid"],
-                                      batch["K"], batch["camera_to_world"], batch["has_depth"], batch["dataset_names"],
-                                      pred_global_points=output.global_points)
-        losses.total.backward()
-        torch.nn.utils.clip_grad_norm_(self.parameters, 1.0, foreach=True)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-
-def make_optimizer(parameters, device, hparams):
-    """AdamW with the module's hyper-parameters; the fused CUDA kernel on CUDA, foreach elsewhere."""
+def geometry_module(preset: str, device, compile_blocks: bool):
+    """GeometryPretraining of `preset` with its defaults (official stage-1 freezing, loss and optimisation), built
+    on `device`."""
     import torch
 
-    cuda = device.type == "cuda"
-    return torch.optim.AdamW(parameters, lr=hparams.get("learning_rate", 2e-4), betas=tuple(hparams.get("betas", (0.9, 0.95))),
-                             eps=hparams.get("eps", 1e-15), weight_decay=0.0, fused=cuda, foreach=None if cuda else True)
+    from g2vlm.lit.geometry_pretraining import GeometryPretraining
+
+    module = GeometryPretraining(preset=preset, compile=compile_blocks)
+    with torch.device(device):
+        module.configure_model()
+    return module
+
+
+def geometry_batch(batch_size: int, views: int, height: int, width: int, device, seed: int = 0):
+    """A MultiViewBatch on `device`: random float images and a plausible ground truth (depth 1-5 m in float32
+    metres, centred intrinsics, cameras on a line), of a dataset with the normal loss on."""
+    import torch
+
+    from g2vlm.datamodules.multiview.batch import MultiViewBatch
+
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    shape = (batch_size, views)
+    K = torch.zeros(*shape, 3, 3)
+    K[..., 0, 0] = K[..., 1, 1] = 0.8 * width
+    K[..., 0, 2], K[..., 1, 2], K[..., 2, 2] = (width - 1) / 2, (height - 1) / 2, 1.0
+    camera_to_world = torch.eye(4).repeat(*shape, 1, 1)
+    camera_to_world[..., 0, 3] = torch.linspace(0, 0.5, views)
+    batch = MultiViewBatch(
+        images=torch.rand(*shape, 3, height, width, generator=generator),
+        depth=1 + 4 * torch.rand(*shape, height, width, generator=generator),
+        depth_scale=torch.ones(batch_size), K=K, camera_to_world=camera_to_world,
+        has_depth=torch.ones(batch_size, dtype=torch.bool), dataset_names=["scannet"] * batch_size,
+        keys=[f"bench-{index}" for index in range(batch_size)], frame_ids=[list(range(views))] * batch_size)
+    return batch.to(device)
 
 
 def geometry_batch_size(budget: int, views: int, height: int, width: int, patch: int) -> int:
@@ -370,80 +456,63 @@ def geometry_batch_size(budget: int, views: int, height: int, width: int, patch:
     return max(1, budget // (views * (height // patch) * (width // patch)))
 
 
-def measure_geometry_case(trainer: GeometryStep, suite: Suite, case: GeometryCase, warmup: int, steps: int,
+def measure_geometry_case(module, suite: Suite, case: GeometryCase, device, warmup: int, steps: int,
                           peak_flops: int | None) -> dict:
-    patch = trainer.model.config.dino.patch_size
-    batch_size = geometry_batch_size(suite.geometry_token_budget, case.views, case.height, case.width, patch)
-    trainer.model.set_gradient_checkpointing(case.checkpointing)
+    patch = module.model.config.dino.patch_size
+    module.model.set_gradient_checkpointing(case.checkpointing)
     record = {"id": case.id, "kind": "geometry", "preset": suite.geometry_preset, "height": case.height,
               "width": case.width, "views": case.views, "checkpointing": case.checkpointing, "out_of_memory_at": []}
-    while True:
+
+    def describe(batch_size: int) -> None:
         tokens = batch_size * case.views * (case.height // patch) * (case.width // patch)
         record.update(batch_size=batch_size, tokens_per_step=tokens, images_per_step=batch_size * case.views)
         print(f"[bench] {case.id}: batch {batch_size} × {case.views} views, {tokens} tokens", file=sys.stderr)
-        try:
-            batch = trainer.batch(batch_size, case.views, case.height, case.width)
-            seconds = StepTimer(trainer.device).measure(lambda batch=batch: trainer.step(batch), warmup, steps)
-        except Exception as error:  # noqa: BLE001 - only out-of-memory is handled, everything else re-raised
-            if not is_out_of_memory(error):
-                raise
-            batch = None
-            trainer.optimizer.zero_grad(set_to_none=True)
-            free_memory(trainer.device)
-            record["out_of_memory_at"].append(batch_size)
-            if batch_size == 1:
-                record["status"] = "out of memory"
-                return record
-            batch_size //= 2
-            continue
-        flops = trainer.module.measure_flops_per_batch(tuple(batch["images"].shape))
-        record.update(_timing_record(seconds, trainer.device, flops, tokens, batch_size * case.views,
-                                     peak_flops))
+
+    def make_batch(batch_size: int):
+        batch = geometry_batch(batch_size, case.views, case.height, case.width, device)
+        module.measure_flops_per_batch(tuple(batch.images.shape))  # counted (and cached) before the timed steps
+        return batch
+
+    seconds, batch = measure_with_halving(
+        module, make_batch, geometry_batch_size(suite.geometry_token_budget, case.views, case.height, case.width, patch),
+        device, warmup, steps, describe, record)
+    if seconds is None:
+        record["status"] = "out of memory"
         return record
+    flops = module.measure_flops_per_batch(tuple(batch.images.shape))
+    record.update(_timing_record(seconds, device, flops, record["tokens_per_step"], record["images_per_step"],
+                                 peak_flops))
+    return record
 
 
 # ------------------------------------------------------------------------------------------ joint training
-class JointStep:
-    """A G2VLM of `preset` with the official joint freezing (JOINT_FREEZE), flex attention on CUDA, CE on answers."""
+def joint_module(preset: str, device, compile_blocks: bool, folder: str):
+    """SpatialReasoning of `preset`, variant ce_ce with the official joint freezing (JOINT_FREEZE), flex attention
+    on CUDA, built on `device`; its tokenizer a character one written to `folder` (joint samples hold random ids)."""
+    import torch
 
-    def __init__(self, preset: str, device, compile_blocks: bool) -> None:
-        import torch
+    from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
+    from g2vlm.lit.spatial_reasoning import SpatialReasoning
 
-        from g2vlm.model.config import model_config
-        from g2vlm.model.g2vlm import G2VLM
-
-        self.device = device
-        self.config = model_config(preset, attention_backend="flex" if device.type == "cuda" else "sdpa")
-        if not self.config.semantic or self.config.vit is None:
-            raise ValueError(f"joint training needs a preset with a semantic side and a vision tower, not {preset!r}")
-        with torch.device(device):
-            self.model = G2VLM(self.config).train()
-        self.model.freeze(*JOINT_FREEZE)
-        if compile_blocks:
-            self.model.compile_blocks()
-        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(self.parameters, device, {})
-
-    def step(self, batch) -> None:
-        import torch
-        import torch.nn.functional as F
-
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            output = self.model(batch)
-        loss = F.cross_entropy(output.logits.float(), batch.text_labels, ignore_index=-100)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.parameters, 1.0, foreach=True)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+    build_character_tokenizer(folder)
+    backend = "flex" if device.type == "cuda" else "sdpa"
+    module = SpatialReasoning(folder, preset=preset, model_overrides={"attention_backend": backend}, variant="ce_ce")
+    if not module.model_config.vit:
+        raise ValueError(f"joint training needs a preset with a vision tower, not {preset!r}")
+    with torch.device(device):
+        module.configure_model()
+    if compile_blocks:
+        module.model.compile_blocks()
+    return module
 
 
-def joint_samples(config, suite: Suite, tokens: int, seed: int = 0) -> list[list]:
-    """Samples whose packed length is exactly `tokens`: each has `images_per_sample` images (a Qwen-ViT copy and
+def joint_samples(config, suite: Suite, tokens: int, seed: int = 0) -> list:
+    """QA samples whose packed length is exactly `tokens`: each has `images_per_sample` images (a Qwen-ViT copy and
     a DINO frame each, as the official joint data) and `text_tokens` of text (a prompt, then a supervised answer);
     the last sample takes the images that still fit and text for the remainder."""
     import torch
 
-    from g2vlm.model.packing import Geometry, Text, VitImage
+    from g2vlm.datamodules.qa.batch import GeometryPart, ImagePart, QASample, TextPart
 
     generator = torch.Generator().manual_seed(seed)
     vit_grid = suite.vit_size // (config.vit.patch_size * config.vit.spatial_merge_size)
@@ -457,44 +526,49 @@ def joint_samples(config, suite: Suite, tokens: int, seed: int = 0) -> list[list
             text = suite.text_tokens
         answer = max(1, min(16, text // 4))
         ids = torch.randint(0, config.vocab_size, (text,), generator=generator)
-        sample = [Text(ids[: text - answer])] if text > answer else []
-        sample += [VitImage(torch.rand(3, suite.vit_size, suite.vit_size, generator=generator)) for _ in range(images)]
+        parts = [TextPart(ids[: text - answer])] if text > answer else []
+        parts += [ImagePart(torch.rand(3, suite.vit_size, suite.vit_size, generator=generator)) for _ in range(images)]
         if images:
-            sample.append(Geometry(torch.rand(images, 3, suite.geometry_size, suite.geometry_size, generator=generator)))
-        sample.append(Text(ids[text - answer:], supervised=True))
-        samples.append(sample)
+            parts.append(GeometryPart(torch.rand(images, 3, suite.geometry_size, suite.geometry_size,
+                                                 generator=generator)))
+        parts.append(TextPart(ids[text - answer:], supervised=True))
+        samples.append(QASample(key=f"bench-{len(samples)}", task="bench", answer_type="free_form", parts=parts,
+                                prompt_parts=len(parts) - 1, answer="", num_tokens=images * per_image + text))
         left -= images * per_image + text
     return samples
 
 
-def measure_joint_case(trainer: JointStep, suite: Suite, case: JointCase, warmup: int, steps: int,
+def measure_joint_case(module, suite: Suite, case: JointCase, device, warmup: int, steps: int,
                        peak_flops: int | None) -> dict:
+    from lightning.fabric.utilities.apply_func import move_data_to_device
+
+    from g2vlm.datamodules.qa.batch import QABatch
+    from g2vlm.lit.spatial_reasoning import to_segments
     from g2vlm.model.packing import pack
 
-    samples = joint_samples(trainer.config, suite, case.tokens)
-    batch = pack(samples, trainer.config)
-    images = sum(len(frames) for frames in batch.geometry_frames) + \
-        (0 if batch.vit_grid_thw is None else batch.vit_grid_thw.shape[0])
+    config = module.model_config
+    samples = joint_samples(config, suite, case.tokens)
+    packed = pack([to_segments(sample.parts) for sample in samples], config)
+    images = sum(len(frames) for frames in packed.geometry_frames) + \
+        (0 if packed.vit_grid_thw is None else packed.vit_grid_thw.shape[0])
     record = {"id": case.id, "kind": "joint", "preset": suite.joint_preset, "checkpointing": case.checkpointing,
-              "samples": len(samples), "tokens_per_step": batch.num_tokens, "images_per_step": images,
-              "answer_tokens": int((batch.text_labels != -100).sum()),
-              "attention_backend": trainer.config.attention_backend, "trainable": "semantic + geometric experts, "
-              "embeddings, projector (frozen: " + ", ".join(JOINT_FREEZE) + ")"}
-    print(f"[bench] {case.id}: {len(samples)} samples, {batch.num_tokens} tokens", file=sys.stderr)
-    trainer.model.set_gradient_checkpointing(case.checkpointing)
-    device_batch = batch.to(trainer.device)
+              "samples": len(samples), "tokens_per_step": packed.num_tokens, "images_per_step": images,
+              "answer_tokens": int((packed.text_labels != -100).sum()), "attention_backend": config.attention_backend,
+              "trainable": "semantic + geometric experts, embeddings, projector (frozen: " + ", ".join(JOINT_FREEZE)
+              + ")", "out_of_memory_at": []}
+    print(f"[bench] {case.id}: {len(samples)} samples, {packed.num_tokens} tokens", file=sys.stderr)
+    module.model.set_gradient_checkpointing(case.checkpointing)
     try:
-        seconds = StepTimer(trainer.device).measure(lambda: trainer.step(device_batch), warmup, steps)
+        seconds = train_steps(module, move_data_to_device(QABatch(samples), device), device, warmup, steps)
     except Exception as error:  # noqa: BLE001 - only out-of-memory is handled
         if not is_out_of_memory(error):
             raise
-        device_batch = None
-        trainer.optimizer.zero_grad(set_to_none=True)
-        free_memory(trainer.device)
+        module.zero_grad(set_to_none=True)
+        free_memory(device)
         record.update(status="out of memory")
         return record
-    flops = joint_flops(trainer.config, samples)
-    record.update(_timing_record(seconds, trainer.device, flops, batch.num_tokens, images, peak_flops))
+    flops = joint_flops(config, [to_segments(sample.parts) for sample in samples])
+    record.update(_timing_record(seconds, device, flops, packed.num_tokens, images, peak_flops))
     return record
 
 

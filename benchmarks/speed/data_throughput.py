@@ -24,7 +24,7 @@ frame (its process CPU clock, found through /proc's list of children) beside the
 give a ratio that load disturbs less, though not entirely (caches and memory bandwidth are shared). The main
 process's CPU per frame (receiving the batches) is printed too. Stage costs are measured in this process.
 
-    python -m g2vlm.benchmarks.data_throughput [--workers 1 2] [--clips 24] [--batches 24] [--repeats 3]
+    python -m g2vlm.benchmarks.speed.data_throughput [--workers 1 2] [--clips 24] [--batches 24] [--repeats 3]
         [--data-dir DIR] [--json out.json]
 """
 

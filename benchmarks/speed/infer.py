@@ -27,7 +27,7 @@ import statistics
 import sys
 from dataclasses import dataclass
 
-from g2vlm.benchmarks.train_speed import (
+from g2vlm.benchmarks.speed.train import (
     StepTimer,
     add_common_arguments,
     check_counts,

@@ -27,7 +27,7 @@ Quirks kept for comparability (the published numbers carry them):
 - one K factor for both axes although the depth is resized per axis (640×480 -> 512×378 scales rows by 0.7875
   but fy by 0.8), so the GT is stretched by 1.6 % vertically against the image;
 - INTER_NEAREST picks source pixel floor(x · W / W') (biased towards the top-left), not the nearest centre.
-The model sees the original image through the protocol's input resize (g2vlm.benchmarks.inference).
+The model sees the original image through the protocol's input resize (g2vlm.inference).
 """
 
 from __future__ import annotations
@@ -42,18 +42,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from g2vlm.benchmarks.files import (
-    FrameError,
+from g2vlm.benchmarks.reconstruction.files import (
     read_mask,
     read_matrix_text,
     read_npy_depth,
     read_png_depth,
     read_raw_float_depth,
-    read_rgb,
 )
-from g2vlm.benchmarks.frame_maps import DTU_TEST_SCANS, frame_map
-from g2vlm.benchmarks.inference import PROTOCOL_LOAD_WIDTH
-from g2vlm.benchmarks.pose_datasets import rigid_inverse
+from g2vlm.benchmarks.reconstruction.frame_maps import DTU_TEST_SCANS, frame_map
+from g2vlm.benchmarks.reconstruction.pose_datasets import rigid_inverse
+from g2vlm.inference import PROTOCOL_LOAD_WIDTH, FrameError, read_rgb
 
 POINT_MAP_DATASET_NAMES = ("synthetic", "7scenes", "7scenes-sparse", "nrgbd", "nrgbd-sparse", "eth3d", "dtu")
 GT_GRID_BASE = 14  # the official GT grid snaps the height to multiples of 14 for every model
@@ -101,7 +99,7 @@ class PointMapDataset:
 def canonical_name(name: str) -> str:
     name = name.lower().replace("7-scenes", "7scenes").replace("sevenscenes", "7scenes")
     if name not in POINT_MAP_DATASET_NAMES:
-        raise ValueError(f"benchmarks/pointmap_datasets.py: unknown point-map dataset {name!r}; choose from "
+        raise ValueError(f"benchmarks/reconstruction/pointmap_datasets.py: unknown point-map dataset {name!r}; choose from "
                          f"{', '.join(POINT_MAP_DATASET_NAMES)}")
     return name
 
@@ -110,7 +108,7 @@ def read_pointmap_dataset(name: str, root: str | Path | None) -> PointMapDataset
     name = canonical_name(name)
     if name == "synthetic":
         if root is not None:
-            raise ValueError("benchmarks/pointmap_datasets.py: the synthetic set is generated in memory and takes no --root")
+            raise ValueError("benchmarks/reconstruction/pointmap_datasets.py: the synthetic set is generated in memory and takes no --root")
         return _synthetic()
     frames = _frames(name, _root(name, root))
     ids, source = frame_map(name, {sequence: len(items) for sequence, items in frames.items()})
@@ -156,10 +154,10 @@ def official_camera_to_world(world_to_camera: np.ndarray) -> np.ndarray:
 
 def _root(name: str, root: str | Path | None) -> Path:
     if root is None:
-        raise ValueError(f"benchmarks/pointmap_datasets.py: {name} needs --root (its prepared folder)")
+        raise ValueError(f"benchmarks/reconstruction/pointmap_datasets.py: {name} needs --root (its prepared folder)")
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"benchmarks/pointmap_datasets.py: {name} root {root} is not a folder")
+        raise ValueError(f"benchmarks/reconstruction/pointmap_datasets.py: {name} root {root} is not a folder")
     return root
 
 
@@ -178,7 +176,7 @@ def _indoor_depth(depth_m: np.ndarray) -> np.ndarray:
 def _seven_scenes(root: Path) -> dict[str, list[PointMapFrame]]:
     scenes = sorted(p for p in root.iterdir() if (p / "TestSplit.txt").is_file())
     if not scenes:
-        raise ValueError(f"benchmarks/pointmap_datasets.py: no <scene>/TestSplit.txt under the 7-Scenes root {root}")
+        raise ValueError(f"benchmarks/reconstruction/pointmap_datasets.py: no <scene>/TestSplit.txt under the 7-Scenes root {root}")
     out = {}
     for scene in scenes:
         for line in (scene / "TestSplit.txt").read_text().split():
@@ -186,7 +184,7 @@ def _seven_scenes(root: Path) -> dict[str, list[PointMapFrame]]:
             folder = scene / sequence
             count = len(list(folder.glob("frame-*.color.png")))
             if count == 0:
-                raise ValueError(f"benchmarks/pointmap_datasets.py: no frame-*.color.png in {folder}")
+                raise ValueError(f"benchmarks/reconstruction/pointmap_datasets.py: no frame-*.color.png in {folder}")
             out[f"{scene.name}/{sequence}"] = [PointMapFrame(f"frame-{i:06d}", partial(_read_seven_scenes, folder, i))
                                                for i in range(count)]
     return out
@@ -205,13 +203,13 @@ def _read_seven_scenes(folder: Path, index: int) -> PointMapView:
 def _nrgbd(root: Path) -> dict[str, list[PointMapFrame]]:
     scenes = sorted(p for p in root.iterdir() if (p / "poses.txt").is_file())
     if not scenes:
-        raise ValueError(f"benchmarks/pointmap_datasets.py: no <scene>/poses.txt under the NRGBD root {root}")
+        raise ValueError(f"benchmarks/reconstruction/pointmap_datasets.py: no <scene>/poses.txt under the NRGBD root {root}")
     out = {}
     for scene in scenes:
         count = len(list((scene / "images").glob("img*.png")))
         numbers = np.array((scene / "poses.txt").read_text().split(), dtype=np.float64)
         if numbers.size != 16 * count:
-            raise ValueError(f"benchmarks/pointmap_datasets.py: {scene / 'poses.txt'} holds {numbers.size / 16:g} "
+            raise ValueError(f"benchmarks/reconstruction/pointmap_datasets.py: {scene / 'poses.txt'} holds {numbers.size / 16:g} "
                              f"poses for {count} images")
         poses = numbers.reshape(count, 4, 4).astype(np.float32)  # float32, as the official reader
         poses[:, :, 1:3] *= -1  # OpenGL camera axes -> OpenCV
@@ -231,7 +229,7 @@ def _read_nrgbd(scene: Path, index: int, camera_to_world: np.ndarray) -> PointMa
 def _eth3d(root: Path) -> dict[str, list[PointMapFrame]]:
     scenes = sorted(p for p in root.iterdir() if (p / "images" / "custom_undistorted").is_dir())
     if not scenes:
-        raise ValueError(f"benchmarks/pointmap_datasets.py: no <scene>/images/custom_undistorted/ under the ETH3D root {root}")
+        raise ValueError(f"benchmarks/reconstruction/pointmap_datasets.py: no <scene>/images/custom_undistorted/ under the ETH3D root {root}")
     return {scene.name: [PointMapFrame(image.stem, partial(_read_eth3d, scene, image.name))
                          for image in sorted((scene / "images" / "custom_undistorted").glob("*.JPG"))]
             for scene in scenes}
@@ -256,7 +254,7 @@ def _read_eth3d(scene: Path, image_name: str) -> PointMapView:
 def _dtu(root: Path) -> dict[str, list[PointMapFrame]]:
     missing = [f"scan{n}" for n in DTU_TEST_SCANS if not (root / f"scan{n}" / "images").is_dir()]
     if missing:
-        raise ValueError(f"benchmarks/pointmap_datasets.py: the DTU root {root} lacks {', '.join(missing[:5])}"
+        raise ValueError(f"benchmarks/reconstruction/pointmap_datasets.py: the DTU root {root} lacks {', '.join(missing[:5])}"
                          f"{' ...' if len(missing) > 5 else ''} (scanN/images/)")
     out = {}
     for number in DTU_TEST_SCANS:
@@ -290,7 +288,7 @@ def _read_dtu(scan: Path, index: int) -> PointMapView:
 
 # -------------------------------------------------------------------------------------------- synthetic
 def _synthetic() -> PointMapDataset:
-    from g2vlm.benchmarks.synthetic_set import WIDTH, synthetic_clips
+    from g2vlm.benchmarks.reconstruction.synthetic_set import WIDTH, synthetic_clips
 
     sequences = tuple(
         PointMapSequence(clip.name, tuple(PointMapFrame(stem, partial(_synthetic_view, clip, view))

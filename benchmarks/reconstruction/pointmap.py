@@ -6,7 +6,7 @@ the valid GT pixels `PointMapMetrics` aligns it by Umeyama Sim(3), then point-to
 distance 0.1 m; 100 mm for DTU), and scores Accuracy, Completeness and Normal Consistency (means and medians),
 in the official evaluation's steps and dtypes (g2vlm.metrics.point_map). Sequences are averaged with equal
 weight. The GT grid and its quirks (OpenCV nearest resize, one K factor for both axes): see
-g2vlm.benchmarks.pointmap_datasets.
+g2vlm.benchmarks.reconstruction.pointmap_datasets.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from g2vlm.benchmarks.files import FrameError
-from g2vlm.benchmarks.inference import GeometryPredictor
-from g2vlm.benchmarks.pointmap_datasets import PointMapDataset, gt_points
-from g2vlm.benchmarks.predictions import PredictionFolder
-from g2vlm.benchmarks.runner import BenchmarkRun
+from g2vlm.benchmarks.reconstruction.pointmap_datasets import PointMapDataset, gt_points
+from g2vlm.benchmarks.reconstruction.predictions import PredictionFolder
+from g2vlm.benchmarks.reconstruction.runner import BenchmarkRun
+from g2vlm.inference import FrameError, GeometryPredictor
 from g2vlm.metrics.point_map import POINT_MAP_METRIC_NAMES, PointMapMetrics
 
 
@@ -33,7 +32,7 @@ def resize_points(points: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def evaluate_pointmap(dataset: PointMapDataset, predictor: GeometryPredictor | None = None,
                       predictions: PredictionFolder | None = None, progress: bool = False) -> dict:
     """Score a checkpoint or saved (h, w, 3) world point maps on `dataset`; returns the JSON record."""
-    run = BenchmarkRun("benchmarks/pointmap.py", dataset, predictor, predictions)
+    run = BenchmarkRun("benchmarks/reconstruction/pointmap.py", dataset, predictor, predictions)
     metrics = PointMapMetrics(icp_max_distance=dataset.icp_max_distance).to(run.device)
     images = 0
     for sequence in run.sequences(f"point maps {dataset.name}", progress):

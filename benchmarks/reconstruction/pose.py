@@ -12,11 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from g2vlm.benchmarks.files import FrameError
-from g2vlm.benchmarks.inference import GeometryPredictor
-from g2vlm.benchmarks.pose_datasets import PoseDataset
-from g2vlm.benchmarks.predictions import PredictionFolder
-from g2vlm.benchmarks.runner import BenchmarkRun
+from g2vlm.benchmarks.reconstruction.pose_datasets import PoseDataset
+from g2vlm.benchmarks.reconstruction.predictions import PredictionFolder
+from g2vlm.benchmarks.reconstruction.runner import BenchmarkRun
+from g2vlm.inference import FrameError, GeometryPredictor
 from g2vlm.metrics.relative_pose import RelativePoseMetrics
 
 THRESHOLDS = (5, 15, 30)
@@ -25,7 +24,7 @@ THRESHOLDS = (5, 15, 30)
 def evaluate_pose(dataset: PoseDataset, predictor: GeometryPredictor | None = None,
                   predictions: PredictionFolder | None = None, progress: bool = False) -> dict:
     """Score a checkpoint or saved (4, 4) camera_to_world predictions on `dataset`; returns the JSON record."""
-    run = BenchmarkRun("benchmarks/pose.py", dataset, predictor, predictions)
+    run = BenchmarkRun("benchmarks/reconstruction/pose.py", dataset, predictor, predictions)
     metrics = RelativePoseMetrics(thresholds=THRESHOLDS).to(run.device)
     images = sequences_scored = 0
     for sequence in run.sequences(f"pose {dataset.name}", progress):

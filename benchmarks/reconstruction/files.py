@@ -11,29 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from g2vlm.datamodules.shards.decoding import decode_depth_png, decode_jpeg
+from g2vlm.datamodules.shards.decoding import decode_depth_png
 from g2vlm.datamodules.shards.schema import SampleError
+from g2vlm.inference import FrameError, read_file_bytes
 
 SINTEL_DPT_TAG = 202021.25  # first float32 of every Sintel .dpt file
-
-
-class FrameError(ValueError):
-    """A frame whose file is missing or unreadable (the message names the file)."""
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise FrameError(f"{path}: cannot read ({type(error).__name__}: {error.strerror or error})") from None
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Any 8-bit image file (PNG, JPEG, ...) -> (H, W, 3) uint8 RGB."""
-    try:
-        return decode_jpeg(_read_bytes(Path(path)), member=str(path))
-    except SampleError as error:
-        raise FrameError(str(error)) from None
 
 
 def read_png_depth(path: str | Path, units_per_metre: float, dtype: type = np.float32) -> np.ndarray:
@@ -42,7 +24,7 @@ def read_png_depth(path: str | Path, units_per_metre: float, dtype: type = np.fl
     The official readers divide in float64 for Bonn (÷ 5000) and KITTI (÷ 256) and in float32 for 7-Scenes and
     NRGBD (÷ 1000); the metrics follow the GT's dtype, so the readers pass the same."""
     try:
-        units = decode_depth_png(_read_bytes(Path(path)), member=str(path))
+        units = decode_depth_png(read_file_bytes(path), member=str(path))
     except SampleError as error:
         raise FrameError(str(error)) from None
     return units.astype(dtype) / dtype(units_per_metre)
@@ -65,7 +47,7 @@ def read_npy_depth(path: str | Path, metres_per_unit: float = 1.0) -> np.ndarray
 def read_sintel_dpt(path: str | Path) -> np.ndarray:
     """Sintel .dpt: float32 tag 202021.25, int32 width, int32 height, then H×W float32 depth -> (H, W) float32."""
     path = Path(path)
-    data = _read_bytes(path)
+    data = read_file_bytes(path)
     if len(data) < 12:
         raise FrameError(f"{path}: too short for a Sintel .dpt header ({len(data)} bytes)")
     tag = np.frombuffer(data, dtype="<f4", count=1)[0]
@@ -91,7 +73,7 @@ def write_sintel_dpt(path: str | Path, depth: np.ndarray) -> Path:
 def read_raw_float_depth(path: str | Path, height: int, width: int) -> np.ndarray:
     """ETH3D ground truth: headerless little-endian float32, H×W -> (H, W) float32; non-finite -> 0 (invalid)."""
     path = Path(path)
-    data = _read_bytes(path)
+    data = read_file_bytes(path)
     if len(data) != 4 * height * width:
         raise FrameError(f"{path}: {len(data)} bytes, expected {4 * height * width} for a {width}×{height} float32 depth map")
     depth = np.frombuffer(data, dtype="<f4").reshape(height, width).astype(np.float32)
@@ -113,7 +95,7 @@ def read_mask(path: str | Path) -> np.ndarray:
 def read_matrix_text(path: str | Path, rows: int, cols: int, skip_words: int = 0) -> np.ndarray:
     """The first rows×cols numbers of a whitespace-separated text file (after `skip_words` words) -> float64."""
     path = Path(path)
-    words = _read_bytes(path).decode("utf-8", errors="replace").split()[skip_words:]
+    words = read_file_bytes(path).decode("utf-8", errors="replace").split()[skip_words:]
     try:
         values = np.array([float(word) for word in words[: rows * cols]], dtype=np.float64)
     except ValueError as error:

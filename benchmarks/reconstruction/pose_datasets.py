@@ -6,11 +6,11 @@
                sequence with fewer than 50 frames, or a frame whose T_x + T_y + T_z > 1e5, is left out.
     re10k      ROOT/<sequence>/annotations.json ([{filepath, extrinsics (world-to-camera, OpenCV, 3×4 or 4×4)},
                ...]; filepath relative to ROOT); the 1,719 test sequences of the official list, shipped as
-               benchmarks/frame_maps/re10k_test_1719.txt (G2VLM `eval_code/recons/datasets/sequences/`), in its
+               benchmarks/reconstruction/frame_maps/re10k_test_1719.txt (G2VLM `eval_code/recons/datasets/sequences/`), in its
                order (sorted); other folders under ROOT are ignored, a listed sequence missing there is an error.
     synthetic  no root: the held-out synthetic set, every view.
 
-Frames: 10 per sequence by the seed-42 map (benchmarks/frame_maps.py); full images, uncropped. Co3Dv2's
+Frames: 10 per sequence by the seed-42 map (benchmarks/reconstruction/frame_maps.py); full images, uncropped. Co3Dv2's
 PyTorch3D cameras (X_cam = X_world·R + T, +x left, +y up) become OpenCV world-to-camera by negating the first
 two columns of R and the first two entries of T, then transposing R; camera_to_world is its inverse.
 """
@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from g2vlm.benchmarks.files import read_rgb
-from g2vlm.benchmarks.frame_maps import frame_map
-from g2vlm.benchmarks.inference import PROTOCOL_LOAD_WIDTH
+from g2vlm.benchmarks.reconstruction.frame_maps import frame_map
+from g2vlm.inference import PROTOCOL_LOAD_WIDTH, read_rgb
 
 POSE_DATASET_NAMES = ("synthetic", "co3dv2", "re10k")
 POSE_ALIASES = {"co3d": "co3dv2", "realestate10k": "re10k"}
@@ -71,7 +70,7 @@ class PoseDataset:
 def canonical_name(name: str) -> str:
     name = POSE_ALIASES.get(name.lower(), name.lower())
     if name not in POSE_DATASET_NAMES:
-        raise ValueError(f"benchmarks/pose_datasets.py: unknown pose dataset {name!r}; choose from {', '.join(POSE_DATASET_NAMES)}")
+        raise ValueError(f"benchmarks/reconstruction/pose_datasets.py: unknown pose dataset {name!r}; choose from {', '.join(POSE_DATASET_NAMES)}")
     return name
 
 
@@ -101,7 +100,7 @@ def read_pose_dataset(name: str, root: str | Path | None) -> PoseDataset:
     name = canonical_name(name)
     if name == "synthetic":
         if root is not None:
-            raise ValueError("benchmarks/pose_datasets.py: the synthetic set is generated in memory and takes no --root")
+            raise ValueError("benchmarks/reconstruction/pose_datasets.py: the synthetic set is generated in memory and takes no --root")
         return _synthetic()
     annotations, notes = _annotations(name, _root(name, root))
     ids, source = frame_map(name, {sequence: len(frames) for sequence, frames in annotations.items()})
@@ -121,10 +120,10 @@ def sequence_lengths(name: str, root: str | Path) -> dict[str, int]:
 
 def _root(name: str, root: str | Path | None) -> Path:
     if root is None:
-        raise ValueError(f"benchmarks/pose_datasets.py: {name} needs --root (its prepared folder)")
+        raise ValueError(f"benchmarks/reconstruction/pose_datasets.py: {name} needs --root (its prepared folder)")
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"benchmarks/pose_datasets.py: {name} root {root} is not a folder")
+        raise ValueError(f"benchmarks/reconstruction/pose_datasets.py: {name} root {root} is not a folder")
     return root
 
 
@@ -138,7 +137,7 @@ def _co3d(root: Path) -> tuple[dict[str, list[dict]], list[str]]:
     categories = CO3D_TRAINING_CATEGORIES + CO3D_TEST_CATEGORIES
     present = [c for c in categories if (annotation_dir / f"{c}_test.jgz").is_file()]
     if not present:
-        raise ValueError(f"benchmarks/pose_datasets.py: no <category>_test.jgz in {annotation_dir} "
+        raise ValueError(f"benchmarks/reconstruction/pose_datasets.py: no <category>_test.jgz in {annotation_dir} "
                          "(prepare Co3Dv2 with the official prepare_co3dv2 script)")
     notes = []
     if len(present) < len(categories):
@@ -151,7 +150,7 @@ def _co3d(root: Path) -> tuple[dict[str, list[dict]], list[str]]:
             with gzip.open(path, "rt") as file:
                 annotation = json.load(file)
         except (OSError, ValueError) as error:
-            raise ValueError(f"benchmarks/pose_datasets.py: {path}: not a gzipped JSON annotation ({error})") from None
+            raise ValueError(f"benchmarks/reconstruction/pose_datasets.py: {path}: not a gzipped JSON annotation ({error})") from None
         for sequence, frames in annotation.items():
             if len(frames) < CO3D_MIN_FRAMES:
                 short += 1
@@ -176,7 +175,7 @@ def _re10k(root: Path) -> tuple[dict[str, list[dict]], list[str]]:
     names = re10k_test_sequences()
     missing = [name for name in names if not (root / name / "annotations.json").is_file()]
     if missing:
-        raise ValueError(f"benchmarks/pose_datasets.py: {len(missing)} of the {len(names)} test sequences of "
+        raise ValueError(f"benchmarks/reconstruction/pose_datasets.py: {len(missing)} of the {len(names)} test sequences of "
                          f"{RE10K_SEQUENCE_LIST.name} have no <sequence>/annotations.json under {root} "
                          f"(first: {', '.join(missing[:3])})")
     sequences = {}
@@ -191,13 +190,13 @@ def _re10k(root: Path) -> tuple[dict[str, list[dict]], list[str]]:
                 world_to_camera[: matrix.shape[0], :4] = matrix
                 frames.append({"path": root / record["filepath"], "camera_to_world": rigid_inverse(world_to_camera)})
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"benchmarks/pose_datasets.py: {path}: unreadable annotations ({type(error).__name__}: {error})") from None
+            raise ValueError(f"benchmarks/reconstruction/pose_datasets.py: {path}: unreadable annotations ({type(error).__name__}: {error})") from None
         sequences[sequence] = frames
     return sequences, [f"sequence list: {RE10K_SEQUENCE_LIST.name} ({len(names)} sequences)"]
 
 
 def _synthetic() -> PoseDataset:
-    from g2vlm.benchmarks.synthetic_set import WIDTH, synthetic_clips
+    from g2vlm.benchmarks.reconstruction.synthetic_set import WIDTH, synthetic_clips
 
     sequences = tuple(
         PoseSequence(clip.name, tuple(PoseFrame(stem, partial(_index, clip.rgb, view))

@@ -10,12 +10,12 @@ Rules (reference g2vlm-official.md §5.3–5.4, data-and-benchmarks.md §6–7):
   of the official list `frame_maps/re10k_test_1719.txt` (shipped; 1,719 sequences, sorted).
 - The synthetic set uses every view of every scene (no map).
 
-Shipped maps (benchmarks/frame_maps/<dataset>_<rule>.json, {"dataset", "rule", "sequences": {name: [ids]}})
+Shipped maps (benchmarks/reconstruction/frame_maps/<dataset>_<rule>.json, {"dataset", "rule", "sequences": {name: [ids]}})
 exist where the sequence lengths are facts independent of a local copy: 7-Scenes (18 test sequences, 1000
 frames each, the stairs sequences 500) and DTU (22 test scans of 49 images). Regenerate them with
 
-    python -m g2vlm.benchmarks.frame_maps                       # the shipped maps, from the tables below
-    python -m g2vlm.benchmarks.frame_maps --dataset co3dv2 --root /data/co3dv2   # any dataset, from a root
+    python -m g2vlm.benchmarks.reconstruction.frame_maps                       # the shipped maps, from the tables below
+    python -m g2vlm.benchmarks.reconstruction.frame_maps --dataset co3dv2 --root /data/co3dv2   # any dataset, from a root
 
 The second form writes the map of a dataset whose lengths are only known from the data (NRGBD, ETH3D,
 Co3Dv2, RealEstate10K); a benchmark run derives the same map from its --root when no map is shipped and
@@ -73,9 +73,9 @@ def frame_map(dataset: str, lengths: dict[str, int]) -> tuple[dict[str, list[int
     missing = [name for name in shipped if name not in lengths]
     short = [name for name, ids in shipped.items() if name in lengths and max(ids) >= lengths[name]]
     if missing or short:
-        raise ValueError(f"benchmarks/frame_maps.py: {path.name} names sequences the root lacks "
+        raise ValueError(f"benchmarks/reconstruction/frame_maps.py: {path.name} names sequences the root lacks "
                          f"({', '.join(missing[:5])}) or frames beyond their length ({', '.join(short[:5])})")
-    return shipped, f"shipped: benchmarks/frame_maps/{path.name}"
+    return shipped, f"shipped: benchmarks/reconstruction/frame_maps/{path.name}"
 
 
 def write_map(dataset: str, sequences: dict[str, list[int]], out_dir: Path = MAP_DIR) -> Path:
@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.root is None:
         parser.error("--dataset needs --root")
-    from g2vlm.benchmarks.pointmap_datasets import POINT_MAP_DATASET_NAMES
-    from g2vlm.benchmarks.pointmap_datasets import sequence_lengths as point_map_lengths
-    from g2vlm.benchmarks.pose_datasets import sequence_lengths as pose_lengths
+    from g2vlm.benchmarks.reconstruction.pointmap_datasets import POINT_MAP_DATASET_NAMES
+    from g2vlm.benchmarks.reconstruction.pointmap_datasets import sequence_lengths as point_map_lengths
+    from g2vlm.benchmarks.reconstruction.pose_datasets import sequence_lengths as pose_lengths
 
     lengths = point_map_lengths(args.dataset, args.root) if args.dataset in POINT_MAP_DATASET_NAMES \
         else pose_lengths(args.dataset, args.root)

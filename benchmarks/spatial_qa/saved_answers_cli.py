@@ -1,4 +1,4 @@
-"""`g2vlm bench mindcube|omnispatial`: score saved answers with the official scorers (g2vlm.benchmarks.spar, end).
+"""`g2vlm bench mindcube|omnispatial`: score saved answers with the official scorers (g2vlm.benchmarks.spatial_qa.spar, end).
 
     g2vlm bench mindcube --predictions logs/g2vlm/<date>_samples_mindcube_tiny.jsonl
     g2vlm bench mindcube --predictions answers.jsonl --data MindCube_tinybench.jsonl --out runs/bench/mindcube.json
@@ -6,7 +6,7 @@
     g2vlm bench omnispatial --predictions answers.jsonl --data OmniSpatial-test/data.json
 
 --predictions: our JSONL ({"key", "prediction"[, "answer", "task", "sub_task"]}; MindCube keys are question ids,
-OmniSpatial keys "<task_type>/<id>") or lmms-eval's --log_samples output (g2vlm.benchmarks.qa_answers).
+OmniSpatial keys "<task_type>/<id>") or lmms-eval's --log_samples output (g2vlm.benchmarks.spatial_qa.answers).
 --data: the benchmark's own question file, which supplies the gt (and OmniSpatial's task types) and makes every
 question count: one without a prediction is wrong and reported. MindCube: its JSONL (id, gt_answer, ...); lmms-eval
 0.4+ logs carry no question id, so their lines are matched by row (`doc_id`) to the file's lines, which must be
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from g2vlm.benchmarks import report
-    from g2vlm.benchmarks.qa_answers import read_saved_answers
+    from g2vlm.benchmarks.spatial_qa.answers import read_saved_answers
 
     answers = read_saved_answers(args.predictions, args.benchmark)
     questions = _read_questions(args.benchmark, Path(args.data)) if args.data else None
@@ -121,7 +121,7 @@ def _report_unmatched(answers: dict, missing: list[str], total: int) -> None:
 
 def _mindcube(args, answers: dict, questions: list[dict] | None) -> tuple[dict, str]:
     from g2vlm.benchmarks import report
-    from g2vlm.benchmarks.spar import mindcube_scores
+    from g2vlm.benchmarks.spatial_qa.spar import mindcube_scores
 
     if questions is None:
         lacking = next((a for a in answers.values() if a.answer is None or a.key.startswith("row:")), None)
@@ -152,7 +152,7 @@ def _mindcube(args, answers: dict, questions: list[dict] | None) -> tuple[dict, 
 
 def _omnispatial(args, answers: dict, questions: list[dict] | None) -> tuple[dict, str]:
     from g2vlm.benchmarks import report
-    from g2vlm.benchmarks.spar import OMNISPATIAL_REPORTED, omnispatial_scores
+    from g2vlm.benchmarks.spatial_qa.spar import OMNISPATIAL_REPORTED, omnispatial_scores
 
     if questions is None:
         lacking = next((a for a in answers.values() if a.answer is None or a.task is None), None)

@@ -8,7 +8,7 @@ protocols run on the whole set in one update, as the benchmark groups them:
 `--holes` marks a quarter of the GT invalid (the masked path real datasets take). Process CPU time, the first
 (cold: fresh buffers, first kernel calls) and the best of the repeats, in milliseconds:
 
-    python benchmarks/depth_metrics_speed.py --threads 1 [--holes] [--repeats 5]
+    python benchmarks/speed/depth_metrics.py --threads 1 [--holes] [--repeats 5]
 
 Measured 2026-11-21 on the project's shared 2-core CPU (load average 4–5), 1 thread: mono first 15–16 ms, best
 14–15 ms (with --holes 19 / 16 ms); video 92–125 ms — the gross outliers here are far out in pred, points of high
@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from g2vlm.benchmarks.synthetic_set import synthetic_clips
+from g2vlm.benchmarks.reconstruction.synthetic_set import synthetic_clips
 from g2vlm.metrics.depth import DepthMetrics
 
 

@@ -15,7 +15,7 @@ Questions of other tasks (the synthetic QA) are scored by `g2vlm.lit.spatial_rea
 per task, with numeric MRA and multiple-choice accuracy. A question without a prediction scores 0 and is counted.
 
 Answers come from a SpatialReasoning checkpoint (greedy, at most 100 new tokens, stop at `<|im_end|>`, as the
-official task) or from saved answers (`g2vlm.benchmarks.qa_answers`: our JSONL or lmms-eval `--log_samples`).
+official task) or from saved answers (`g2vlm.benchmarks.spatial_qa.answers`: our JSONL or lmms-eval `--log_samples`).
 """
 
 from __future__ import annotations
@@ -122,8 +122,8 @@ def checkpoint_answers(checkpoint: str | Path, shards: list[str], device: str, m
     """(key, task, answer_type, prediction, answer) for every sample of the QA shards, answered by a
     SpatialReasoning checkpoint (greedy; the image sizes of the checkpoint's QADataModule)."""
     from g2vlm.datamodules.qa.shards import iter_qa_samples
-    from g2vlm.datamodules.shards.skip_log import SkipLog
-    from g2vlm.lit.spatial_reasoning import load_reasoning_checkpoint, template_for
+    from g2vlm.datamodules.shards.reader import SkipLog
+    from g2vlm.inference import load_reasoning_checkpoint, template_for
 
     module, record = load_reasoning_checkpoint(checkpoint, device, tokenizer)
     template = template_for(module, record)

@@ -11,8 +11,8 @@
 keys `sparbench_<id>`), SPAR-7M's val split (`g2vlm shard spar --split val`) or synthetic QA
 (`g2vlm shard synthetic-qa`). Prints the Avg / Low / Medium / High table beside the published rows and the
 per-task table (Medium: the published 3-task mean; also the official code's own 2-task "Middle", labelled); --out
-writes JSON {"spar": {...}, "env": {...}}. Scoring rules: g2vlm.benchmarks.spar. Saved answers: our JSONL or
-lmms-eval's samples file (g2vlm.benchmarks.qa_answers), scored as they come. With --data every question is scored:
+writes JSON {"spar": {...}, "env": {...}}. Scoring rules: g2vlm.benchmarks.spatial_qa.spar. Saved answers: our JSONL or
+lmms-eval's samples file (g2vlm.benchmarks.spatial_qa.answers), scored as they come. With --data every question is scored:
 one without a prediction counts as wrong and is reported.
 """
 
@@ -60,7 +60,7 @@ def run_spar(args: argparse.Namespace) -> int:
 
 
 def _items_from_predictions(args: argparse.Namespace) -> list[tuple[str, str, str, str | None, str]]:
-    from g2vlm.benchmarks.qa_answers import read_saved_answers
+    from g2vlm.benchmarks.spatial_qa.answers import read_saved_answers
 
     answers = read_saved_answers(args.predictions, "spar")
     if args.data is None:
@@ -100,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from g2vlm.benchmarks import report
-    from g2vlm.benchmarks.spar import checkpoint_answers, score_predictions
+    from g2vlm.benchmarks.spatial_qa.spar import checkpoint_answers, score_predictions
     from g2vlm.output_paths import check_writable_file
 
     for option, path in (("--out", args.out), ("--save-predictions", args.save_predictions)):
@@ -129,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def format_tables(record: dict, source: str) -> str:
     from g2vlm.benchmarks import report
-    from g2vlm.benchmarks.spar import PAPER_TASK_NAMES, PUBLISHED_GROUPS, PUBLISHED_PER_TASK
+    from g2vlm.benchmarks.spatial_qa.spar import PAPER_TASK_NAMES, PUBLISHED_GROUPS, PUBLISHED_PER_TASK
 
     tables = []
     missing = f", {record['n_missing']} without a prediction (scored as wrong)" if record.get("n_missing") else ""

@@ -7,7 +7,7 @@ The GT is an analytic box room seen by N cameras (every pixel valid). The predic
   frame (identity poses); after the Sim(3) alignment it is a small blob far from the GT walls, the slow case
   of nearest-neighbour search.
 
-    python benchmarks/pointmap_metrics_speed.py --points 200000 [--prediction collapsed]
+    python benchmarks/speed/pointmap_metrics.py --points 200000 [--prediction collapsed]
 
 Measured on the project's shared 2-core CPU (load average 5–7, so wall time is about twice the CPU time):
 200,976 points, noisy: 7.4–7.8 s of CPU with --threads 1 (15–16 s wall), 9–10 s of CPU with 2 threads;

@@ -1,6 +1,6 @@
 """The reasoning demo: watch a model learn to answer spatial questions on this CPU, with no downloads.
 
-    python -m g2vlm.benchmarks.spar_demo            # about 9 minutes on a 2-core CPU
+    python -m g2vlm.demo_reasoning            # about 9 minutes on a 2-core CPU
 
 1. Renders procedural rooms, seen by level cameras at eye height (`LEVEL_CAMERA_HEIGHT_M`), and asks questions with
    exact answers about them (`g2vlm shard synthetic-qa --level-camera-height 1.5`): whether the object marked red
@@ -35,7 +35,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO_ROOT / "experiments" / "reasoning" / "demo.yaml"
 GROUNDING_CONFIG = REPO_ROOT / "experiments" / "reasoning" / "demo_grounding.yaml"
 RUN_DIR = Path("runs") / "reasoning-demo"
@@ -53,7 +53,7 @@ LEVEL_CAMERA_HEIGHT_M = 1.5
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m g2vlm.benchmarks.spar_demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m g2vlm.demo_reasoning", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grounding-scenes", type=int, default=2000,
                         help="scenes for the grounding stage, 2 left/right questions each (default 2000)")
@@ -151,7 +151,8 @@ def evaluate(out_dir: Path) -> dict:
     import torch
 
     from g2vlm.datamodules.synthetic.qa import NUMERIC_TASKS
-    from g2vlm.lit.spatial_reasoning import load_reasoning_checkpoint, score_qa, template_for
+    from g2vlm.inference import load_reasoning_checkpoint, template_for
+    from g2vlm.lit.spatial_reasoning import score_qa
 
     train_answers: dict[str, list[str]] = defaultdict(list)
     kinds: dict[str, str] = {}
