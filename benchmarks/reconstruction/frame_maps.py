@@ -14,8 +14,8 @@ Shipped maps (benchmarks/reconstruction/frame_maps/<dataset>_<rule>.json, {"data
 exist where the sequence lengths are facts independent of a local copy: 7-Scenes (18 test sequences, 1000
 frames each, the stairs sequences 500) and DTU (22 test scans of 49 images). Regenerate them with
 
-    python -m g2vlm.benchmarks.reconstruction.frame_maps                       # the shipped maps, from the tables below
-    python -m g2vlm.benchmarks.reconstruction.frame_maps --dataset co3dv2 --root /data/co3dv2   # any dataset, from a root
+    python -m g2vlm.benchmarks.reconstruction.write_frame_maps          # the shipped maps, from the tables below
+    python -m g2vlm.benchmarks.reconstruction.write_frame_maps --dataset co3dv2 --root /data/co3dv2  # from a root
 
 The second form writes the map of a dataset whose lengths are only known from the data (NRGBD, ETH3D,
 Co3Dv2, RealEstate10K); a benchmark run derives the same map from its --root when no map is shipped and
@@ -24,7 +24,6 @@ checks a shipped map against the root (a sequence that is missing or too short i
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -84,29 +83,3 @@ def write_map(dataset: str, sequences: dict[str, list[int]], out_dir: Path = MAP
     lines = ",\n".join(f"    {json.dumps(name)}: {json.dumps(ids)}" for name, ids in sequences.items())
     path.write_text(f'{{\n  "dataset": "{dataset}",\n  "rule": "{RULES[dataset]}",\n  "sequences": {{\n{lines}\n  }}\n}}\n')
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=sorted(RULES), help="write this dataset's map from --root")
-    parser.add_argument("--root", help="the dataset's prepared folder")
-    parser.add_argument("--out", default=str(MAP_DIR), help=f"output folder (default {MAP_DIR})")
-    args = parser.parse_args(argv)
-    if args.dataset is None:
-        for dataset, lengths in SHIPPED_LENGTHS.items():
-            print(write_map(dataset, sample_frames(dataset, lengths), Path(args.out)))
-        return 0
-    if args.root is None:
-        parser.error("--dataset needs --root")
-    from g2vlm.benchmarks.reconstruction.pointmap_datasets import POINT_MAP_DATASET_NAMES
-    from g2vlm.benchmarks.reconstruction.pointmap_datasets import sequence_lengths as point_map_lengths
-    from g2vlm.benchmarks.reconstruction.pose_datasets import sequence_lengths as pose_lengths
-
-    lengths = point_map_lengths(args.dataset, args.root) if args.dataset in POINT_MAP_DATASET_NAMES \
-        else pose_lengths(args.dataset, args.root)
-    print(write_map(args.dataset, sample_frames(args.dataset, lengths), Path(args.out)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -12,8 +12,8 @@ on a slice. Attention order is given by the mask and the position ids, not by th
 Two paths:
 - `forward_geometry`: geometric tokens only, a dense (B, L, D) batch, unmasked SDPA (flash on GPU);
 - `forward_packed`: one packed sequence (T, D) of several samples, with a document mask built once
-  per batch: SDPA with a dense boolean mask (True = may attend; the reference, CPU) or flex attention
-  with a BlockMask (compiled on GPU).
+  per batch: SDPA with per-sample masks (the reference, CPU) or flex attention with a BlockMask (compiled
+  on GPU).
 """
 
 from __future__ import annotations
@@ -30,7 +30,12 @@ from g2vlm.model.rope import apply_rotary
 
 
 class RMSNorm(nn.Module):
-    """Qwen2 RMSNorm: computed in fp32, cast back to the input dtype, then scaled."""
+    """Qwen2 RMSNorm: computed in fp32, cast back to the input dtype, then scaled.
+
+    Not `torch.nn.RMSNorm`: under bf16 autocast the QK-norm gets bf16 projections and an fp32 weight; Qwen2's
+    norm (the official model's) then returns fp32, so the rotary runs in fp32 (see `attention`), while
+    `torch.nn.RMSNorm` returns bf16 and, with mixed dtypes, falls back from its fused kernel with a warning
+    on every call."""
 
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
