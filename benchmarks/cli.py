@@ -174,7 +174,8 @@ def _speed(record: dict) -> str:
 
 
 def _table(args: argparse.Namespace, dataset: str, record: dict, source: str) -> str:
-    from g2vlm.benchmarks.reconstruction import published, report
+    from g2vlm.benchmarks import report
+    from g2vlm.benchmarks.reconstruction import published
 
     if args.benchmark == "depth":
         table = (published.MONO_DEPTH if args.mode == "mono" else published.VIDEO_DEPTH).get(dataset)

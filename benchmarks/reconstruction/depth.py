@@ -106,11 +106,11 @@ def evaluate_depth(dataset: DepthDataset, mode: str = "mono", predictor: Geometr
                    predictions: PredictionFolder | None = None, batch_size: int = 8, progress: bool = False) -> dict:
     """Score a checkpoint (`predictor`) or saved predictions on `dataset`; returns the JSON record."""
     if mode not in MODES:
-        raise ValueError(f"benchmarks/reconstruction/depth.py: unknown mode {mode!r}; choose mono or video")
+        raise ValueError(f"evaluate_depth: unknown mode {mode!r}; choose mono or video")
     if (predictor is None) == (predictions is None):
-        raise ValueError("benchmarks/reconstruction/depth.py: give exactly one of a predictor (--ckpt) or a predictions folder")
+        raise ValueError("evaluate_depth: give exactly one of a predictor (--ckpt) or a predictions folder")
     if mode == "video" and not dataset.has_sequences:
-        raise ValueError(f"benchmarks/reconstruction/depth.py: {dataset.name} is a set of single images; it has mono depth only")
+        raise ValueError(f"evaluate_depth: {dataset.name} is a set of single images; it has mono depth only")
     if predictions is not None:
         predictions.require([(sequence.name, frame.stem) for sequence in dataset.sequences for frame in sequence.frames])
     from tqdm import tqdm

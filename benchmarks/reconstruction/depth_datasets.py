@@ -73,7 +73,7 @@ class DepthDataset:
 def canonical_name(name: str) -> str:
     name = DATASET_ALIASES.get(name.lower(), name.lower())
     if name not in DEPTH_DATASET_NAMES:
-        raise ValueError(f"benchmarks/reconstruction/depth_datasets.py: unknown depth dataset {name!r}; choose from "
+        raise ValueError(f"canonical_name: unknown depth dataset {name!r}; choose from "
                          f"{', '.join(DEPTH_DATASET_NAMES)} (alias nyu-v2)")
     return name
 
@@ -83,13 +83,13 @@ def read_depth_dataset(name: str, root: str | Path | None) -> DepthDataset:
     name = canonical_name(name)
     if name == "synthetic":
         if root is not None:
-            raise ValueError("benchmarks/reconstruction/depth_datasets.py: the synthetic set is generated in memory and takes no --root")
+            raise ValueError("read_depth_dataset: the synthetic set is generated in memory and takes no --root")
         return _synthetic()
     if root is None:
-        raise ValueError(f"benchmarks/reconstruction/depth_datasets.py: {name} needs --root (its prepared folder; see `g2vlm bench depth --help`)")
+        raise ValueError(f"read_depth_dataset: {name} needs --root (its prepared folder; see `g2vlm bench depth --help`)")
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"benchmarks/reconstruction/depth_datasets.py: {name} root {root} is not a folder")
+        raise ValueError(f"read_depth_dataset: {name} root {root} is not a folder")
     sequences = {"nyu": _nyu, "sintel": _sintel, "bonn": _bonn, "kitti": _kitti}[name](root)
     max_depth_m, clip_max_m = DEPTH_CAPS_M[name]
     return DepthDataset(name, tuple(sequences), PROTOCOL_LOAD_WIDTH, max_depth_m, clip_max_m, name != "nyu")
@@ -99,13 +99,13 @@ def _paired(sequence: str | None, image_dir: Path, image_pattern: str, depth_dir
             read_depth: Callable[[Path], np.ndarray]) -> DepthSequence:
     for folder in (image_dir, depth_dir):
         if not folder.is_dir():
-            raise ValueError(f"benchmarks/reconstruction/depth_datasets.py: missing folder {folder}")
+            raise ValueError(f"read_depth_dataset: missing folder {folder}")
     images = sorted(image_dir.glob(image_pattern))
     depths = sorted(depth_dir.glob(depth_pattern))
     if not images:
-        raise ValueError(f"benchmarks/reconstruction/depth_datasets.py: no {image_pattern} images in {image_dir}")
+        raise ValueError(f"read_depth_dataset: no {image_pattern} images in {image_dir}")
     if len(images) != len(depths):
-        raise ValueError(f"benchmarks/reconstruction/depth_datasets.py: {len(images)} images in {image_dir} but {len(depths)} "
+        raise ValueError(f"read_depth_dataset: {len(images)} images in {image_dir} but {len(depths)} "
                          f"depth maps in {depth_dir}")
     frames = tuple(DepthFrame(image.stem, partial(read_rgb, image), partial(read_depth, depth))
                    for image, depth in zip(images, depths))
@@ -119,7 +119,7 @@ def _nyu(root: Path) -> list[DepthSequence]:
 def _sintel(root: Path) -> list[DepthSequence]:
     missing = [seq for seq in SINTEL_SEQUENCES if not (root / "final" / seq).is_dir()]
     if missing:
-        raise ValueError(f"benchmarks/reconstruction/depth_datasets.py: Sintel root {root} lacks final/<seq> for {', '.join(missing)}")
+        raise ValueError(f"read_depth_dataset: Sintel root {root} lacks final/<seq> for {', '.join(missing)}")
     return [_paired(seq, root / "final" / seq, "*.png", root / "depth" / seq, "*.dpt", read_sintel_dpt)
             for seq in SINTEL_SEQUENCES]
 
@@ -129,7 +129,7 @@ def _bonn(root: Path) -> list[DepthSequence]:
     for name in BONN_SEQUENCES:
         folder = next((root / candidate for candidate in (f"rgbd_bonn_{name}", name) if (root / candidate).is_dir()), None)
         if folder is None:
-            raise ValueError(f"benchmarks/reconstruction/depth_datasets.py: Bonn root {root} lacks rgbd_bonn_{name}/ (or {name}/)")
+            raise ValueError(f"read_depth_dataset: Bonn root {root} lacks rgbd_bonn_{name}/ (or {name}/)")
         sequences.append(_paired(folder.name, folder / "rgb_110", "*.png", folder / "depth_110", "*.png",
                                  partial(read_png_depth, units_per_metre=BONN_UNITS_PER_METRE, dtype=np.float64)))
     return sequences
@@ -139,7 +139,7 @@ def _kitti(root: Path) -> list[DepthSequence]:
     image_root = root / "image_gathered"
     drives = sorted(path.name for path in image_root.iterdir() if path.is_dir()) if image_root.is_dir() else []
     if not drives:
-        raise ValueError(f"benchmarks/reconstruction/depth_datasets.py: KITTI root {root} has no image_gathered/<drive>/ folders")
+        raise ValueError(f"read_depth_dataset: KITTI root {root} has no image_gathered/<drive>/ folders")
     return [_paired(drive, image_root / drive, "*.png", root / "groundtruth_depth_gathered" / drive, "*.png",
                     partial(read_png_depth, units_per_metre=KITTI_UNITS_PER_METRE, dtype=np.float64)) for drive in drives]
 

@@ -72,7 +72,7 @@ def frame_map(dataset: str, lengths: dict[str, int]) -> tuple[dict[str, list[int
     missing = [name for name in shipped if name not in lengths]
     short = [name for name, ids in shipped.items() if name in lengths and max(ids) >= lengths[name]]
     if missing or short:
-        raise ValueError(f"benchmarks/reconstruction/frame_maps.py: {path.name} names sequences the root lacks "
+        raise ValueError(f"frame_map: {path.name} names sequences the root lacks "
                          f"({', '.join(missing[:5])}) or frames beyond their length ({', '.join(short[:5])})")
     return shipped, f"shipped: benchmarks/reconstruction/frame_maps/{path.name}"
 

@@ -32,7 +32,7 @@ def resize_points(points: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def evaluate_pointmap(dataset: PointMapDataset, predictor: GeometryPredictor | None = None,
                       predictions: PredictionFolder | None = None, progress: bool = False) -> dict:
     """Score a checkpoint or saved (h, w, 3) world point maps on `dataset`; returns the JSON record."""
-    run = BenchmarkRun("benchmarks/reconstruction/pointmap.py", dataset, predictor, predictions)
+    run = BenchmarkRun("evaluate_pointmap", dataset, predictor, predictions)
     metrics = PointMapMetrics(icp_max_distance=dataset.icp_max_distance).to(run.device)
     images = 0
     for sequence in run.sequences(f"point maps {dataset.name}", progress):

@@ -99,7 +99,7 @@ class PointMapDataset:
 def canonical_name(name: str) -> str:
     name = name.lower().replace("7-scenes", "7scenes").replace("sevenscenes", "7scenes")
     if name not in POINT_MAP_DATASET_NAMES:
-        raise ValueError(f"benchmarks/reconstruction/pointmap_datasets.py: unknown point-map dataset {name!r}; choose from "
+        raise ValueError(f"canonical_name: unknown point-map dataset {name!r}; choose from "
                          f"{', '.join(POINT_MAP_DATASET_NAMES)}")
     return name
 
@@ -108,7 +108,7 @@ def read_pointmap_dataset(name: str, root: str | Path | None) -> PointMapDataset
     name = canonical_name(name)
     if name == "synthetic":
         if root is not None:
-            raise ValueError("benchmarks/reconstruction/pointmap_datasets.py: the synthetic set is generated in memory and takes no --root")
+            raise ValueError("read_pointmap_dataset: the synthetic set is generated in memory and takes no --root")
         return _synthetic()
     frames = _frames(name, _root(name, root))
     ids, source = frame_map(name, {sequence: len(items) for sequence, items in frames.items()})
@@ -154,10 +154,10 @@ def official_camera_to_world(world_to_camera: np.ndarray) -> np.ndarray:
 
 def _root(name: str, root: str | Path | None) -> Path:
     if root is None:
-        raise ValueError(f"benchmarks/reconstruction/pointmap_datasets.py: {name} needs --root (its prepared folder)")
+        raise ValueError(f"read_pointmap_dataset: {name} needs --root (its prepared folder)")
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"benchmarks/reconstruction/pointmap_datasets.py: {name} root {root} is not a folder")
+        raise ValueError(f"read_pointmap_dataset: {name} root {root} is not a folder")
     return root
 
 
@@ -176,7 +176,7 @@ def _indoor_depth(depth_m: np.ndarray) -> np.ndarray:
 def _seven_scenes(root: Path) -> dict[str, list[PointMapFrame]]:
     scenes = sorted(p for p in root.iterdir() if (p / "TestSplit.txt").is_file())
     if not scenes:
-        raise ValueError(f"benchmarks/reconstruction/pointmap_datasets.py: no <scene>/TestSplit.txt under the 7-Scenes root {root}")
+        raise ValueError(f"read_pointmap_dataset: no <scene>/TestSplit.txt under the 7-Scenes root {root}")
     out = {}
     for scene in scenes:
         for line in (scene / "TestSplit.txt").read_text().split():
@@ -184,7 +184,7 @@ def _seven_scenes(root: Path) -> dict[str, list[PointMapFrame]]:
             folder = scene / sequence
             count = len(list(folder.glob("frame-*.color.png")))
             if count == 0:
-                raise ValueError(f"benchmarks/reconstruction/pointmap_datasets.py: no frame-*.color.png in {folder}")
+                raise ValueError(f"read_pointmap_dataset: no frame-*.color.png in {folder}")
             out[f"{scene.name}/{sequence}"] = [PointMapFrame(f"frame-{i:06d}", partial(_read_seven_scenes, folder, i))
                                                for i in range(count)]
     return out
@@ -203,13 +203,13 @@ def _read_seven_scenes(folder: Path, index: int) -> PointMapView:
 def _nrgbd(root: Path) -> dict[str, list[PointMapFrame]]:
     scenes = sorted(p for p in root.iterdir() if (p / "poses.txt").is_file())
     if not scenes:
-        raise ValueError(f"benchmarks/reconstruction/pointmap_datasets.py: no <scene>/poses.txt under the NRGBD root {root}")
+        raise ValueError(f"read_pointmap_dataset: no <scene>/poses.txt under the NRGBD root {root}")
     out = {}
     for scene in scenes:
         count = len(list((scene / "images").glob("img*.png")))
         numbers = np.array((scene / "poses.txt").read_text().split(), dtype=np.float64)
         if numbers.size != 16 * count:
-            raise ValueError(f"benchmarks/reconstruction/pointmap_datasets.py: {scene / 'poses.txt'} holds {numbers.size / 16:g} "
+            raise ValueError(f"read_pointmap_dataset: {scene / 'poses.txt'} holds {numbers.size / 16:g} "
                              f"poses for {count} images")
         poses = numbers.reshape(count, 4, 4).astype(np.float32)  # float32, as the official reader
         poses[:, :, 1:3] *= -1  # OpenGL camera axes -> OpenCV
@@ -229,7 +229,7 @@ def _read_nrgbd(scene: Path, index: int, camera_to_world: np.ndarray) -> PointMa
 def _eth3d(root: Path) -> dict[str, list[PointMapFrame]]:
     scenes = sorted(p for p in root.iterdir() if (p / "images" / "custom_undistorted").is_dir())
     if not scenes:
-        raise ValueError(f"benchmarks/reconstruction/pointmap_datasets.py: no <scene>/images/custom_undistorted/ under the ETH3D root {root}")
+        raise ValueError(f"read_pointmap_dataset: no <scene>/images/custom_undistorted/ under the ETH3D root {root}")
     return {scene.name: [PointMapFrame(image.stem, partial(_read_eth3d, scene, image.name))
                          for image in sorted((scene / "images" / "custom_undistorted").glob("*.JPG"))]
             for scene in scenes}
@@ -254,7 +254,7 @@ def _read_eth3d(scene: Path, image_name: str) -> PointMapView:
 def _dtu(root: Path) -> dict[str, list[PointMapFrame]]:
     missing = [f"scan{n}" for n in DTU_TEST_SCANS if not (root / f"scan{n}" / "images").is_dir()]
     if missing:
-        raise ValueError(f"benchmarks/reconstruction/pointmap_datasets.py: the DTU root {root} lacks {', '.join(missing[:5])}"
+        raise ValueError(f"read_pointmap_dataset: the DTU root {root} lacks {', '.join(missing[:5])}"
                          f"{' ...' if len(missing) > 5 else ''} (scanN/images/)")
     out = {}
     for number in DTU_TEST_SCANS:

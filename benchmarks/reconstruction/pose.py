@@ -24,7 +24,7 @@ THRESHOLDS = (5, 15, 30)
 def evaluate_pose(dataset: PoseDataset, predictor: GeometryPredictor | None = None,
                   predictions: PredictionFolder | None = None, progress: bool = False) -> dict:
     """Score a checkpoint or saved (4, 4) camera_to_world predictions on `dataset`; returns the JSON record."""
-    run = BenchmarkRun("benchmarks/reconstruction/pose.py", dataset, predictor, predictions)
+    run = BenchmarkRun("evaluate_pose", dataset, predictor, predictions)
     metrics = RelativePoseMetrics(thresholds=THRESHOLDS).to(run.device)
     images = sequences_scored = 0
     for sequence in run.sequences(f"pose {dataset.name}", progress):

@@ -70,7 +70,7 @@ class PoseDataset:
 def canonical_name(name: str) -> str:
     name = POSE_ALIASES.get(name.lower(), name.lower())
     if name not in POSE_DATASET_NAMES:
-        raise ValueError(f"benchmarks/reconstruction/pose_datasets.py: unknown pose dataset {name!r}; choose from {', '.join(POSE_DATASET_NAMES)}")
+        raise ValueError(f"canonical_name: unknown pose dataset {name!r}; choose from {', '.join(POSE_DATASET_NAMES)}")
     return name
 
 
@@ -100,7 +100,7 @@ def read_pose_dataset(name: str, root: str | Path | None) -> PoseDataset:
     name = canonical_name(name)
     if name == "synthetic":
         if root is not None:
-            raise ValueError("benchmarks/reconstruction/pose_datasets.py: the synthetic set is generated in memory and takes no --root")
+            raise ValueError("read_pose_dataset: the synthetic set is generated in memory and takes no --root")
         return _synthetic()
     annotations, notes = _annotations(name, _root(name, root))
     ids, source = frame_map(name, {sequence: len(frames) for sequence, frames in annotations.items()})
@@ -120,10 +120,10 @@ def sequence_lengths(name: str, root: str | Path) -> dict[str, int]:
 
 def _root(name: str, root: str | Path | None) -> Path:
     if root is None:
-        raise ValueError(f"benchmarks/reconstruction/pose_datasets.py: {name} needs --root (its prepared folder)")
+        raise ValueError(f"read_pose_dataset: {name} needs --root (its prepared folder)")
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"benchmarks/reconstruction/pose_datasets.py: {name} root {root} is not a folder")
+        raise ValueError(f"read_pose_dataset: {name} root {root} is not a folder")
     return root
 
 
@@ -137,7 +137,7 @@ def _co3d(root: Path) -> tuple[dict[str, list[dict]], list[str]]:
     categories = CO3D_TRAINING_CATEGORIES + CO3D_TEST_CATEGORIES
     present = [c for c in categories if (annotation_dir / f"{c}_test.jgz").is_file()]
     if not present:
-        raise ValueError(f"benchmarks/reconstruction/pose_datasets.py: no <category>_test.jgz in {annotation_dir} "
+        raise ValueError(f"read_pose_dataset: no <category>_test.jgz in {annotation_dir} "
                          "(prepare Co3Dv2 with the official prepare_co3dv2 script)")
     notes = []
     if len(present) < len(categories):
@@ -150,7 +150,7 @@ def _co3d(root: Path) -> tuple[dict[str, list[dict]], list[str]]:
             with gzip.open(path, "rt") as file:
                 annotation = json.load(file)
         except (OSError, ValueError) as error:
-            raise ValueError(f"benchmarks/reconstruction/pose_datasets.py: {path}: not a gzipped JSON annotation ({error})") from None
+            raise ValueError(f"read_pose_dataset: {path}: not a gzipped JSON annotation ({error})") from None
         for sequence, frames in annotation.items():
             if len(frames) < CO3D_MIN_FRAMES:
                 short += 1
@@ -175,7 +175,7 @@ def _re10k(root: Path) -> tuple[dict[str, list[dict]], list[str]]:
     names = re10k_test_sequences()
     missing = [name for name in names if not (root / name / "annotations.json").is_file()]
     if missing:
-        raise ValueError(f"benchmarks/reconstruction/pose_datasets.py: {len(missing)} of the {len(names)} test sequences of "
+        raise ValueError(f"read_pose_dataset: {len(missing)} of the {len(names)} test sequences of "
                          f"{RE10K_SEQUENCE_LIST.name} have no <sequence>/annotations.json under {root} "
                          f"(first: {', '.join(missing[:3])})")
     sequences = {}
@@ -190,7 +190,7 @@ def _re10k(root: Path) -> tuple[dict[str, list[dict]], list[str]]:
                 world_to_camera[: matrix.shape[0], :4] = matrix
                 frames.append({"path": root / record["filepath"], "camera_to_world": rigid_inverse(world_to_camera)})
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"benchmarks/reconstruction/pose_datasets.py: {path}: unreadable annotations ({type(error).__name__}: {error})") from None
+            raise ValueError(f"read_pose_dataset: {path}: unreadable annotations ({type(error).__name__}: {error})") from None
         sequences[sequence] = frames
     return sequences, [f"sequence list: {RE10K_SEQUENCE_LIST.name} ({len(names)} sequences)"]
 

@@ -24,7 +24,7 @@ class PredictionFolder:
     def __init__(self, root: str | Path, dataset_names: tuple[str, ...]) -> None:
         root = Path(root)
         if not root.is_dir():
-            raise ValueError(f"benchmarks/reconstruction/predictions.py: predictions folder {root} does not exist")
+            raise ValueError(f"PredictionFolder: predictions folder {root} does not exist")
         self.candidates = [root / name for name in dataset_names if (root / name).is_dir()] + [root]
         self.root = self.candidates[0]
 
@@ -49,7 +49,7 @@ class PredictionFolder:
             shortfalls.append((len(missing), candidate, missing))
         count, self.root, missing = min(shortfalls, key=lambda item: item[0])
         shown = ", ".join(missing[:5]) + (", ..." if count > 5 else "")
-        raise ValueError(f"benchmarks/reconstruction/predictions.py: {count} of {len(frames)} frames have no prediction "
+        raise ValueError(f"PredictionFolder.require: {count} of {len(frames)} frames have no prediction "
                          f"[<seq>/]<stem>.npy (or <stem>depth.npy) in {self.root}: {shown}")
 
     def load(self, sequence: str | None, stem: str, kind: str) -> np.ndarray:

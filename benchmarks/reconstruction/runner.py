@@ -1,7 +1,7 @@
 """What the multi-view benchmark runners (pose, point maps) share: the checkpoint-or-predictions choice, the
 sequence loop with its progress bar, the reading / metric clocks, skipped frames, and the record's run fields.
 
-    run = BenchmarkRun("benchmarks/reconstruction/pose.py", dataset, predictor, predictions)   # checks the choice
+    run = BenchmarkRun("evaluate_pose", dataset, predictor, predictions)   # checks the choice
     for sequence in run.sequences(f"pose {dataset.name}", progress):
         with run.timed("reading"):
             ...                    # read frames; run.skipped.append(message) for a bad one

@@ -44,7 +44,7 @@ class SavedAnswer:
 def read_saved_answers(path: str | Path, benchmark: str) -> dict[str, SavedAnswer]:
     """{key: answer} from our JSONL or an lmms-eval samples file (see the module docstring)."""
     if benchmark not in BENCHMARKS:
-        raise ValueError(f"benchmarks/spatial_qa/answers.py: unknown benchmark {benchmark!r}")
+        raise ValueError(f"read_saved_answers: unknown benchmark {benchmark!r}")
     path = Path(path)
     try:
         text = path.read_text()

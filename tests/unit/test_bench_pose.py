@@ -168,7 +168,7 @@ def test_runner_choice_missing_and_unreadable_predictions(tmp_path):
     poses[:, 0, 3] = np.arange(10)
     frames = tuple(PoseFrame(f"f{k}", lambda: None) for k in range(10))
     dataset = PoseDataset("line", (PoseSequence("line", frames, poses),), 512, "test")
-    with pytest.raises(ValueError, match="benchmarks/reconstruction/pose.py: give exactly one of a predictor"):
+    with pytest.raises(ValueError, match="evaluate_pose: give exactly one of a predictor"):
         evaluate_pose(dataset)
     write_predictions(tmp_path, dataset, lambda sequence: poses)
     (tmp_path / "line" / "f3.npy").unlink()

@@ -115,3 +115,21 @@ def test_multiview_and_qa_data_never_import_each_other():
                  for name, targets in graph.items()
                  for room, other in (rooms, rooms[::-1]) if name.startswith(room)}
     assert {name: targets for name, targets in crossings.items() if targets} == {}
+
+
+def test_every_in_function_import_of_a_project_name_resolves():
+    """In-function imports run only when their branch does: each `from g2vlm... import name` must name a module
+    or an attribute that exists (a moved module otherwise fails in a user's run, not at import time)."""
+    import importlib
+    import importlib.util
+
+    unresolved = []
+    for name, path in project_modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("g2vlm")):
+                continue
+            module = importlib.import_module(node.module)
+            unresolved += [f"{path.relative_to(ROOT)}:{node.lineno} {node.module}.{alias.name}" for alias in node.names
+                           if not hasattr(module, alias.name)
+                           and importlib.util.find_spec(f"{node.module}.{alias.name}") is None]
+    assert unresolved == []

@@ -291,7 +291,7 @@ def _l1_line_walk(
             slopes = dy / dx  # ±inf / NaN where dx == 0 (weight 0)
         pivot = _weighted_median_index(slopes, weights, 0.5 * (total - linear), slope)
         slope = float(slopes[pivot])
-    raise RuntimeError(f"geometry/alignment.py: the L1 line walk did not settle in {max_steps} steps")
+    raise RuntimeError(f"_l1_line_walk: the L1 line walk did not settle in {max_steps} steps")
 
 
 def _weighted_median_index(values: np.ndarray, weights: np.ndarray, need: float, guess: float) -> int:

@@ -34,7 +34,7 @@ class NearestNeighborIndex:
     def __init__(self, reference: torch.Tensor) -> None:
         (reference,) = upcast(reference)
         if reference.ndim != 2 or reference.shape[-1] != 3 or len(reference) == 0:
-            raise ValueError(f"geometry/nearest_neighbors.py: reference must be a non-empty (M, 3), got {tuple(reference.shape)}")
+            raise ValueError(f"NearestNeighborIndex: reference must be a non-empty (M, 3), got {tuple(reference.shape)}")
         self.reference = reference
         self._tree = cKDTree(_to_numpy(reference), leafsize=LEAF_SIZE)
 
@@ -49,7 +49,7 @@ class NearestNeighborIndex:
         correspondence search) get distance inf and index -1.
         """
         if queries.ndim != 2 or queries.shape[-1] != 3:
-            raise ValueError(f"geometry/nearest_neighbors.py: queries must be (Q, 3), got {tuple(queries.shape)}")
+            raise ValueError(f"NearestNeighborIndex.query: queries must be (Q, 3), got {tuple(queries.shape)}")
         bound = math.inf if max_distance is None else float(max_distance)
         distances, indices = self._tree.query(_to_numpy(queries), k=k, distance_upper_bound=bound, workers=-1)
         distances = torch.from_numpy(distances.reshape(len(queries), k))

@@ -81,7 +81,7 @@ class DepthMetrics(Metric):
     ) -> None:
         super().__init__(**kwargs)
         if alignment not in ALIGNMENTS:
-            raise ValueError(f"metrics/depth.py: unknown alignment {alignment!r}")
+            raise ValueError(f"DepthMetrics: unknown alignment {alignment!r}")
         self.alignment = alignment
         self.max_depth_m = max_depth_m
         self.clip_max_m = clip_max_m
@@ -94,7 +94,7 @@ class DepthMetrics(Metric):
     def for_dataset(cls, dataset: str, alignment: Alignment = "scale", **kwargs) -> DepthMetrics:
         """Metrics with the official caps of `dataset` (sintel, bonn, kitti, nyu)."""
         if dataset.lower() not in DEPTH_CAPS_M:
-            raise ValueError(f"metrics/depth.py: no depth caps for dataset {dataset!r}; known: {sorted(DEPTH_CAPS_M)}")
+            raise ValueError(f"DepthMetrics.for_dataset: no depth caps for dataset {dataset!r}; known: {sorted(DEPTH_CAPS_M)}")
         max_depth_m, clip_max_m = DEPTH_CAPS_M[dataset.lower()]
         return cls(alignment=alignment, max_depth_m=max_depth_m, clip_max_m=clip_max_m, **kwargs)
 
@@ -103,7 +103,7 @@ class DepthMetrics(Metric):
         float64 inputs stay float64, others become float32 (the official dtypes, see the module docstring)."""
         if pred_depth.shape[:-2] != gt_depth.shape[:-2]:
             raise ValueError(
-                f"metrics/depth.py: pred_depth {tuple(pred_depth.shape)} and gt_depth {tuple(gt_depth.shape)} differ before H, W"
+                f"DepthMetrics.update: pred_depth {tuple(pred_depth.shape)} and gt_depth {tuple(gt_depth.shape)} differ before H, W"
             )
         pred_depth = pred_depth.to(_float_dtype(pred_depth))
         gt_depth = gt_depth.to(_float_dtype(gt_depth))

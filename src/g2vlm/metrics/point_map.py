@@ -131,7 +131,7 @@ class PointMapMetrics(Metric):
     def update(self, pred_points: torch.Tensor, gt_points: torch.Tensor, valid: torch.Tensor) -> None:
         if pred_points.shape != gt_points.shape or pred_points.shape[:-1] != valid.shape or pred_points.shape[-1] != 3:
             raise ValueError(
-                f"metrics/point_map.py: pred_points {tuple(pred_points.shape)}, gt_points {tuple(gt_points.shape)} and "
+                f"PointMapMetrics.update: pred_points {tuple(pred_points.shape)}, gt_points {tuple(gt_points.shape)} and "
                 f"valid {tuple(valid.shape)} must be (..., N, H, W, 3) x2 and (..., N, H, W)"
             )
         if pred_points.ndim == 4:

@@ -75,7 +75,7 @@ class RelativePoseMetrics(Metric):
     def update(self, pred_camera_to_world: torch.Tensor, gt_camera_to_world: torch.Tensor) -> None:
         if pred_camera_to_world.shape != gt_camera_to_world.shape or pred_camera_to_world.shape[-2:] != (4, 4):
             raise ValueError(
-                f"metrics/relative_pose.py: poses must match and be (..., N, 4, 4), got "
+                f"RelativePoseMetrics.update: poses must match and be (..., N, 4, 4), got "
                 f"{tuple(pred_camera_to_world.shape)} and {tuple(gt_camera_to_world.shape)}"
             )
         rotation_error, translation_error = pair_errors_deg(pred_camera_to_world, gt_camera_to_world)

@@ -112,7 +112,7 @@ def score_answer(task: str, prediction: str, answer: str) -> float:
             return 0.0
     if task == "view_change_infer":
         return view_change_score(prediction, answer)
-    raise ValueError(f"metrics/spatial_qa.py: unknown SPAR-Bench task {task!r}")
+    raise ValueError(f"score_answer: unknown SPAR-Bench task {task!r}")
 
 
 class SparBenchScore(Metric):
@@ -132,11 +132,11 @@ class SparBenchScore(Metric):
 
     def update(self, tasks: list[str], predictions: list[str], answers: list[str]) -> None:
         if not len(tasks) == len(predictions) == len(answers):
-            raise ValueError("metrics/spatial_qa.py: tasks, predictions and answers must have the same length")
+            raise ValueError("SparBenchScore.update: tasks, predictions and answers must have the same length")
         for task, prediction, answer in zip(tasks, predictions, answers):
             position = SPAR_TASKS.index(task) if task in SPAR_TASKS else None
             if position is None:
-                raise ValueError(f"metrics/spatial_qa.py: unknown SPAR-Bench task {task!r}")
+                raise ValueError(f"SparBenchScore.update: unknown SPAR-Bench task {task!r}")
             self.score_sums[position] += score_answer(task, prediction, answer)
             self.counts[position] += 1
 

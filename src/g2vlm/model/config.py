@@ -133,37 +133,37 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.heads % self.kv_heads:
-            raise ValueError(f"model/config.py: heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
+            raise ValueError(f"ModelConfig: heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
         if 2 * sum(self.mrope_section) != self.head_dim:
             raise ValueError(
-                f"model/config.py: mrope_section {self.mrope_section} must sum to head_dim/2 = {self.head_dim // 2}"
+                f"ModelConfig: mrope_section {self.mrope_section} must sum to head_dim/2 = {self.head_dim // 2}"
             )
         if self.geometry_positions not in ("shared", "sequential"):
-            raise ValueError(f"model/config.py: geometry_positions must be shared|sequential, got {self.geometry_positions!r}")
+            raise ValueError(f"ModelConfig: geometry_positions must be shared|sequential, got {self.geometry_positions!r}")
         if self.geometry_attention not in ("global", "frame"):
-            raise ValueError(f"model/config.py: geometry_attention must be global|frame, got {self.geometry_attention!r}")
+            raise ValueError(f"ModelConfig: geometry_attention must be global|frame, got {self.geometry_attention!r}")
         if self.attention_backend not in ("sdpa", "flex"):
-            raise ValueError(f"model/config.py: attention_backend must be sdpa|flex, got {self.attention_backend!r}")
+            raise ValueError(f"ModelConfig: attention_backend must be sdpa|flex, got {self.attention_backend!r}")
         if self.vit_attention not in ("bidirectional", "causal"):
-            raise ValueError(f"model/config.py: vit_attention must be bidirectional|causal, got {self.vit_attention!r}")
+            raise ValueError(f"ModelConfig: vit_attention must be bidirectional|causal, got {self.vit_attention!r}")
         if self.width % self.geometry_heads.heads or (self.width // self.geometry_heads.heads) % 4:
-            raise ValueError("model/config.py: width / geometry_heads.heads must be a multiple of 4 (RoPE2D)")
+            raise ValueError("ModelConfig: width / geometry_heads.heads must be a multiple of 4 (RoPE2D)")
         if self.semantic and self.vit is not None and self.vit.width % self.vit.heads:
-            raise ValueError("model/config.py: vit.width must be a multiple of vit.heads")
+            raise ValueError("ModelConfig: vit.width must be a multiple of vit.heads")
         if self.official_input is not None:
             official = self.official_input
             if not self.semantic:
-                raise ValueError("model/config.py: official_input runs the prompt and delimiters through the semantic "
+                raise ValueError("ModelConfig: official_input runs the prompt and delimiters through the semantic "
                                  "expert; it needs semantic=True")
             if self.geometry_positions != "sequential":
-                raise ValueError("model/config.py: official_input needs geometry_positions='sequential' (the official "
+                raise ValueError("ModelConfig: official_input needs geometry_positions='sequential' (the official "
                                  "per-frame M-RoPE offsets)")
             ids = (*official.prompt_ids, official.vision_start_id, official.vision_end_id)
             if not official.prompt_ids or any(not 0 <= i < self.vocab_size for i in ids):
-                raise ValueError(f"model/config.py: official_input token ids {ids} must be a non-empty prompt and lie "
+                raise ValueError(f"ModelConfig: official_input token ids {ids} must be a non-empty prompt and lie "
                                  f"in [0, vocab_size={self.vocab_size})")
             if official.dino_windows not in ("official", "frame"):
-                raise ValueError(f"model/config.py: official_input.dino_windows must be official|frame, got "
+                raise ValueError(f"ModelConfig: official_input.dino_windows must be official|frame, got "
                                  f"{official.dino_windows!r}")
 
     def replace(self, **changes) -> ModelConfig:
@@ -235,6 +235,6 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
 def model_config(name: str, **changes) -> ModelConfig:
     """The preset `name` with optional field changes. Unknown names raise a ValueError listing the presets."""
     if name not in PRESETS:
-        raise ValueError(f"model/config.py: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise ValueError(f"model_config: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     config = PRESETS[name]()
     return config.replace(**changes) if changes else config

@@ -54,7 +54,7 @@ class ConvStemPatchEmbed(PatchEmbed):
         patch, width, in_chans = self.patch_size[0], self.proj.out_channels, self.proj.in_channels
         stages = round(math.log2(patch))
         if self.patch_size[0] != self.patch_size[1] or 2**stages != patch or width % 2 ** (stages - 1):
-            raise ValueError(f"model/dino_encoder.py: a conv stem needs a square power-of-two patch size and a width "
+            raise ValueError(f"ConvStemPatchEmbed: a conv stem needs a square power-of-two patch size and a width "
                              f"divisible by patch/2, got patch {self.patch_size} and width {width}")
         layers: list[nn.Module] = []
         for stage in range(stages):
@@ -69,7 +69,7 @@ class ConvStemPatchEmbed(PatchEmbed):
 def build_dino(config: DinoConfig) -> DinoViT:
     """A random-init DINOv2-reg ViT of the configured size (weights are loaded separately, never downloaded)."""
     if config.stem not in ("patch", "conv"):
-        raise ValueError(f"model/dino_encoder.py: DinoConfig.stem must be patch|conv, got {config.stem!r}")
+        raise ValueError(f"build_dino: DinoConfig.stem must be patch|conv, got {config.stem!r}")
     return DinoViT(
         embed_layer=ConvStemPatchEmbed if config.stem == "conv" else PatchEmbed,
         img_size=config.img_size,
@@ -109,7 +109,7 @@ class DinoEncoder(nn.Module):
         height, width = images.shape[-2:]
         if height % self.patch_size or width % self.patch_size:
             raise ValueError(
-                f"model/dino_encoder.py: image size {height}x{width} is not a multiple of the patch size {self.patch_size}"
+                f"DinoEncoder: image size {height}x{width} is not a multiple of the patch size {self.patch_size}"
             )
         # per channel with Python constants: no host-to-device copy (a blocking one would sync the step)
         return torch.stack([(images[:, c] - mean) / std for c, (mean, std) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD))],
@@ -146,7 +146,7 @@ def official_window_attention(attn: nn.Module, x: torch.Tensor, window: int, win
     windows of `window` tokens from the start; rows after windows·window attend to nothing (zero output before
     the projection). -> (B, T, C)."""
     if getattr(attn, "gate", None) is not None:
-        raise ValueError("model/dino_encoder.py: official windows expect a DINOv2 attention without a gate")
+        raise ValueError("official_window_attention: official windows expect a DINOv2 attention without a gate")
     b, length, _ = x.shape
     heads, head_dim = attn.num_heads, attn.head_dim
     covered = window * windows

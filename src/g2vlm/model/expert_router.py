@@ -202,7 +202,7 @@ class ExpertRouterLayer(nn.Module):
         x[split:]; cos/sin (T, hd); mask bool (T, T) True = may attend, SampleBlocks or a BlockMask. -> (T, D)."""
         parts = [(self.semantic, x[:split]), (self.geometric, x[split:])]
         if split > 0 and self.semantic is None:
-            raise ValueError("model/expert_router.py: semantic tokens given to a model built without the semantic expert")
+            raise ValueError("ExpertRouterLayer.forward_packed: semantic tokens given to a model built without the semantic expert")
         parts = [(expert, xe.detach() if expert.frozen else xe) for expert, xe in parts if xe.shape[0] > 0]
         qkv = [expert.qkv(xe) for expert, xe in parts]
         q, k, v = (torch.cat([t[i] for t in qkv], dim=0).unsqueeze(0) for i in range(3))

@@ -53,7 +53,7 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 def prefill(model: G2VLM, segments: list[Segment]) -> tuple[torch.Tensor, KVCache]:
     """Run one sample's prompt -> (logits of its last text token (vocab,), the KV cache)."""
     if not segments or not isinstance(segments[-1], Text) or not segments[-1].ids.numel():
-        raise ValueError("model/generation.py: the prompt must end with text (the assistant turn's opening)")
+        raise ValueError("prefill: the prompt must end with text (the assistant turn's opening)")
     batch = pack([segments], model.config).to(model.dino_projector.weight.device)
     x = model.embed(batch)
     cos, sin = model._rope(batch.position_ids)

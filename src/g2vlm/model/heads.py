@@ -187,7 +187,7 @@ def dense_head(in_dim: int, channels: int, patch_size: int, upsampler: str) -> n
         return PixelShuffleHead(in_dim, channels, patch_size)
     if upsampler == "conv":
         return ConvUpsampleHead(in_dim, channels, patch_size)
-    raise ValueError(f"model/heads.py: HeadsConfig.upsampler must be pixel_shuffle|conv, got {upsampler!r}")
+    raise ValueError(f"dense_head: HeadsConfig.upsampler must be pixel_shuffle|conv, got {upsampler!r}")
 
 
 class ResidualMLPBlock(nn.Module):

@@ -174,13 +174,13 @@ def _read_config(path: Path, defaults: dict) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"model/official_weights.py: cannot read {path} ({error})") from None
+        raise ValueError(f"import_official: cannot read {path} ({error})") from None
     return {**defaults, **{k: v for k, v in data.items() if k in defaults}}
 
 
 def _require(path: Path, field: str, value, allowed) -> None:
     if value != allowed:
-        raise ValueError(f"model/official_weights.py: {path} field {field} = {value!r}; our model supports only "
+        raise ValueError(f"import_official: {path} field {field} = {value!r}; our model supports only "
                          f"{allowed!r} (the official G²VLM value)")
 
 
@@ -271,7 +271,7 @@ def import_official(source_path: str | Path, out: str | Path, official_input: Of
     source_path = Path(source_path)
     folder = official_config_folder(source_path)
     if folder is not None and preset is not None:
-        raise ValueError(f"model/official_weights.py: {folder} has the official config files "
+        raise ValueError(f"import_official: {folder} has the official config files "
                          f"{', '.join(OFFICIAL_CONFIG_FILES)}; they define the architecture, do not also give a preset")
     if folder is not None:
         config, config_source = official_model_config(folder), f"{folder}/{{{','.join(OFFICIAL_CONFIG_FILES)}}}"

@@ -182,7 +182,7 @@ def pack(samples: list[list[Segment]], config: ModelConfig) -> PackedBatch:
             elif isinstance(segment, VitImage):
                 previous_is_text = False
                 if config.vit is None:
-                    raise ValueError("model/packing.py: a VitImage segment needs a model with a vision tower")
+                    raise ValueError("pack: a VitImage segment needs a model with a vision tower")
                 patches, (_, gh, gw) = patchify(segment.image, config.vit)
                 merge = config.vit.spatial_merge_size
                 h, w = gh // merge, gw // merge
@@ -199,7 +199,7 @@ def pack(samples: list[list[Segment]], config: ModelConfig) -> PackedBatch:
                 previous_is_text = False
                 n, _, height, width = segment.frames.shape
                 if height % patch or width % patch:
-                    raise ValueError(f"model/packing.py: geometry frames {height}x{width} are not a multiple of {patch}")
+                    raise ValueError(f"pack: geometry frames {height}x{width} are not a multiple of {patch}")
                 h, w = height // patch, width // patch
                 geometry_frames.append(segment.frames)
                 geometry_grids.append((n, h, w))
@@ -212,9 +212,9 @@ def pack(samples: list[list[Segment]], config: ModelConfig) -> PackedBatch:
                 span += n if per_frame else 1
                 order += n * h * w
             else:
-                raise TypeError(f"model/packing.py: unknown segment type {type(segment).__name__}")
+                raise TypeError(f"pack: unknown segment type {type(segment).__name__}")
     if not semantic_meta and not geometric_meta:
-        raise ValueError("model/packing.py: nothing to pack (the samples have no tokens)")
+        raise ValueError("pack: nothing to pack (the samples have no tokens)")
     meta = torch.cat(semantic_meta + geometric_meta, dim=1)
     empty = torch.zeros(0, dtype=torch.long)
     return PackedBatch(

@@ -42,7 +42,7 @@ def patchify(image: torch.Tensor, config: VisionTowerConfig) -> tuple[torch.Tens
     p, m, tp = config.patch_size, config.spatial_merge_size, config.temporal_patch_size
     channels, height, width = image.shape
     if height % (p * m) or width % (p * m):
-        raise ValueError(f"model/vision_tower.py: image size {height}x{width} is not a multiple of {p * m}")
+        raise ValueError(f"patchify: image size {height}x{width} is not a multiple of {p * m}")
     mean = torch.tensor(CLIP_MEAN, dtype=image.dtype, device=image.device).view(3, 1, 1)
     std = torch.tensor(CLIP_STD, dtype=image.dtype, device=image.device).view(3, 1, 1)
     x = (image - mean) / std

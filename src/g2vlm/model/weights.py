@@ -51,15 +51,15 @@ def safetensors_files(folder: Path) -> list[Path]:
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ValueError(f"model/weights.py: {index} is not a safetensors index (field weight_map: {error})") from None
+            raise ValueError(f"safetensors_files: {index} is not a safetensors index (field weight_map: {error})") from None
         files = [folder / name for name in sorted(set(weight_map.values()))]
         absent = [str(f) for f in files if not f.is_file()]
         if absent:
-            raise FileNotFoundError(f"model/weights.py: {index} names shards that do not exist: {absent}")
+            raise FileNotFoundError(f"safetensors_files: {index} names shards that do not exist: {absent}")
         return files
     if (folder / "model.safetensors").is_file():
         return [folder / "model.safetensors"]
-    raise FileNotFoundError(f"model/weights.py: no model.safetensors[.index.json] in {folder}")
+    raise FileNotFoundError(f"safetensors_files: no model.safetensors[.index.json] in {folder}")
 
 
 class TensorSource:
@@ -75,7 +75,7 @@ class TensorSource:
         elif path.suffix == ".safetensors" and path.is_file():
             files = [path]
         else:
-            raise FileNotFoundError(f"model/weights.py: {path} is neither a .safetensors file nor a folder with "
+            raise FileNotFoundError(f"TensorSource: {path} is neither a .safetensors file nor a folder with "
                                     f"model.safetensors[.index.json]")
         self.path = path
         self._handles = [safe_open(str(f), framework="pt") for f in files]
@@ -83,7 +83,7 @@ class TensorSource:
         for file, handle in zip(files, self._handles):
             for name in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
                 if name in self._where:
-                    raise ValueError(f"model/weights.py: tensor {name} appears in two shards of {path} (second: {file})")
+                    raise ValueError(f"TensorSource: tensor {name} appears in two shards of {path} (second: {file})")
                 self._where[name] = handle
 
     def __enter__(self) -> TensorSource:
@@ -230,7 +230,7 @@ def check_qwen2vl_config(config: ModelConfig, folder: Path) -> bool:
         )
     for name, (theirs, ours) in checks.items():
         if theirs != ours:
-            raise ValueError(f"model/weights.py: {folder}/config.json field {name} = {theirs!r}, our config has {ours!r}")
+            raise ValueError(f"check_qwen2vl_config: {folder}/config.json field {name} = {theirs!r}, our config has {ours!r}")
     return bool(getattr(text, "tie_word_embeddings", False) or getattr(hf, "tie_word_embeddings", False))
 
 
@@ -368,14 +368,14 @@ def model_metadata(path: str | Path) -> dict[str, str]:
     """The metadata of one of our model files; ValueError naming the file when it is not one."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"model/weights.py: {path}: no such model file")
+        raise ValueError(f"model_metadata: {path}: no such model file")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except Exception as error:  # noqa: BLE001 - any failure to parse the header means "not a safetensors file"
-        raise ValueError(f"model/weights.py: {path} is not a readable safetensors file ({error})") from None
+        raise ValueError(f"model_metadata: {path} is not a readable safetensors file ({error})") from None
     if "g2vlm_config" not in metadata:
-        raise ValueError(f"model/weights.py: {path} has no g2vlm_config metadata (not written by save_model or "
+        raise ValueError(f"model_metadata: {path} has no g2vlm_config metadata (not written by save_model or "
                          f"g2vlm import-weights)")
     return metadata
 
