@@ -55,7 +55,7 @@ from g2vlm.datamodules.synthetic.shards import write_synthetic_shards
 CONVERTED_HW = (480, 640)  # what the converters store (long side ClipOptions.long_side = 640) for 4:3 footage
 # The shipped pretraining recipe at each output size: its image budget sets the clips per batch
 RECIPES = {(224, 224): "pretrain_224.yaml", (392, 518): "pretrain_518.yaml"}
-RECIPE_DIR = Path(__file__).resolve().parents[1] / "experiments" / "geometry"
+RECIPE_DIR = Path(__file__).resolve().parents[2] / "experiments" / "geometry"
 CASES = (  # (stored H x W, loader output H x W)
     ((224, 224), (224, 224)),
     ((392, 518), (392, 518)),
