@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 from g2vlm.datamodules.augmentation import ClipColorJitter
 from g2vlm.datamodules.multiview.batch import MultiViewBatch
 from g2vlm.datamodules.multiview.streams import BatchRecipe, TrainClipBatches, ValClipBatches
-from g2vlm.datamodules.shards.streams import check_validation_split, expand_shard_pattern
+from g2vlm.datamodules.shards.streams import check_validation_shards, expand_shard_pattern
 
 
 class MultiViewDataModule(L.LightningDataModule):
@@ -115,9 +115,8 @@ class MultiViewDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:
             self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
-        if self.val_shards and stage in (None, "fit", "validate"):  # a rank without validation batches hangs a run
-            urls = [url for pattern in self.val_shards for url in expand_shard_pattern(pattern)]
-            check_validation_split(len(urls), self.world_size, self.num_workers, "MultiViewDataModule val_shards")
+        if stage in (None, "fit", "validate"):
+            check_validation_shards(self.val_shards, self.trainer, self.num_workers, "MultiViewDataModule val_shards")
 
     def _loader(self, dataset) -> DataLoader:
         return DataLoader(

@@ -42,7 +42,7 @@ from g2vlm.datamodules.shards.schema import SampleError
 from g2vlm.datamodules.shards.skip_log import SkipLog
 from g2vlm.datamodules.shards.streams import (
     FailuresInARow,
-    check_validation_split,
+    check_validation_shards,
     expand_shard_pattern,
     mixed,
     mixing_weights,
@@ -197,9 +197,8 @@ class QADataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:
             self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
-        if self.val_shards and stage in (None, "fit", "validate"):  # a rank without validation batches hangs a run
-            urls = [url for pattern in self.val_shards for url in expand_shard_pattern(pattern)]
-            check_validation_split(len(urls), self.world_size, self.num_workers, "QADataModule val_shards")
+        if stage in (None, "fit", "validate"):
+            check_validation_shards(self.val_shards, self.trainer, self.num_workers, "QADataModule val_shards")
 
     def _loader(self, dataset) -> DataLoader:
         return DataLoader(dataset, batch_size=None, num_workers=self.num_workers,

@@ -9,7 +9,7 @@ DataModule captures them from the trainer at setup); the worker slot comes from 
   ceil(batches_per_epoch / workers) batches per worker, so every rank runs the same number of steps. A shard set
   with fewer shards than slots is shared by all slots (streams may then overlap; logged).
 - Validation: shards split exactly (`slot_shards`), one pass, every sample once. Every rank needs a batch: with
-  several ranks, fewer validation shards than ranks x workers is refused (`check_validation_split`).
+  several ranks, fewer validation shards than ranks x workers is refused (`check_validation_shards`).
 
 Data that yields nothing stops the run instead of looping: a training stream raises `DataError` (naming the shards
 and the skip counts per reason) after MAX_EMPTY_SHARD_DRAWS shard draws in a row without a readable sample
@@ -137,9 +137,15 @@ def training_shards(urls: Sequence[str], rank: int, world_size: int, worker: int
     return slot_shards(urls, rank, world_size, worker, workers)
 
 
-def check_validation_split(num_shards: int, world_size: int, workers: int, where: str) -> None:
-    """Every rank must get validation batches: a rank without any skips validation while the others wait for it in
-    their collectives (a sharded run hangs). With several ranks, fewer shards than ranks x workers is refused."""
+def check_validation_shards(patterns: Sequence[str], trainer, workers: int, where: str) -> None:
+    """At setup, before any training: every rank must get validation batches, since a rank without any skips
+    validation while the others wait for it in their collectives (a sharded run hangs). With several ranks, fewer
+    shards than ranks x workers is refused; a missing pattern raises as `expand_shard_pattern` does. Nothing is
+    checked when the run does not validate (no patterns, or the trainer's limit_val_batches is 0)."""
+    if not patterns or (trainer is not None and trainer.limit_val_batches == 0):
+        return
+    world_size = 1 if trainer is None else trainer.world_size
+    num_shards = sum(len(expand_shard_pattern(pattern)) for pattern in patterns)
     slots = world_size * max(1, workers)
     if world_size > 1 and num_shards < slots:
         raise ValueError(

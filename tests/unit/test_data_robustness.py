@@ -221,7 +221,7 @@ def test_too_few_validation_shards_for_the_ranks_are_refused_at_setup(tmp_path, 
     for number in range(shards):
         write_tar(tmp_path / f"val-{number:06d}.tar", [clip_members(number)])
     data = MultiViewDataModule(val_shards=[str(tmp_path / "val-*.tar")], num_workers=workers)
-    data.trainer = SimpleNamespace(global_rank=world_size - 1, world_size=world_size)
+    data.trainer = SimpleNamespace(global_rank=world_size - 1, world_size=world_size, limit_val_batches=1.0)
     if not refused:
         data.setup("fit")
         return
@@ -229,3 +229,18 @@ def test_too_few_validation_shards_for_the_ranks_are_refused_at_setup(tmp_path, 
     with pytest.raises(ValueError, match=f"MultiViewDataModule val_shards: {shards} validation shards for {world_size} "
                                          f"ranks x {max(1, workers)} workers = {slots} loader slots"):
         data.setup("fit")
+
+
+def test_a_run_without_validation_does_not_check_validation_shards(tmp_path):
+    """limit_val_batches 0: no validation loader is ever built, so one shard for two ranks, or a missing pattern,
+    does not stop training; with validation on, both are refused at setup."""
+    from types import SimpleNamespace
+
+    write_tar(tmp_path / "val-000000.tar", [clip_members(0)])
+    for patterns in ([str(tmp_path / "val-*.tar")], [str(tmp_path / "absent-*.tar")]):
+        data = MultiViewDataModule(val_shards=patterns, num_workers=1)
+        data.trainer = SimpleNamespace(global_rank=1, world_size=2, limit_val_batches=0)
+        data.setup("fit")
+        data.trainer = SimpleNamespace(global_rank=1, world_size=2, limit_val_batches=1.0)
+        with pytest.raises((ValueError, FileNotFoundError)):
+            data.setup("fit")

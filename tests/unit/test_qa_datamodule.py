@@ -192,7 +192,7 @@ def test_qa_validation_with_fewer_shards_than_loader_slots_is_refused_at_setup(t
             writer.write("sample", record, [_grey_jpeg()])
     data = QADataModule(tokenizer=str(tokenizer_folder), val_shards=[str(tmp_path / "val*-000000.tar")],
                         num_workers=workers)
-    data.trainer = SimpleNamespace(global_rank=0, world_size=world_size)
+    data.trainer = SimpleNamespace(global_rank=0, world_size=world_size, limit_val_batches=1.0)
     if not refused:
         data.setup("fit")
         return
