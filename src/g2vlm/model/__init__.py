@@ -11,6 +11,7 @@ Modules (import them directly; this package imports nothing heavy on its own):
     vision_tower    the Qwen2-VL vision tower (transformers) and its patch layout
     heads           local points, camera, global points, confidence
     outputs         GeometryOutput, ModelOutput
+    generation      answer generation with a KV cache (greedy or sampled), `generate(model, segments, ...)`
     official_format the official input format of the geometry path (imported official weights) vs the clean one
     weights         offline strict loading (Qwen2-VL folder, DINOv2, our safetensors checkpoints)
     official_weights  the official G²VLM checkpoint's key map and streaming strict import
