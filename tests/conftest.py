@@ -55,6 +55,42 @@ def tiny_synthetic_shards(tmp_path_factory) -> Path:
     return root
 
 
+def save_tiny_checkpoint(path: Path) -> None:
+    """A GeometryPretraining checkpoint of the `tiny` preset (seed 0), saved by a Lightning Trainer at `path`."""
+    import lightning as L
+
+    from g2vlm.lit.geometry_pretraining import GeometryPretraining
+
+    torch.manual_seed(0)
+    module = GeometryPretraining(preset="tiny", freeze=["vit", "semantic"])
+    module.configure_model()
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """The `tiny` checkpoint of `save_tiny_checkpoint`, written once per session."""
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
+    save_tiny_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reasoning_workdir(tmp_path_factory) -> Path:
+    """data/reasoning-tiny as experiments/reasoning/tiny.yaml names it, written by `g2vlm shard synthetic-qa`."""
+    from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
+
+    root = tmp_path_factory.mktemp("reasoning")
+    for extra in (["--scenes", "8"], ["--scenes", "2", "--split", "val", "--seed", "1"]):
+        result = run_console_script("g2vlm", "shard", "synthetic-qa", "--out", "data/reasoning-tiny", "--views", "2",
+                                    "--size", "32x32", "--no-progress", *extra, cwd=root)
+        assert result.returncode == 0, result.stderr
+    build_character_tokenizer(root / "data" / "reasoning-tiny" / "tokenizer")
+    return root
+
+
 @pytest.fixture
 def tiny_workdir(tmp_path, tiny_synthetic_shards) -> Path:
     """A fresh working directory whose data/ holds the tiny synthetic shards."""

@@ -306,20 +306,6 @@ def test_two_node_hybrid_mesh_equals_ddp(workdir, ddp_reference):
         logged(workdir, "ddp-reference", "train/grad_norm/total")[0], rel=1e-6)
 
 
-@pytest.fixture(scope="module")
-def reasoning_workdir(tmp_path_factory):
-    """data/reasoning-tiny as experiments/reasoning/tiny.yaml names it, written by `g2vlm shard synthetic-qa`."""
-    from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
-
-    root = tmp_path_factory.mktemp("reasoning-fsdp")
-    for extra in (["--scenes", "8"], ["--scenes", "2", "--split", "val", "--seed", "1"]):
-        result = run_console_script("g2vlm", "shard", "synthetic-qa", "--out", "data/reasoning-tiny", "--views", "2",
-                                    "--size", "32x32", "--no-progress", *extra, cwd=root)
-        assert result.returncode == 0, result.stderr
-    build_character_tokenizer(root / "data" / "reasoning-tiny" / "tokenizer")
-    return root
-
-
 def reasoning_fit(workdir, name: str, *args: str) -> None:
     val = "data/reasoning-tiny/synthetic_qa-val-000000.tar"
     overlay = workdir / f"{name}.yaml"
