@@ -124,7 +124,7 @@ def test_every_in_function_import_of_a_project_name_resolves():
     import importlib.util
 
     unresolved = []
-    for name, path in project_modules().items():
+    for path in project_modules().values():
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not (isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("g2vlm")):
                 continue
