@@ -38,6 +38,17 @@ def run_console_script(name: str, *args: str, cwd: Path, timeout: float = 600,
                           timeout=timeout)
 
 
+def fake_slurm_env(folder: Path) -> tuple[dict[str, str], Path]:
+    """The environment of SLURM job 4242 with a fake `scontrol` (folder/bin) that appends its arguments to
+    folder/scontrol.log: (env for `run_console_script`, the log's path)."""
+    fake_bin = folder / "bin"
+    fake_bin.mkdir()
+    requeue_log = folder / "scontrol.log"
+    (fake_bin / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {requeue_log}\n')
+    (fake_bin / "scontrol").chmod(0o755)
+    return {"PATH": f"{fake_bin}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}, requeue_log
+
+
 @pytest.fixture
 def console_script():
     return run_console_script
