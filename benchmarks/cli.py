@@ -20,6 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from g2vlm.benchmarks.command import reports_value_errors
+
 DEMO_CHECKPOINT = Path("runs") / "geometry-demo" / "checkpoints" / "last.ckpt"
 BENCHMARKS = ("depth", "pose", "pointmap")
 
@@ -84,15 +86,8 @@ def parse_roots(values: list[str], datasets: list[str]) -> dict[str, str | None]
     return roots
 
 
+@reports_value_errors
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except ValueError as error:  # bad arguments, layouts, checkpoints: one clear line, no traceback
-        print(f"g2vlm bench {args.benchmark}: error: {error}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
     import torch
 
     from g2vlm.benchmarks import report

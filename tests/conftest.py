@@ -38,6 +38,17 @@ def run_console_script(name: str, *args: str, cwd: Path, timeout: float = 600,
                           timeout=timeout)
 
 
+def fake_slurm_env(folder: Path) -> tuple[dict[str, str], Path]:
+    """The environment of SLURM job 4242 with a fake `scontrol` (folder/bin) that appends its arguments to
+    folder/scontrol.log: (env for `run_console_script`, the log's path)."""
+    fake_bin = folder / "bin"
+    fake_bin.mkdir()
+    requeue_log = folder / "scontrol.log"
+    (fake_bin / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {requeue_log}\n')
+    (fake_bin / "scontrol").chmod(0o755)
+    return {"PATH": f"{fake_bin}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}, requeue_log
+
+
 @pytest.fixture
 def console_script():
     return run_console_script
@@ -52,6 +63,42 @@ def tiny_synthetic_shards(tmp_path_factory) -> Path:
         result = run_console_script("g2vlm", "shard", "synthetic", "--out", "data/synthetic-tiny", "--views", "4",
                                     "--size", "32x32", "--no-progress", *extra, cwd=root)
         assert result.returncode == 0, result.stderr
+    return root
+
+
+def save_tiny_checkpoint(path: Path) -> None:
+    """A GeometryPretraining checkpoint of the `tiny` preset (seed 0), saved by a Lightning Trainer at `path`."""
+    import lightning as L
+
+    from g2vlm.lit.geometry_pretraining import GeometryPretraining
+
+    torch.manual_seed(0)
+    module = GeometryPretraining(preset="tiny", freeze=["vit", "semantic"])
+    module.configure_model()
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """The `tiny` checkpoint of `save_tiny_checkpoint`, written once per session."""
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
+    save_tiny_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reasoning_workdir(tmp_path_factory) -> Path:
+    """data/reasoning-tiny as experiments/reasoning/tiny.yaml names it, written by `g2vlm shard synthetic-qa`."""
+    from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
+
+    root = tmp_path_factory.mktemp("reasoning")
+    for extra in (["--scenes", "8"], ["--scenes", "2", "--split", "val", "--seed", "1"]):
+        result = run_console_script("g2vlm", "shard", "synthetic-qa", "--out", "data/reasoning-tiny", "--views", "2",
+                                    "--size", "32x32", "--no-progress", *extra, cwd=root)
+        assert result.returncode == 0, result.stderr
+    build_character_tokenizer(root / "data" / "reasoning-tiny" / "tokenizer")
     return root
 
 

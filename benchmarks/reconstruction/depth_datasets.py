@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from g2vlm.benchmarks.reconstruction.dataset_args import known_name, prepared_root
 from g2vlm.benchmarks.reconstruction.files import (
     read_npy_depth,
     read_png_depth,
@@ -71,25 +72,15 @@ class DepthDataset:
 
 
 def canonical_name(name: str) -> str:
-    name = DATASET_ALIASES.get(name.lower(), name.lower())
-    if name not in DEPTH_DATASET_NAMES:
-        raise ValueError(f"canonical_name: unknown depth dataset {name!r}; choose from "
-                         f"{', '.join(DEPTH_DATASET_NAMES)} (alias nyu-v2)")
-    return name
+    return known_name(name, DEPTH_DATASET_NAMES, "depth", DATASET_ALIASES)
 
 
 def read_depth_dataset(name: str, root: str | Path | None) -> DepthDataset:
     """The dataset `name` from its prepared layout under `root` (synthetic: no root)."""
     name = canonical_name(name)
-    if name == "synthetic":
-        if root is not None:
-            raise ValueError("read_depth_dataset: the synthetic set is generated in memory and takes no --root")
-        return _synthetic()
+    root = prepared_root("depth", name, root)
     if root is None:
-        raise ValueError(f"read_depth_dataset: {name} needs --root (its prepared folder; see `g2vlm bench depth --help`)")
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"read_depth_dataset: {name} root {root} is not a folder")
+        return _synthetic()
     sequences = {"nyu": _nyu, "sintel": _sintel, "bonn": _bonn, "kitti": _kitti}[name](root)
     max_depth_m, clip_max_m = DEPTH_CAPS_M[name]
     return DepthDataset(name, tuple(sequences), PROTOCOL_LOAD_WIDTH, max_depth_m, clip_max_m, name != "nyu")

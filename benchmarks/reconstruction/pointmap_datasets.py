@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from g2vlm.benchmarks.reconstruction.dataset_args import known_name, prepared_root
 from g2vlm.benchmarks.reconstruction.files import (
     read_mask,
     read_matrix_text,
@@ -97,20 +98,16 @@ class PointMapDataset:
 
 
 def canonical_name(name: str) -> str:
-    name = name.lower().replace("7-scenes", "7scenes").replace("sevenscenes", "7scenes")
-    if name not in POINT_MAP_DATASET_NAMES:
-        raise ValueError(f"canonical_name: unknown point-map dataset {name!r}; choose from "
-                         f"{', '.join(POINT_MAP_DATASET_NAMES)}")
-    return name
+    return known_name(name.lower().replace("7-scenes", "7scenes").replace("sevenscenes", "7scenes"),
+                      POINT_MAP_DATASET_NAMES, "point-map")
 
 
 def read_pointmap_dataset(name: str, root: str | Path | None) -> PointMapDataset:
     name = canonical_name(name)
-    if name == "synthetic":
-        if root is not None:
-            raise ValueError("read_pointmap_dataset: the synthetic set is generated in memory and takes no --root")
+    root = prepared_root("pointmap", name, root)
+    if root is None:
         return _synthetic()
-    frames = _frames(name, _root(name, root))
+    frames = _frames(name, root)
     ids, source = frame_map(name, {sequence: len(items) for sequence, items in frames.items()})
     sequences = tuple(PointMapSequence(sequence, tuple(frames[sequence][i] for i in chosen))
                       for sequence, chosen in ids.items())
@@ -119,7 +116,7 @@ def read_pointmap_dataset(name: str, root: str | Path | None) -> PointMapDataset
 
 
 def sequence_lengths(name: str, root: str | Path) -> dict[str, int]:
-    return {sequence: len(items) for sequence, items in _frames(canonical_name(name), _root(name, root)).items()}
+    return {sequence: len(items) for sequence, items in _frames(canonical_name(name), prepared_root("pointmap", name, root)).items()}
 
 
 def gt_points(view: PointMapView, gt_width: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,19 +149,18 @@ def official_camera_to_world(world_to_camera: np.ndarray) -> np.ndarray:
     return rigid_inverse(np.asarray(world_to_camera, dtype=np.float64))
 
 
-def _root(name: str, root: str | Path | None) -> Path:
-    if root is None:
-        raise ValueError(f"read_pointmap_dataset: {name} needs --root (its prepared folder)")
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"read_pointmap_dataset: {name} root {root} is not a folder")
-    return root
-
-
 def _frames(name: str, root: Path) -> dict[str, list[PointMapFrame]]:
     """{sequence: every frame of it, in order} (before the frame map)."""
     base = name.removesuffix("-sparse")
     return {"7scenes": _seven_scenes, "nrgbd": _nrgbd, "eth3d": _eth3d, "dtu": _dtu}[base](root)
+
+
+def _scene_folders(root: Path, marker: str, dataset: str) -> list[Path]:
+    """The folders under `root` that hold the file `marker`, sorted; ValueError when there is none."""
+    scenes = sorted(p for p in root.iterdir() if (p / marker).is_file())
+    if not scenes:
+        raise ValueError(f"read_pointmap_dataset: no <scene>/{marker} under the {dataset} root {root}")
+    return scenes
 
 
 def _indoor_depth(depth_m: np.ndarray) -> np.ndarray:
@@ -174,9 +170,7 @@ def _indoor_depth(depth_m: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- 7-Scenes
 def _seven_scenes(root: Path) -> dict[str, list[PointMapFrame]]:
-    scenes = sorted(p for p in root.iterdir() if (p / "TestSplit.txt").is_file())
-    if not scenes:
-        raise ValueError(f"read_pointmap_dataset: no <scene>/TestSplit.txt under the 7-Scenes root {root}")
+    scenes = _scene_folders(root, "TestSplit.txt", "7-Scenes")
     out = {}
     for scene in scenes:
         for line in (scene / "TestSplit.txt").read_text().split():
@@ -201,9 +195,7 @@ def _read_seven_scenes(folder: Path, index: int) -> PointMapView:
 
 # ------------------------------------------------------------------------------------------------ NRGBD
 def _nrgbd(root: Path) -> dict[str, list[PointMapFrame]]:
-    scenes = sorted(p for p in root.iterdir() if (p / "poses.txt").is_file())
-    if not scenes:
-        raise ValueError(f"read_pointmap_dataset: no <scene>/poses.txt under the NRGBD root {root}")
+    scenes = _scene_folders(root, "poses.txt", "NRGBD")
     out = {}
     for scene in scenes:
         count = len(list((scene / "images").glob("img*.png")))

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from g2vlm.benchmarks.reconstruction.dataset_args import known_name, prepared_root
 from g2vlm.benchmarks.reconstruction.frame_maps import frame_map
 from g2vlm.inference import PROTOCOL_LOAD_WIDTH, read_rgb
 
@@ -68,10 +69,7 @@ class PoseDataset:
 
 
 def canonical_name(name: str) -> str:
-    name = POSE_ALIASES.get(name.lower(), name.lower())
-    if name not in POSE_DATASET_NAMES:
-        raise ValueError(f"canonical_name: unknown pose dataset {name!r}; choose from {', '.join(POSE_DATASET_NAMES)}")
-    return name
+    return known_name(name, POSE_DATASET_NAMES, "pose", POSE_ALIASES)
 
 
 def opencv_world_to_camera_from_pytorch3d(R: np.ndarray, T: np.ndarray) -> np.ndarray:
@@ -98,11 +96,10 @@ def rigid_inverse(T: np.ndarray) -> np.ndarray:
 
 def read_pose_dataset(name: str, root: str | Path | None) -> PoseDataset:
     name = canonical_name(name)
-    if name == "synthetic":
-        if root is not None:
-            raise ValueError("read_pose_dataset: the synthetic set is generated in memory and takes no --root")
+    root = prepared_root("pose", name, root)
+    if root is None:
         return _synthetic()
-    annotations, notes = _annotations(name, _root(name, root))
+    annotations, notes = _annotations(name, root)
     ids, source = frame_map(name, {sequence: len(frames) for sequence, frames in annotations.items()})
     sequences = []
     for sequence, chosen in ids.items():
@@ -114,17 +111,8 @@ def read_pose_dataset(name: str, root: str | Path | None) -> PoseDataset:
 
 def sequence_lengths(name: str, root: str | Path) -> dict[str, int]:
     """{sequence: frame count} in the reader's order (what the frame map is drawn from)."""
-    annotations, _ = _annotations(canonical_name(name), _root(name, root))
+    annotations, _ = _annotations(canonical_name(name), prepared_root("pose", name, root))
     return {sequence: len(frames) for sequence, frames in annotations.items()}
-
-
-def _root(name: str, root: str | Path | None) -> Path:
-    if root is None:
-        raise ValueError(f"read_pose_dataset: {name} needs --root (its prepared folder)")
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"read_pose_dataset: {name} root {root} is not a folder")
-    return root
 
 
 def _annotations(name: str, root: Path) -> tuple[dict[str, list[dict]], list[str]]:

@@ -18,8 +18,11 @@ a key seen on an earlier line (which line too).
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 BENCHMARKS = ("spar", "mindcube", "omnispatial")
 
@@ -41,6 +44,30 @@ class SavedAnswer:
     extra: dict = field(default_factory=dict)
 
 
+def json_lines(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+    """(line number from 1, value) of every non-blank line of the JSONL `text` read from `path`; a line that is not
+    JSON is a ValueError naming `path:line`."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: not JSON ({error})") from None
+
+
+def report_unmatched(answers: dict[str, SavedAnswer], missing: list[str], total: int) -> None:
+    """On stderr: the `missing` keys of the `total` questions of --data (scored as wrong) and the `answers` left
+    over, which match no question (ignored)."""
+    if missing:
+        print(f"[bench] {len(missing)} of {total} questions have no prediction (e.g. {', '.join(missing[:3])}): "
+              f"scored as wrong", file=sys.stderr)
+    if answers:
+        extra = next(iter(answers.values()))
+        print(f"[bench] {len(answers)} predictions match no question of --data (e.g. {extra.key!r}, line "
+              f"{extra.line}): ignored", file=sys.stderr)
+
+
 def read_saved_answers(path: str | Path, benchmark: str) -> dict[str, SavedAnswer]:
     """{key: answer} from our JSONL or an lmms-eval samples file (see the module docstring)."""
     if benchmark not in BENCHMARKS:
@@ -51,13 +78,7 @@ def read_saved_answers(path: str | Path, benchmark: str) -> dict[str, SavedAnswe
     except OSError as error:
         raise ValueError(f"{path}: cannot read ({error.strerror or error})") from None
     answers: dict[str, SavedAnswer] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not JSON ({error})") from None
+    for number, item in json_lines(path, text):
         if not isinstance(item, dict):
             raise ValueError(f"{path}:{number}: expected a JSON object, got {type(item).__name__}")
         where = f"{path}:{number}"

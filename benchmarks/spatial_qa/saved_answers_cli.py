@@ -22,6 +22,8 @@ import json
 import sys
 from pathlib import Path
 
+from g2vlm.benchmarks.command import reports_value_errors
+
 PUBLISHED_MINDCUBE = {  # Overall / Rotation / Among / Around (G2-T1b; reference data-and-benchmarks.md §8.5)
     "GPT-4o": (38.81, 32.65, 40.17, 29.16), "Qwen2.5-VL-7B": (29.26, 38.76, 29.50, 21.35),
     "Qwen2-VL-2B": (37.83, 34.50, 41.16, 32.25), "G²VLM-2B": (38.83, 47.00, 26.50, 32.75),
@@ -48,15 +50,8 @@ def add_to(benchmarks: argparse._SubParsersAction) -> None:
         parser.set_defaults(run=run)
 
 
+@reports_value_errors
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except ValueError as error:
-        print(f"g2vlm bench {args.benchmark}: error: {error}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
     from g2vlm.benchmarks import report
     from g2vlm.benchmarks.spatial_qa.answers import read_saved_answers
 
@@ -81,14 +76,10 @@ def _read_questions(benchmark: str, path: Path) -> list[dict]:
     except OSError as error:
         raise ValueError(f"--data {path}: cannot read ({error.strerror or error})") from None
     if benchmark == "mindcube":
+        from g2vlm.benchmarks.spatial_qa.answers import json_lines
+
         records = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not JSON ({error})") from None
+        for number, record in json_lines(path, text):
             if not isinstance(record, dict) or not isinstance(record.get("id"), str) \
                     or not isinstance(record.get("gt_answer", ""), str):
                 raise ValueError(f"{path}:{number}: a MindCube question needs a string 'id' and 'gt_answer'")
@@ -109,18 +100,9 @@ def _read_questions(benchmark: str, path: Path) -> list[dict]:
     return records
 
 
-def _report_unmatched(answers: dict, missing: list[str], total: int) -> None:
-    if missing:
-        print(f"[bench] {len(missing)} of {total} questions have no prediction (e.g. {', '.join(missing[:3])}): "
-              f"scored as wrong", file=sys.stderr)
-    if answers:
-        extra = next(iter(answers.values()))
-        print(f"[bench] {len(answers)} predictions match no question of --data (e.g. {extra.key!r}, line "
-              f"{extra.line}): ignored", file=sys.stderr)
-
-
 def _mindcube(args, answers: dict, questions: list[dict] | None) -> tuple[dict, str]:
     from g2vlm.benchmarks import report
+    from g2vlm.benchmarks.spatial_qa.answers import report_unmatched
     from g2vlm.benchmarks.spatial_qa.spar import mindcube_scores
 
     if questions is None:
@@ -137,7 +119,7 @@ def _mindcube(args, answers: dict, questions: list[dict] | None) -> tuple[dict, 
             if answer is None:
                 missing.append(question["id"])
             items.append((question["id"], None if answer is None else answer.prediction, question.get("gt_answer", "")))
-        _report_unmatched(answers, missing, len(questions))
+        report_unmatched(answers, missing, len(questions))
     record = mindcube_scores(items)
     record["n_missing"] = len(missing)
     rows = [(f"this run ({len(items)} answers)", record),
@@ -152,6 +134,7 @@ def _mindcube(args, answers: dict, questions: list[dict] | None) -> tuple[dict, 
 
 def _omnispatial(args, answers: dict, questions: list[dict] | None) -> tuple[dict, str]:
     from g2vlm.benchmarks import report
+    from g2vlm.benchmarks.spatial_qa.answers import report_unmatched
     from g2vlm.benchmarks.spatial_qa.spar import OMNISPATIAL_REPORTED, omnispatial_scores
 
     if questions is None:
@@ -171,7 +154,7 @@ def _omnispatial(args, answers: dict, questions: list[dict] | None) -> tuple[dic
             # a missing prediction is wrong (not an unparsed response, which the official scorer reads as A)
             items.append((question["task_type"], question["sub_task_type"],
                           None if answer is None else answer.prediction, chr(65 + question["answer"])))
-        _report_unmatched(answers, missing, len(questions))
+        report_unmatched(answers, missing, len(questions))
     record = omnispatial_scores(items)
     record["n_missing"] = len(missing)
     flat = {"reported": record["reported"], "overall": record["overall"],

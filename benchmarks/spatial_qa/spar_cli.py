@@ -24,6 +24,8 @@ import json
 import sys
 from pathlib import Path
 
+from g2vlm.benchmarks.command import reports_value_errors
+
 
 def add_spar(benchmarks: argparse._SubParsersAction) -> None:
     parser = benchmarks.add_parser("spar", help="SPAR-Bench spatial QA (exact match + MRA; Low/Medium/High)",
@@ -51,16 +53,8 @@ def shard_paths(data: str) -> list[str]:
     return paths
 
 
-def run_spar(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except ValueError as error:
-        print(f"g2vlm bench spar: error: {error}", file=sys.stderr)
-        return 2
-
-
 def _items_from_predictions(args: argparse.Namespace) -> list[tuple[str, str, str, str | None, str]]:
-    from g2vlm.benchmarks.spatial_qa.answers import read_saved_answers
+    from g2vlm.benchmarks.spatial_qa.answers import read_saved_answers, report_unmatched
 
     answers = read_saved_answers(args.predictions, "spar")
     if args.data is None:
@@ -80,13 +74,7 @@ def _items_from_predictions(args: argparse.Namespace) -> list[tuple[str, str, st
             missing.append(record.key)
         items.append((record.key, record.qa.task, record.qa.answer_type, None if answer is None else answer.prediction,
                       record.qa.final_answer))
-    if missing:
-        print(f"[bench] {len(missing)} of {len(items)} questions have no prediction (e.g. {', '.join(missing[:3])}): "
-              f"scored as wrong", file=sys.stderr)
-    if answers:
-        extra = next(iter(answers.values()))
-        print(f"[bench] {len(answers)} predictions match no question of --data (e.g. {extra.key!r}, line "
-              f"{extra.line}): ignored", file=sys.stderr)
+    report_unmatched(answers, missing, len(items))
     return items
 
 
@@ -96,7 +84,8 @@ def _answer_type(task: str) -> str:
     return "numeric" if task in NUMERIC_TASKS else "multiple_choice"
 
 
-def _run(args: argparse.Namespace) -> int:
+@reports_value_errors
+def run_spar(args: argparse.Namespace) -> int:
     import torch
 
     from g2vlm.benchmarks import report

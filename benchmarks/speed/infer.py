@@ -27,6 +27,7 @@ import statistics
 import sys
 from dataclasses import dataclass
 
+from g2vlm.benchmarks.command import reports_value_errors
 from g2vlm.benchmarks.speed.train import (
     StepTimer,
     add_common_arguments,
@@ -70,14 +71,6 @@ def add_infer(benchmarks: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_infer)
 
 
-def run_infer(args: argparse.Namespace) -> int:
-    try:
-        return _run_infer(args)
-    except ValueError as error:
-        print(f"g2vlm bench infer: error: {error}", file=sys.stderr)
-        return 2
-
-
 def parse_views(text: str) -> tuple[int, ...]:
     try:
         views = tuple(int(part) for part in text.split(",") if part.strip())
@@ -98,7 +91,8 @@ def parse_size(text: str, patch: int) -> tuple[int, int]:
     return height, width
 
 
-def _run_infer(args: argparse.Namespace) -> int:
+@reports_value_errors
+def run_infer(args: argparse.Namespace) -> int:
     from g2vlm.benchmarks import report
     from g2vlm.model.config import model_config
 

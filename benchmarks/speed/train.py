@@ -49,6 +49,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from g2vlm.benchmarks.command import reports_value_errors
+
 GEOMETRY_TOKEN_BUDGET = 25_600  # official trunk tokens per GPU in geometry pretraining (reference §3.1)
 JOINT_FREEZE = ("dino", "vit", "heads")  # official joint_train.sh (freeze_dino, freeze_vit); heads unused by CE
 
@@ -133,15 +135,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, warmup: int, steps: in
     parser.add_argument("--out", metavar="FILE.json", help="write the results and the environment as JSON")
 
 
+@reports_value_errors
 def run_train(args: argparse.Namespace) -> int:
-    try:
-        return _run_train(args)
-    except ValueError as error:
-        print(f"g2vlm bench train: error: {error}", file=sys.stderr)
-        return 2
-
-
-def _run_train(args: argparse.Namespace) -> int:
     from g2vlm.benchmarks import report
 
     device = resolve_device(args.device, args.fp32_matmul_precision)

@@ -30,13 +30,9 @@ from g2vlm.datamodules.shards.schema import SampleError
 from g2vlm.datamodules.shards.skip_log import SkipLog
 from g2vlm.datamodules.shards.streams import (
     FailuresInARow,
+    TrainingStream,
     describe_shards,
-    mixed,
-    mixing_weights,
-    resampled,
-    shuffled,
     slot_shards,
-    training_shards,
     worker_slot,
 )
 
@@ -96,12 +92,9 @@ def _with_skips(batch: MultiViewBatch, skips: SkipLog) -> MultiViewBatch:
     return batch
 
 
-class TrainClipBatches(IterableDataset):
-    """Resampled, mixed, shuffled, budget-batched, augmented training batches; a finite epoch per __iter__.
-
-    Randomness is seeded by (seed, restart, rank, worker, epoch): a resumed run (restart + 1) continues with
-    fresh draws, statistically equivalent to an uninterrupted run (WebDataset streams have no exact position).
-    """
+class TrainClipBatches(TrainingStream):
+    """Resampled, mixed, shuffled (`TrainingStream`), budget-batched, augmented training batches; a finite epoch
+    per __iter__."""
 
     def __init__(
         self,
@@ -115,33 +108,22 @@ class TrainClipBatches(IterableDataset):
         shuffle_buffer: int = 32,
         restart: int = 0,
     ):
-        self.shard_sets = shard_sets
-        self.weights = mixing_weights(shard_sets, weights, "TrainClipBatches shard_sets")
+        super().__init__(shard_sets, weights, rank, world_size, seed, shuffle_buffer, restart)
         self.recipe = recipe
         self.batches_per_epoch = batches_per_epoch
-        self.rank, self.world_size, self.seed, self.restart = rank, world_size, seed, restart
-        self.shuffle_buffer = shuffle_buffer
-        self._epochs_started = 0  # per process copy: persistent workers count their own epochs
 
     def batches_per_worker(self, workers: int) -> int:
         return math.ceil(self.batches_per_epoch / workers)
 
     def __iter__(self) -> Iterator[MultiViewBatch]:
-        worker, workers = worker_slot()
-        epoch = self._epochs_started
-        self._epochs_started += 1
-        rng = np.random.default_rng([self.seed, self.restart, self.rank, worker, epoch])
-        skips = SkipLog()
-        sources = [resampled(training_shards(urls, self.rank, self.world_size, worker, workers), iter_clip_records, rng,
-                             skips, "TrainClipBatches") for urls in self.shard_sets]
-        records = shuffled(mixed(sources, self.weights, rng), self.shuffle_buffer, rng)
-        batches = self._budget_batches(records, rng, skips)
+        records, rng, skips, guard, workers = self.epoch_records(iter_clip_records)
+        batches = self._budget_batches(records, rng, skips, guard)
         yield from itertools.islice(batches, self.batches_per_worker(workers))  # with_epoch
 
-    def _budget_batches(self, records: Iterator[ClipRecord], rng: np.random.Generator, skips: SkipLog) -> Iterator[MultiViewBatch]:
+    def _budget_batches(self, records: Iterator[ClipRecord], rng: np.random.Generator, skips: SkipLog,
+                        guard: FailuresInARow) -> Iterator[MultiViewBatch]:
         recipe = self.recipe
         scratch = ScratchBuffer()
-        guard = FailuresInARow([url for urls in self.shard_sets for url in urls], skips, "TrainClipBatches")
         while True:
             num_views = int(rng.integers(recipe.views_min, recipe.views_max + 1))
             if recipe.aspect_ratio_range is None:

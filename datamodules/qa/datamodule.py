@@ -30,7 +30,6 @@ import math
 from collections.abc import Iterator, Sequence
 
 import lightning as L
-import numpy as np
 from torch.utils.data import DataLoader, IterableDataset
 
 from g2vlm.datamodules.qa.batch import QABatch, QASample
@@ -42,14 +41,10 @@ from g2vlm.datamodules.shards.schema import SampleError
 from g2vlm.datamodules.shards.skip_log import SkipLog
 from g2vlm.datamodules.shards.streams import (
     FailuresInARow,
+    TrainingStream,
     check_validation_shards,
     expand_shard_pattern,
-    mixed,
-    mixing_weights,
-    resampled,
-    shuffled,
     slot_shards,
-    training_shards,
     worker_slot,
 )
 
@@ -91,29 +86,18 @@ def built(records: Iterator[QASampleRecord], template: QATemplate, skips: SkipLo
         yield sample
 
 
-class TrainQABatches(IterableDataset):
-    """Resampled, mixed, shuffled, token-budget training batches; `batches_per_epoch` per epoch on every rank."""
+class TrainQABatches(TrainingStream):
+    """Resampled, mixed, shuffled (`TrainingStream`), token-budget training batches; `batches_per_epoch` per epoch
+    on every rank."""
 
     def __init__(self, shard_sets: list[list[str]], weights: Sequence[float] | None, template: QATemplate,
                  max_tokens: int, batches_per_epoch: int, rank: int = 0, world_size: int = 1, seed: int = 0,
                  shuffle_buffer: int = 64, restart: int = 0):
-        self.shard_sets = shard_sets
-        self.weights = mixing_weights(shard_sets, weights, "TrainQABatches shard_sets")
+        super().__init__(shard_sets, weights, rank, world_size, seed, shuffle_buffer, restart)
         self.template, self.max_tokens, self.batches_per_epoch = template, max_tokens, batches_per_epoch
-        self.rank, self.world_size, self.seed, self.restart = rank, world_size, seed, restart
-        self.shuffle_buffer = shuffle_buffer
-        self._epochs_started = 0
 
     def __iter__(self) -> Iterator[QABatch]:
-        worker, workers = worker_slot()
-        epoch = self._epochs_started
-        self._epochs_started += 1
-        rng = np.random.default_rng([self.seed, self.restart, self.rank, worker, epoch])
-        skips = SkipLog()
-        sources = [resampled(training_shards(urls, self.rank, self.world_size, worker, workers), iter_qa_samples, rng,
-                             skips, "TrainQABatches") for urls in self.shard_sets]
-        records = shuffled(mixed(sources, self.weights, rng), self.shuffle_buffer, rng)
-        guard = FailuresInARow([url for urls in self.shard_sets for url in urls], skips, "TrainQABatches")
+        records, _, skips, guard, workers = self.epoch_records(iter_qa_samples)
         batches = token_budget_batches(built(records, self.template, skips, guard), self.max_tokens, skips)
         yield from itertools.islice(batches, math.ceil(self.batches_per_epoch / workers))
 

@@ -28,7 +28,7 @@ from g2vlm.datamodules.shards.schema import (
     validate_meta,
 )
 from g2vlm.datamodules.shards.skip_log import SkipLog
-from g2vlm.datamodules.shards.tar_reader import iter_raw_samples
+from g2vlm.datamodules.shards.tar_reader import iter_parsed_samples
 from g2vlm.datamodules.shards.tar_writer import RollingTarWriter
 from g2vlm.datamodules.shards.writer import validate_frames
 
@@ -73,9 +73,4 @@ class QAShardWriter(RollingTarWriter):
 
 def iter_qa_samples(urls: Iterable[str], skips: SkipLog) -> Iterator[QASampleRecord]:
     """Validated QA sample records from the shards, in order; bad samples are skipped into `skips`."""
-    for url in urls:
-        for raw in iter_raw_samples(url, skips):
-            try:
-                yield parse_qa_sample(raw)
-            except SampleError as error:
-                skips.record(error, url)
+    return iter_parsed_samples(urls, skips, parse_qa_sample)

@@ -35,7 +35,7 @@ from g2vlm.datamodules.shards.schema import (
     validate_meta,
 )
 from g2vlm.datamodules.shards.skip_log import SkipLog
-from g2vlm.datamodules.shards.tar_reader import RawSample, iter_raw_samples
+from g2vlm.datamodules.shards.tar_reader import RawSample, iter_parsed_samples
 
 
 @dataclass
@@ -161,12 +161,7 @@ def _frame_members(num_frames: int, suffix: str) -> frozenset[str]:
 
 def iter_clip_records(urls: Iterable[str], skips: SkipLog) -> Iterator[ClipRecord]:
     """Validated clip records from the shards, in order; bad samples are skipped into `skips`."""
-    for url in urls:
-        for raw in iter_raw_samples(url, skips):
-            try:
-                yield parse_clip(raw)
-            except SampleError as error:
-                skips.record(error, url)
+    return iter_parsed_samples(urls, skips, parse_clip)
 
 
 def read_clips(

@@ -28,7 +28,7 @@ from typing import TypeVar
 
 import numpy as np
 import webdataset as wds
-from torch.utils.data import get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
 from g2vlm.datamodules.shards.schema import DataError, SampleError
 from g2vlm.datamodules.shards.skip_log import SkipLog
@@ -199,3 +199,36 @@ class FailuresInARow:
                 f"{self.where}: {self.count} samples in a row failed to decode, no valid sample; shards: "
                 f"{describe_shards(self.urls)}; skipped so far by reason: {dict(self.skips.totals)}; last: {error}"
             ) from None
+
+
+class TrainingStream(IterableDataset):
+    """Base of the training datasets (multi-view `TrainClipBatches`, QA `TrainQABatches`): every shard set
+    `resampled` on this (rank, worker) slot's shards, the sets `mixed` by weight and `shuffled`, a fresh draw each
+    epoch. Randomness is seeded by (seed, restart, rank, worker, epoch): a resumed run (restart + 1) continues with
+    fresh draws, statistically equivalent to an uninterrupted run (WebDataset streams have no exact position).
+    Errors name the subclass."""
+
+    def __init__(self, shard_sets: list[list[str]], weights: Sequence[float] | None, rank: int, world_size: int,
+                 seed: int, shuffle_buffer: int, restart: int):
+        self.shard_sets = shard_sets
+        self.weights = mixing_weights(shard_sets, weights, f"{type(self).__name__} shard_sets")
+        self.rank, self.world_size, self.seed, self.restart = rank, world_size, seed, restart
+        self.shuffle_buffer = shuffle_buffer
+        self._epochs_started = 0  # per process copy: persistent workers count their own epochs
+
+    def epoch_records(
+        self, read: Callable[[Iterable[str], SkipLog], Iterator[Sample]],
+    ) -> tuple[Iterator[Sample], np.random.Generator, SkipLog, FailuresInARow, int]:
+        """Start an epoch: (the shuffled, mixed samples that `read` gives, the epoch's rng, its skip log, the guard
+        against failures after reading, the number of DataLoader workers)."""
+        worker, workers = worker_slot()
+        epoch = self._epochs_started
+        self._epochs_started += 1
+        rng = np.random.default_rng([self.seed, self.restart, self.rank, worker, epoch])
+        skips = SkipLog()
+        where = type(self).__name__
+        sources = [resampled(training_shards(urls, self.rank, self.world_size, worker, workers), read, rng, skips,
+                             where) for urls in self.shard_sets]
+        records = shuffled(mixed(sources, self.weights, rng), self.shuffle_buffer, rng)
+        guard = FailuresInARow([url for urls in self.shard_sets for url in urls], skips, where)
+        return records, rng, skips, guard, workers

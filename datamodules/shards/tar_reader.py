@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import webdataset as wds
 
 from g2vlm.datamodules.shards.schema import REASON_SCHEMA, REASON_TRUNCATED, SampleError
 from g2vlm.datamodules.shards.skip_log import SkipLog
+
+Parsed = TypeVar("Parsed")
 
 
 @dataclass
@@ -94,3 +96,14 @@ def iter_raw_samples(url: str, skips: SkipLog) -> Iterator[RawSample]:
         return
     if key is not None and not broken:
         yield RawSample(key, url, members)
+
+
+def iter_parsed_samples(urls: Iterable[str], skips: SkipLog, parse: Callable[[RawSample], Parsed]) -> Iterator[Parsed]:
+    """`parse(raw)` of every sample of the shards, in order; a sample that raises SampleError is skipped into
+    `skips`."""
+    for url in urls:
+        for raw in iter_raw_samples(url, skips):
+            try:
+                yield parse(raw)
+            except SampleError as error:
+                skips.record(error, url)

@@ -5,26 +5,16 @@ from __future__ import annotations
 
 import json
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
 
-from g2vlm.lit.geometry_pretraining import GeometryPretraining
+from tests.conftest import save_tiny_checkpoint
 
 pytestmark = pytest.mark.integration
 
 DEPTH_KEYS = {"abs_rel", "sq_rel", "rmse", "log_rmse", "delta_1", "delta_2", "delta_3", "n_images", "n_pixels",
               "images_per_s"}
-
-
-def save_tiny_checkpoint(path) -> None:
-    torch.manual_seed(0)
-    module = GeometryPretraining(preset="tiny", freeze=["vit", "semantic"])
-    module.configure_model()
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.strategy.connect(module)
-    trainer.save_checkpoint(path)
 
 
 def test_bench_depth_on_a_checkpoint_prints_the_table_and_writes_json(tmp_path, console_script):

@@ -33,7 +33,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
 from g2vlm.safe_load import read_dcp_metadata as read_metadata
-from tests.conftest import REPO_ROOT, VENV_BIN, run_console_script
+from tests.conftest import REPO_ROOT, VENV_BIN, fake_slurm_env, run_console_script
 
 pytestmark = pytest.mark.integration
 CONFIG = str(REPO_ROOT / "tests" / "conf" / "two_ranks.yaml")
@@ -113,12 +113,7 @@ def ddp_reference(workdir):
 def preempted(workdir):
     """The FSDP2 run, SIGUSR1 on rank 1 after step 2 (checked every 2 steps: all ranks save at step 4 and stop);
     a fake `scontrol` records the requeue. -> (recorder folder, checkpoint folder, requeue log, env)."""
-    fake_bin = workdir / "bin"
-    fake_bin.mkdir()
-    requeue_log = workdir / "scontrol.log"
-    (fake_bin / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {requeue_log}\n')
-    (fake_bin / "scontrol").chmod(0o755)
-    env = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}
+    env, requeue_log = fake_slurm_env(workdir)
     signal_on_rank_1 = """    - class_path: tests.fixtures.callbacks.SignalAtStep
       init_args: {step: 2, signal_name: SIGUSR1, rank: 1}
 """
@@ -304,20 +299,6 @@ def test_two_node_hybrid_mesh_equals_ddp(workdir, ddp_reference):
             assert got[step] == pytest.approx(expected[step], rel=1e-4, abs=0), (rank, step)
     assert logged(workdir, "two-nodes", "train/grad_norm/total")[0] == pytest.approx(
         logged(workdir, "ddp-reference", "train/grad_norm/total")[0], rel=1e-6)
-
-
-@pytest.fixture(scope="module")
-def reasoning_workdir(tmp_path_factory):
-    """data/reasoning-tiny as experiments/reasoning/tiny.yaml names it, written by `g2vlm shard synthetic-qa`."""
-    from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
-
-    root = tmp_path_factory.mktemp("reasoning-fsdp")
-    for extra in (["--scenes", "8"], ["--scenes", "2", "--split", "val", "--seed", "1"]):
-        result = run_console_script("g2vlm", "shard", "synthetic-qa", "--out", "data/reasoning-tiny", "--views", "2",
-                                    "--size", "32x32", "--no-progress", *extra, cwd=root)
-        assert result.returncode == 0, result.stderr
-    build_character_tokenizer(root / "data" / "reasoning-tiny" / "tokenizer")
-    return root
 
 
 def reasoning_fit(workdir, name: str, *args: str) -> None:

@@ -6,12 +6,11 @@ deterministic data, reproduces the uninterrupted run's losses exactly."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, fake_slurm_env
 
 pytestmark = pytest.mark.integration
 CONFIG = str(REPO_ROOT / "tests" / "conf" / "two_ranks.yaml")
@@ -39,12 +38,7 @@ def test_sigusr1_saves_on_all_ranks_requeues_and_resumes_exactly(console_script,
                                "--trainer.default_root_dir", "runs/reference", cwd=tiny_workdir, timeout=900)
     assert reference.returncode == 0, reference.stderr[-4000:]
 
-    fake_bin = tiny_workdir / "bin"
-    fake_bin.mkdir()
-    requeue_log = tiny_workdir / "scontrol.log"
-    (fake_bin / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {requeue_log}\n')
-    (fake_bin / "scontrol").chmod(0o755)
-    slurm_env = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}
+    slurm_env, requeue_log = fake_slurm_env(tiny_workdir)
 
     stopped_dir = tiny_workdir / "stopped"
     signal_on_rank_1 = """    - class_path: tests.fixtures.callbacks.SignalAtStep

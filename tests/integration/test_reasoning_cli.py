@@ -5,23 +5,10 @@ from __future__ import annotations
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer
 from tests.conftest import REPO_ROOT, run_console_script
 
 pytestmark = pytest.mark.integration
 TINY = str(REPO_ROOT / "experiments" / "reasoning" / "tiny.yaml")
-
-
-@pytest.fixture(scope="module")
-def reasoning_workdir(tmp_path_factory):
-    """data/reasoning-tiny as experiments/reasoning/tiny.yaml names it, written by `g2vlm shard synthetic-qa`."""
-    root = tmp_path_factory.mktemp("reasoning")
-    for extra in (["--scenes", "8"], ["--scenes", "2", "--split", "val", "--seed", "1"]):
-        result = run_console_script("g2vlm", "shard", "synthetic-qa", "--out", "data/reasoning-tiny", "--views", "2",
-                                    "--size", "32x32", "--no-progress", *extra, cwd=root)
-        assert result.returncode == 0, result.stderr
-    build_character_tokenizer(root / "data" / "reasoning-tiny" / "tokenizer")
-    return root
 
 
 def test_tiny_reasoning_fast_dev_run(reasoning_workdir):

@@ -24,6 +24,7 @@ from g2vlm.benchmarks.reconstruction.pointmap_datasets import (
     read_pointmap_dataset,
 )
 from g2vlm.benchmarks.reconstruction.predictions import PredictionFolder
+from tests.fixtures.camera_path import camera_to_world
 
 H, W = 12, 16
 
@@ -32,14 +33,6 @@ def depth_m(frame: int) -> np.ndarray:
     """A curved surface 1.5-2.5 m away (integer millimetres, so PNG mm encodings are exact)."""
     v, u = np.mgrid[0:H, 0:W]
     return np.round(1000 * (2.0 + 0.3 * np.sin(u / 3 + frame) + 0.2 * np.cos(v / 4))) / 1000
-
-
-def camera_to_world(frame: int) -> np.ndarray:
-    angle = math.radians(15 * frame)
-    pose = np.eye(4)
-    pose[:3, :3] = [[math.cos(angle), 0, math.sin(angle)], [0, 1, 0], [-math.sin(angle), 0, math.cos(angle)]]
-    pose[:3, 3] = [0.3 * frame, -0.1 * frame, 0.05]
-    return pose
 
 
 def world_points(depth: np.ndarray, K: np.ndarray, pose: np.ndarray) -> np.ndarray:

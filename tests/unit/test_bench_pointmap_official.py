@@ -33,16 +33,9 @@ from g2vlm.benchmarks.reconstruction import frame_maps
 from g2vlm.benchmarks.reconstruction.pointmap import evaluate_pointmap
 from g2vlm.benchmarks.reconstruction.pointmap_datasets import NRGBD_K, read_pointmap_dataset
 from g2vlm.benchmarks.reconstruction.predictions import PredictionFolder
+from tests.fixtures.camera_path import camera_to_world
 
 TOLERANCE = 1e-6  # relative; measured agreement 1e-11 (Acc, Comp) and 6.5e-9 (NC), see the module docstring
-
-
-def camera_to_world(frame: int) -> np.ndarray:
-    angle = math.radians(15 * frame)
-    pose = np.eye(4)
-    pose[:3, :3] = [[math.cos(angle), 0, math.sin(angle)], [0, 1, 0], [-math.sin(angle), 0, math.cos(angle)]]
-    pose[:3, 3] = [0.3 * frame, -0.1 * frame, 0.05]
-    return pose
 
 
 def surface_m(x: np.ndarray, y: np.ndarray, frame: int) -> np.ndarray:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -13,27 +12,9 @@ from PIL import Image
 
 from g2vlm.benchmarks.reconstruction.synthetic_set import synthetic_clips
 from g2vlm.geometry.camera import unproject_depth
-from g2vlm.lit.geometry_pretraining import GeometryPretraining
 from g2vlm.reconstruct import fit_intrinsics
 from g2vlm.tools import build_parser
 from g2vlm.visual_io import read_ply
-
-
-def save_tiny_checkpoint(path) -> None:
-    """A GeometryPretraining checkpoint of the `tiny` preset, saved by a Lightning Trainer."""
-    torch.manual_seed(0)
-    module = GeometryPretraining(preset="tiny", freeze=["vit", "semantic"])
-    module.configure_model()
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.strategy.connect(module)
-    trainer.save_checkpoint(path)
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    save_tiny_checkpoint(path)
-    return path
 
 
 def run_tool(*argv: str) -> int:

@@ -3,29 +3,13 @@ white), and an --out that cannot be written (found only after the whole inferenc
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from g2vlm.inference import read_rgb
-from g2vlm.lit.geometry_pretraining import GeometryPretraining
 from g2vlm.tools import build_parser
 from g2vlm.visual_io import read_ply
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """A GeometryPretraining checkpoint of the `tiny` preset, saved by a Lightning Trainer."""
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    torch.manual_seed(0)
-    module = GeometryPretraining(preset="tiny", freeze=["vit", "semantic"])
-    module.configure_model()
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.strategy.connect(module)
-    trainer.save_checkpoint(path)
-    return path
 
 
 def run_tool(*argv: str) -> int:
