@@ -19,7 +19,8 @@ and `--requeue`; the lead time must cover `check_every_n_steps` steps plus the s
 
 A run stuck in data loading never reaches a step at which it could save: when the signal arrives while the loop
 waits for a training batch and no batch arrives within `data_stall_seconds`, the run stops without a save (a
-KeyboardInterrupt in the main thread, which Lightning turns into a shutdown with exit status 1), saying why.
+KeyboardInterrupt in the main thread, which Lightning turns into a shutdown with exit status 1), saying why. An
+ignored SIGINT (a background job of a shell without job control) is given Python's handler while training runs.
 """
 
 from __future__ import annotations
@@ -89,6 +90,11 @@ class PreemptionCheckpoint(L.Callback):
         for signum in self.signals:
             self._previous_handlers[signum] = signal.getsignal(signum)
             signal.signal(signum, self._request)
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # A job started in the background by a shell without job control inherits an ignored SIGINT, which
+            # would make the stall stop (`_stop_if_stalled` raises SIGINT) a no-op: the run would hang.
+            self._previous_handlers[signal.SIGINT] = signal.SIG_IGN
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         self._waiting_for_batch = True
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:

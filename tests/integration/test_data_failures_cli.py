@@ -39,15 +39,17 @@ def test_training_on_clips_that_all_fail_to_decode_exits_within_60_s_naming_shar
     assert "data/depth8-000000.tar" in error and "data/depth8-000001.tar" in error and "'bad_depth': 1000" in error
 
 
-@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGUSR1"])
-def test_a_signal_stops_a_run_stuck_in_data_loading(tiny_workdir, signal_name):
+@pytest.mark.parametrize(("signal_name", "sigint_ignored"), [("SIGTERM", False), ("SIGUSR1", False), ("SIGTERM", True)])
+def test_a_signal_stops_a_run_stuck_in_data_loading(tiny_workdir, signal_name, sigint_ignored):
     """The training loader delivers one batch and then blocks (tests/fixtures/stalling_data.py): no step ever ends,
-    so the preemption callback can never reach a step to save at."""
+    so the preemption callback can never reach a step to save at. Also as a background job of a shell without job
+    control, which starts the run with SIGINT ignored (the stall stop raises SIGINT)."""
     marker = tiny_workdir / "stalled"
     process = subprocess.Popen(
         [str(VENV_BIN / "lightning"), "fit", "--config", TINY, "--config", DATA_STALL, "--trainer.limit_val_batches",
          "0", "--data.init_args.stalled_marker", str(marker)], cwd=tiny_workdir, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None)
     try:
         deadline = time.monotonic() + 180
         while not marker.exists() and process.poll() is None and time.monotonic() < deadline:

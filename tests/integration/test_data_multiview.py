@@ -38,7 +38,7 @@ def datamodule(shards: Path, rank: int, **overrides) -> MultiViewDataModule:
     }
     args.update(overrides)
     dm = MultiViewDataModule(**args)
-    dm.trainer = SimpleNamespace(global_rank=rank, world_size=2)  # what a DDP trainer on that rank reports
+    dm.trainer = SimpleNamespace(global_rank=rank, world_size=2, limit_val_batches=1.0)  # what a DDP trainer on that rank reports
     dm.setup("fit")
     return dm
 
