@@ -63,22 +63,16 @@ def _pad(rgb: np.ndarray, top: int = 0, bottom: int = 0, left: int = 0, right: i
     return np.pad(rgb, ((top, bottom), (left, right), (0, 0)), constant_values=255)
 
 
-def _hstack(panels: list[np.ndarray], gap: int = GAP) -> np.ndarray:
-    height = max(p.shape[0] for p in panels)
-    panels = [_pad(p, bottom=height - p.shape[0]) for p in panels]
+def _stack(panels: list[np.ndarray], axis: int, gap: int = GAP) -> np.ndarray:
+    """Panels side by side (axis 1) or one above the other (axis 0), padded white to a common size, `gap` px apart."""
+    across = 1 - axis
+    size = max(p.shape[across] for p in panels)
+    panels = [_pad(p, bottom=size - p.shape[0]) if axis == 1 else _pad(p, right=size - p.shape[1]) for p in panels]
+    gap_shape = (size, gap, 3) if axis == 1 else (gap, size, 3)
     out = [panels[0]]
     for panel in panels[1:]:
-        out += [np.full((height, gap, 3), 255, np.uint8), panel]
-    return np.concatenate(out, axis=1)
-
-
-def _vstack(panels: list[np.ndarray], gap: int = GAP) -> np.ndarray:
-    width = max(p.shape[1] for p in panels)
-    panels = [_pad(p, right=width - p.shape[1]) for p in panels]
-    out = [panels[0]]
-    for panel in panels[1:]:
-        out += [np.full((gap, width, 3), 255, np.uint8), panel]
-    return np.concatenate(out, axis=0)
+        out += [np.full(gap_shape, 255, np.uint8), panel]
+    return np.concatenate(out, axis=axis)
 
 
 def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -108,7 +102,7 @@ def colour_bar(height: int, low: float, high: float, title: str, error: bool = F
         _, top, _, bottom = draw.textbbox((0, 0), "0", font=font)
         text_y = min(max(y - (bottom + top) / 2, 0), height - bottom)
         draw.text((width + 6, text_y), f"{tick:.{decimals}f} m", fill=TEXT, font=font)
-    return _vstack([_text_panel(width + label_width, 22, title, size=13), np.asarray(canvas)], gap=2)
+    return _stack(axis=0, panels=[_text_panel(width + label_width, 22, title, size=13), np.asarray(canvas)], gap=2)
 
 
 def depth_comparison_figure(rgb: np.ndarray, depth_m: np.ndarray, valid: np.ndarray, pred_depth_m: np.ndarray,
@@ -131,17 +125,17 @@ def depth_comparison_figure(rgb: np.ndarray, depth_m: np.ndarray, valid: np.ndar
         panels = [rgb[view], colourise(depth_m[view], valid[view], low, high),
                   colourise(pred_depth_m[view], None, low, high),
                   colourise_error(error[view], valid[view], error_high)]
-        rows.append(_hstack([_upsample(np.asarray(p, np.uint8), scale) for p in panels]))
+        rows.append(_stack(axis=1, panels=[_upsample(np.asarray(p, np.uint8), scale) for p in panels]))
     panel_width = rgb.shape[2] * scale
-    header = _hstack([_text_panel(panel_width, 26, name) for name in
+    header = _stack(axis=1, panels=[_text_panel(panel_width, 26, name) for name in
                       ("image", "ground truth", "prediction", "|error|")])
-    grid = _vstack([header, *rows])
+    grid = _stack(axis=0, panels=[header, *rows])
     bar_height = grid.shape[0] - 26 - 26
-    bars = _hstack([_pad(colour_bar(bar_height, low, high, "depth"), top=26),
+    bars = _stack(axis=1, panels=[_pad(colour_bar(bar_height, low, high, "depth"), top=26),
                     _pad(colour_bar(bar_height, 0.0, error_high, "|error|", error=True), top=26)], gap=10)
-    figure = _hstack([grid, bars], gap=14)
+    figure = _stack(axis=1, panels=[grid, bars], gap=14)
     if title:
-        figure = _vstack([_text_panel(figure.shape[1], 30, title, size=16), figure], gap=0)
+        figure = _stack(axis=0, panels=[_text_panel(figure.shape[1], 30, title, size=16), figure], gap=0)
     return _pad(figure, top=4, bottom=8, left=8, right=8)
 
 
@@ -250,10 +244,10 @@ def point_cloud_figure(gt_points: np.ndarray, gt_camera_to_world: np.ndarray, pr
         rgb, _ = render_points(points, colours, world_to_camera, focal, size, principal=principal)
         rgb = _draw_cameras(rgb, cameras, world_to_camera, focal, principal, 0.15 * radius, colour)
         framed = np.pad(rgb, ((1, 1), (1, 1), (0, 0)), constant_values=180)
-        panels.append(_vstack([_text_panel(framed.shape[1], 26, name), framed], gap=0))
-    figure = _hstack(panels, gap=10)
+        panels.append(_stack(axis=0, panels=[_text_panel(framed.shape[1], 26, name), framed], gap=0))
+    figure = _stack(panels, axis=1, gap=10)
     if title:
-        figure = _vstack([_text_panel(figure.shape[1], 30, title, size=16), figure], gap=0)
+        figure = _stack(axis=0, panels=[_text_panel(figure.shape[1], 30, title, size=16), figure], gap=0)
     return _pad(figure, top=4, bottom=8, left=8, right=8)
 
 
