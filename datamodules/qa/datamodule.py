@@ -37,7 +37,7 @@ from g2vlm.datamodules.qa.schema import QASampleRecord
 from g2vlm.datamodules.qa.shards import iter_qa_samples
 from g2vlm.datamodules.qa.template import QATemplate
 from g2vlm.datamodules.qa.tokenizer import load_tokenizer
-from g2vlm.datamodules.shards.schema import SampleError
+from g2vlm.datamodules.shards.schema import REASON_OVER_BUDGET, SampleError
 from g2vlm.datamodules.shards.skip_log import SkipLog
 from g2vlm.datamodules.shards.streams import (
     FailuresInARow,
@@ -48,17 +48,13 @@ from g2vlm.datamodules.shards.streams import (
     worker_slot,
 )
 
-OVER_BUDGET = "over_budget"
-
 
 def token_budget_batches(samples: Iterator[QASample], max_tokens: int, skips: SkipLog) -> Iterator[QABatch]:
-    """Pack samples in order into batches of at most `max_tokens` tokens; the last, partial batch is yielded too."""
+    """Pack samples (each at most `max_tokens` long: `built` skips longer ones) in order into batches of at most
+    `max_tokens` tokens; the last, partial batch is yielded too. Each batch carries the skips counted since the last."""
     batch: list[QASample] = []
     tokens = 0
     for sample in samples:
-        if sample.num_tokens > max_tokens:
-            skips.counts[OVER_BUDGET] += 1
-            continue
         if batch and tokens + sample.num_tokens > max_tokens:
             yield QABatch(batch, skips.take())
             batch, tokens = [], 0
@@ -68,13 +64,17 @@ def token_budget_batches(samples: Iterator[QASample], max_tokens: int, skips: Sk
         yield QABatch(batch, skips.take())
 
 
-def built(records: Iterator[QASampleRecord], template: QATemplate, skips: SkipLog,
+def built(records: Iterator[QASampleRecord], template: QATemplate, max_tokens: int, skips: SkipLog,
           guard: FailuresInARow | None = None) -> Iterator[QASample]:
-    """The records through the chat template; a record that fails (an image that does not decode, ...) is skipped
-    into `skips`, and counted by `guard` (training: too many failures in a row stop the stream)."""
+    """The records through the chat template; a record that fails (an image that does not decode, ...) or whose
+    sample is longer than `max_tokens` (never truncated) is skipped into `skips`, and counted by `guard` (training:
+    too many failures in a row stop the stream)."""
     for record in records:
         try:
             sample = template.build(record)
+            if sample.num_tokens > max_tokens:
+                raise SampleError(REASON_OVER_BUDGET, f"{record.key}: {sample.num_tokens} tokens, more than max_tokens "
+                                                      f"{max_tokens}")
         except SampleError as error:
             if guard is None:
                 skips.record(error, record.url)
@@ -98,7 +98,8 @@ class TrainQABatches(TrainingStream):
 
     def __iter__(self) -> Iterator[QABatch]:
         records, _, skips, guard, workers = self.epoch_records(iter_qa_samples)
-        batches = token_budget_batches(built(records, self.template, skips, guard), self.max_tokens, skips)
+        samples = built(records, self.template, self.max_tokens, skips, guard)
+        batches = token_budget_batches(samples, self.max_tokens, skips)
         yield from itertools.islice(batches, math.ceil(self.batches_per_epoch / workers))
 
 
@@ -113,7 +114,7 @@ class ValQABatches(IterableDataset):
         worker, workers = worker_slot()
         skips = SkipLog()
         records = iter_qa_samples(slot_shards(self.urls, self.rank, self.world_size, worker, workers), skips)
-        yield from token_budget_batches(built(records, self.template, skips), self.max_tokens, skips)
+        yield from token_budget_batches(built(records, self.template, self.max_tokens, skips), self.max_tokens, skips)
 
 
 class QADataModule(L.LightningDataModule):

@@ -40,8 +40,10 @@ REASON_BAD_DEPTH = "bad_depth"  # NaN, inf or negative depth, or a depth map tha
 REASON_BAD_POSE = "bad_pose"  # non-finite or non-rigid camera_to_world
 REASON_SCHEMA = "schema"  # meta.json missing, unparsable, or a field of the wrong type/shape/value
 REASON_DECODE = "decode"  # an image that does not decode, or whose size disagrees with meta
+REASON_OVER_BUDGET = "over_budget"  # a QA sample longer than the loader's token budget (never truncated)
 SKIP_REASONS = (
     REASON_TRUNCATED, REASON_MISSING_FRAME, REASON_BAD_DEPTH, REASON_BAD_POSE, REASON_SCHEMA, REASON_DECODE,
+    REASON_OVER_BUDGET,
 )
 
 RIGID_TOLERANCE = 1e-4  # |R^T R - I| and |det R - 1| above this make a pose non-rigid

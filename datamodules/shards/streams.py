@@ -196,7 +196,7 @@ class FailuresInARow:
         self.count += 1
         if self.count >= self.limit:
             raise DataError(
-                f"{self.where}: {self.count} samples in a row failed to decode, no valid sample; shards: "
+                f"{self.where}: {self.count} samples in a row were skipped (none decoded, or none fit), no valid sample; shards: "
                 f"{describe_shards(self.urls)}; skipped so far by reason: {dict(self.skips.totals)}; last: {error}"
             ) from None
 

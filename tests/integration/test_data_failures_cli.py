@@ -35,7 +35,7 @@ def test_training_on_clips_that_all_fail_to_decode_exits_within_60_s_naming_shar
     assert time.monotonic() - start < 60
     assert result.returncode == 2, result.stderr[-3000:]
     error = result.stderr.strip().splitlines()[-1]
-    assert error.startswith("lightning: error: TrainClipBatches: 1000 samples in a row failed to decode")
+    assert error.startswith("lightning: error: TrainClipBatches: 1000 samples in a row were skipped")
     assert "data/depth8-000000.tar" in error and "data/depth8-000001.tar" in error and "'bad_depth': 1000" in error
 
 

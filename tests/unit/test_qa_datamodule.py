@@ -3,6 +3,8 @@ token-budget packing, mixing by weight, a tokenizer loaded from a local folder."
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ from g2vlm.datamodules.qa.shards import QAShardWriter, iter_qa_samples
 from g2vlm.datamodules.qa.template import chat_text
 from g2vlm.datamodules.qa.tokenizer import build_character_tokenizer, load_tokenizer
 from g2vlm.datamodules.shards.decoding import encode_jpeg
+from g2vlm.datamodules.shards.schema import DataError
 from g2vlm.datamodules.shards.skip_log import SkipLog
 from g2vlm.datamodules.synthetic.qa import write_synthetic_qa_shards
 
@@ -89,7 +92,7 @@ def test_vit_copy_keeps_markers_at_the_image_corners(tokenizer_folder, tmp_path)
     with QAShardWriter(tmp_path, "qa") as writer:
         writer.write("corners", record, [encode_jpeg(np.full((240, 320, 3), 128, np.uint8), quality=95)])
     data = _module(tokenizer_folder, [str(tmp_path / "qa-000000.tar")], vit_size=(112, 112))
-    (sample,) = built(iter_qa_samples([str(tmp_path / "qa-000000.tar")], SkipLog()), data.template, SkipLog())
+    (sample,) = built(iter_qa_samples([str(tmp_path / "qa-000000.tar")], SkipLog()), data.template, 10**6, SkipLog())
     (vit,) = [s.image for s in to_segments(sample.parts) if isinstance(s, VitImage)]  # what the ViT is fed
     assert vit.shape == (3, 112, 112)
     for colour, (x, y) in corners.items():
@@ -117,7 +120,7 @@ def test_budget_packing_and_mixing(tokenizer_folder, tmp_path):
     # a sample alone over the budget is skipped and counted, never truncated
     skips = SkipLog()
     records = iter_qa_samples([shards[0]], skips)
-    assert list(token_budget_batches(built(records, data.template, skips), 100, skips)) == []
+    assert list(token_budget_batches(built(records, data.template, 100, skips), 100, skips)) == []
     assert skips.counts["over_budget"] == 24
 
 
@@ -150,9 +153,7 @@ def test_qa_samples_that_all_fail_to_decode_stop_the_training_stream_with_the_sh
                                                                                               tmp_path):
     """Every sample reads and validates (its JPEG header is intact) but no image decodes: the training stream stops
     with one DataError naming the shards and the skip counts, instead of drawing shards forever."""
-    import signal
 
-    from g2vlm.datamodules.shards.schema import DataError
 
     noise = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
     cut = encode_jpeg(noise, quality=95)[:2000]  # the header survives, most of the scan data does not
@@ -177,7 +178,7 @@ def test_qa_samples_that_all_fail_to_decode_stop_the_training_stream_with_the_sh
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     message = str(raised.value)
-    assert message.startswith("TrainQABatches: 1000 samples in a row failed to decode")
+    assert message.startswith("TrainQABatches: 1000 samples in a row were skipped")
     assert shards[0] in message and shards[1] in message and "'decode': 1000" in message
 
 
@@ -199,3 +200,26 @@ def test_qa_validation_with_fewer_shards_than_loader_slots_is_refused_at_setup(t
     with pytest.raises(ValueError, match=f"QADataModule val_shards: {shards} validation shards for {world_size} ranks "
                                          f"x {workers} workers"):
         data.setup("fit")
+
+
+def test_a_training_stream_whose_samples_all_exceed_the_token_budget_stops_with_one_error(tokenizer_folder, tmp_path):
+    """Every sample longer than max_tokens: skipped as over_budget and counted by the failures-in-a-row guard, so
+    the resampled stream raises DataError instead of drawing forever."""
+    record = QARecord("vqa", "room", "chat", "free_form", [("How many chairs?", "Two.")], num_images=1)
+    with QAShardWriter(tmp_path, "long") as writer:
+        for index in range(3):
+            writer.write(f"sample{index}", record, [_grey_jpeg()])
+    data = _module(tokenizer_folder, [str(tmp_path / "long-000000.tar")], max_tokens=4)
+
+    def expire(signum, frame):
+        raise TimeoutError("the training stream still draws after 60 s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(60)
+    try:
+        with pytest.raises(DataError, match="samples in a row were skipped") as raised:
+            next(iter(data.train_dataloader()))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert "'over_budget': 1000" in str(raised.value)
