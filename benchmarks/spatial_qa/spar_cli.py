@@ -62,7 +62,9 @@ def _items_from_predictions(args: argparse.Namespace) -> list[tuple[str, str, st
         if lacking is not None:
             raise ValueError(f"{args.predictions}:{lacking.line}: no 'task' and 'answer' on this line: pass --data "
                              f"(the QA shards) to supply them")
-        return [(a.key, a.task, a.answer_type or _answer_type(a.task), a.prediction, a.answer)
+        from g2vlm.datamodules.convert.spar_bench import answer_type
+
+        return [(a.key, a.task, a.answer_type or answer_type(a.task), a.prediction, a.answer)
                 for a in answers.values()]
     from g2vlm.datamodules.qa.shards import iter_qa_samples
     from g2vlm.datamodules.shards.skip_log import SkipLog
@@ -76,12 +78,6 @@ def _items_from_predictions(args: argparse.Namespace) -> list[tuple[str, str, st
                       record.qa.final_answer))
     report_unmatched(answers, missing, len(items))
     return items
-
-
-def _answer_type(task: str) -> str:
-    from g2vlm.metrics.spatial_qa import NUMERIC_TASKS
-
-    return "numeric" if task in NUMERIC_TASKS else "multiple_choice"
 
 
 @reports_value_errors

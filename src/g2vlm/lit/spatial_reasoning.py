@@ -275,10 +275,11 @@ class SpatialReasoning(BaseTask):
         return {"total": total, **{k: v for k, v in losses.items() if k != "ce_objective"}}
 
     def answer(self, sample: QASample, max_new_tokens: int | None = None) -> str:
-        """Greedy answer to a sample's final question (its prompt), decoded without special tokens."""
+        """Greedy answer to a sample's final question (its prompt), decoded without special tokens and not stripped
+        (SPAR-Bench scores answers as lmms-eval returns them; `score_qa` strips the others)."""
         tokens = generate(self.model, to_segments(sample.prompt), self.chat_tokens.im_end,
                           max_new_tokens or self.hparams.max_new_tokens)
-        return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
     def validation_step(self, batch: QABatch, batch_idx: int) -> None:
         losses = self._losses(batch, run_heads=False)
