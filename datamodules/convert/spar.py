@@ -300,7 +300,7 @@ def convert_spar(root: str | Path, out_dir: str | Path, split: str = "train", so
                 keys[base] += 1
                 key = base if keys[base] == 1 else f"{base}__{keys[base]}"
                 writer.write(key, qa, images)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):  # json.loads of bytes decodes them
                 skipped["bad_json"] += 1
                 continue
             except (RecordError, SampleError) as error:
@@ -310,9 +310,11 @@ def convert_spar(root: str | Path, out_dir: str | Path, split: str = "train", so
     return {"index": writer.close(), "written": written, "skipped": dict(skipped)}
 
 
-def _lines(files) -> Iterator[tuple[str, str, str, str]]:
+def _lines(files) -> Iterator[tuple[str, str, str, bytes]]:
+    """(source, task folder, answer format, one non-blank line as bytes) of every JSONL file: a line that is not
+    UTF-8 fails in json.loads, as one record, not while reading the file."""
     for source, task, answer_format, path in files:
-        with open(path) as handle:
+        with open(path, "rb") as handle:
             for line in handle:
                 if line.strip():
                     yield source, task, answer_format, line

@@ -139,12 +139,12 @@ def test_unusable_records_are_skipped_and_counted_by_reason(tmp_path, capsys):
     write_layout(tmp_path / "spar", records=[(source, folder, answer_format, good)]
                  + [(source, "mixed", "select", record) for record in bad])
     (tmp_path / "spar" / source / "images" / "0a5c013435" / "image_color" / "999.jpg").unlink()
-    with open(tmp_path / "spar" / source / "qa_jsonl" / "train" / "mixed" / "select" / "select_9.jsonl", "a") as f:
-        f.write("{broken json\n[1, 2]\n")
+    with open(tmp_path / "spar" / source / "qa_jsonl" / "train" / "mixed" / "select" / "select_9.jsonl", "ab") as f:
+        f.write(b'{broken json\n[1, 2]\n{"id": "latin-1 \xe9"}\n')  # the last line is not UTF-8
     assert _convert(tmp_path / "spar", tmp_path / "out") == 0
     printed = capsys.readouterr().out
     assert "wrote 1 QA samples" in printed
-    assert ("skipped: bad_conversations 1, bad_images 1, bad_json 2, bad_markers 5, missing_image 1, "
+    assert ("skipped: bad_conversations 1, bad_images 1, bad_json 3, bad_markers 5, missing_image 1, "
             "unknown_task 1") in printed
     assert clean_question("Frame-1: <image>\nFrame-2: <image>\nQ?") == "Q?"
 
