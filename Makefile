@@ -73,7 +73,7 @@ bench-spar: $(STAMP) ## SPAR-Bench: [PARQUET=SPAR-Bench/data] [DATA=data/shards/
 		$(if $(PREDICTIONS),--predictions $(PREDICTIONS),--ckpt $(or $(CKPT),runs/reasoning-demo/checkpoints/last.ckpt)) \
 		$(if $(TOKENIZER),--tokenizer $(TOKENIZER)) --out $(or $(OUT),runs/bench/spar.json)
 
-demo-reasoning: $(STAMP) ## synthetic spatial QA -> train the tiny reasoning model on CPU -> accuracy / MRA vs baselines
+demo-reasoning: $(STAMP) ## synthetic spatial QA -> train the small reasoning model on CPU -> accuracy / MRA vs baselines
 	$(BIN)/python -m g2vlm.demo_reasoning
 
 bench-train: $(STAMP) ## training-step speed: step time, tokens/s, images/s, MFU, peak memory (g2vlm-2b on CUDA, small on CPU) [OUT=] [ARGS=]

@@ -209,7 +209,7 @@ def _record(run: _Run, dataset: DepthDataset, mode: str, predictor: GeometryPred
         "n_pixels": int(values["valid_pixels"]) if values else 0,
         "images_per_s": predictor.frames / predictor.seconds if predictor is not None and predictor.seconds > 0 else None,
         "mode": mode,
-        "alignment": {"scale": "irls_l1_scale per image", "scale_shift": "adam_l1_scale_shift per sequence"}[run.alignment],
+        "alignment": {"scale": "official_irls_scale per image", "scale_shift": "adam_l1_scale_shift per sequence"}[run.alignment],
         "max_depth_m": dataset.max_depth_m,
         "clip_max_m": dataset.clip_max_m,
         "n_sequences": len(dataset.sequences) if dataset.has_sequences else None,

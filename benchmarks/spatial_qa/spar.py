@@ -122,7 +122,7 @@ def checkpoint_answers(checkpoint: str | Path, shards: list[str], device: str, m
     """(key, task, answer_type, prediction, answer) for every sample of the QA shards, answered by a
     SpatialReasoning checkpoint (greedy; the image sizes of the checkpoint's QADataModule)."""
     from g2vlm.datamodules.qa.shards import iter_qa_samples
-    from g2vlm.datamodules.shards.reader import SkipLog
+    from g2vlm.datamodules.shards.skip_log import SkipLog
     from g2vlm.inference import load_reasoning_checkpoint, template_for
 
     module, record = load_reasoning_checkpoint(checkpoint, device, tokenizer)

@@ -306,8 +306,6 @@ def train_steps(module, batch, device, warmup: int, steps: int) -> list[float]:
     on `batch` repeated — its own `training_step`, `configure_optimizers`, gradient-norm logging and clipping (norm
     1.0), bf16 mixed precision on CUDA — timed from `on_train_batch_start` to `on_train_batch_end`. No logger, no
     checkpoints, no validation."""
-    import tempfile
-
     import lightning as L
 
     class TimedSteps(L.Callback):

@@ -16,7 +16,7 @@ Conventions:
 - depth: the uint16 buffer reinterpreted as float16, times the frame's `depth.scale_adjustment`, zero where
   the depth mask is 0 or the value is not finite and positive. Stored bit for bit (the loader's depth equals
   float32(float16 value) x float32(scale_adjustment)): as a 16-bit PNG of exact power-of-two steps
-  (`convert_common.float16_as_uint16_steps`), else float16 .npy, or float32 .npy when the frames of a sequence
+  (`convert.common.float16_as_uint16_steps`), else float16 .npy, or float32 .npy when the frames of a sequence
   differ in scale. COLMAP units, so depth_is_metric is false;
 - mask.png: foreground, P(foreground) >= FOREGROUND_MIN (the loader restricts depth supervision to it);
 - cameras: PyTorch3D row-vector convention X_cam = X_world R + T with camera axes +x left, +y up. OpenCV

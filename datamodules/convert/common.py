@@ -1,6 +1,6 @@
 """What every raw-dataset converter (`g2vlm shard scannet|co3dv2|dl3dv`) does the same way.
 
-A dataset module (`convert_scannet`, `convert_co3dv2`, `convert_dl3dv`) knows its raw layout and conventions
+A dataset module (`convert.scannet`, `convert.co3dv2`, `convert.dl3dv`) knows its raw layout and conventions
 through a `RawDataset`: it lists scenes, lists a scene's frames with their OpenCV camera_to_world (bad poses
 are skipped and counted there) and loads one frame onto its camera grid (RGB, K, optional depth and mask).
 This module does the rest:

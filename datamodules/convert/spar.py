@@ -1,4 +1,4 @@
-"""SPAR-7M -> QA shards (`qa_schema`): `g2vlm shard spar --root SPAR7M --out DIR`.
+"""SPAR-7M -> QA shards (`qa.schema`): `g2vlm shard spar --root SPAR7M --out DIR`.
 
 Layout read (SPAR `readme.md`, the Hugging Face release jasonzhango/SPAR-7M; reference data-and-benchmarks.md §1.1):
 
@@ -25,7 +25,7 @@ Conversion:
   obj_spatial_relation_oc_mv: every box on idx[0]), PIL's colours and sizes (style `spar`), and the OpenCV boxes,
   discs and "object<i>" labels of spatial_imagination_map_mv and the `_video` tasks (style `spar_cv`, with the
   official colours, e.g. "yellow" drawn (0, 225, 225) by spatial_imagination_oo_video). Markers are stored, not
-  drawn: the loader draws them on the ViT copy only (`qa_markers`);
+  drawn: the loader draws them on the ViT copy only (`qa.markers`);
 - questions: video samples (type `nav` or more than 10 images, as `toy_dataset.py`) keep the official loader's
   "Frame-1: <image>\\nFrame-2: <image>\\n...\\n" lines before the question (the template reads image k at its
   placeholder; answers name frames); other samples lose their `<image>` placeholders (the template puts the images

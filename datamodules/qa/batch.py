@@ -1,6 +1,6 @@
 """`QABatch`: the typed batch of the QA loaders — samples in reading order, ready to be packed by the model.
 
-A sample is a list of parts in reading order (the chat template of `qa_template`):
+A sample is a list of parts in reading order (the chat template of `qa.template`):
     TextPart(ids, supervised)     token ids; supervised = these tokens are answer targets (loss);
     ImagePart(image)              one image for the semantic (Qwen-ViT) encoder, markers drawn;
     GeometryPart(frames)          the sample's images for the geometric (DINO) encoder, clean.

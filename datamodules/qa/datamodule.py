@@ -13,7 +13,7 @@ YAML (LightningCLI):
         vit_size: [756, 756]
         max_tokens: 40960
 
-Each sample goes through the chat template of `qa_template` (both image copies, labels only on answer tokens,
+Each sample goes through the chat template of `qa.template` (both image copies, labels only on answer tokens,
 every turn kept). Training: shard sets drawn with replacement and mixed by weight (one stream per rank x worker
 slot, seeded by (seed, restart, rank, worker, epoch), rank and world size taken from the trainer), a shuffle
 buffer, then samples packed in order until the next one would pass `max_tokens` (a sample that alone passes the
@@ -122,7 +122,7 @@ class QADataModule(L.LightningDataModule):
 
     Args:
         tokenizer: LOCAL folder holding the tokenizer (a Qwen2-VL model folder, or one written by
-            `qa_tokenizer.build_character_tokenizer` for the tiny presets). Nothing is downloaded.
+            `qa.tokenizer.build_character_tokenizer` for the tiny presets). Nothing is downloaded.
         train_shards: one shard pattern per training set (brace or glob), mixed by train_weights.
         val_shards: validation shard patterns, or None.
         train_weights: mixing weights of the training sets (default equal).

@@ -1,6 +1,6 @@
 """The markers a spatial question refers to ("the chair (red point)"), drawn onto an image as the data's renderer does.
 
-A marker (`qa_schema.Marker`) is a point [x, y] or a box [x1, y1, x2, y2] on SPAR's 0-1000 scale of the image it is
+A marker (`qa.schema.Marker`) is a point [x, y] or a box [x1, y1, x2, y2] on SPAR's 0-1000 scale of the image it is
 drawn on, in a colour `rgb`, in one of three styles. Pixel coordinates are (value / 1000) · width (or height),
 truncated towards zero where the official renderer truncates.
 

@@ -16,10 +16,10 @@ Fields of KEY.json:
         `num_images` `<image>` placeholders: the images are read there, between the text around them (the
         `Frame-k: <image>` lines of SPAR's video samples); without placeholders the images come before it;
     num_images (int >= 1): the number of KEY.FFF.jpg members;
-    markers (optional): drawn on the ViT copy of image `image`, in list order (`qa_markers`); coordinates on SPAR's
+    markers (optional): drawn on the ViT copy of image `image`, in list order (`qa.markers`); coordinates on SPAR's
         0-1000 scale (pixel = value / 1000 * size): {"kind": "point", "colour": c, "image": i, "xy": [x, y]} or
         {"kind": "box", "colour": c, "image": i, "box": [x1, y1, x2, y2]}; colour (one of MARKER_COLOURS) is the
-        word the question uses; optional: "style" (`qa_markers.MARKER_STYLES`, default "scaled"), "rgb" [r, g, b]
+        word the question uses; optional: "style" (`qa.markers.MARKER_STYLES`, default "scaled"), "rgb" [r, g, b]
         (the drawn colour, default the colour's MARKER_COLOURS value), "label" ("object0", "objectA") and
         "label_fill" (bool), for "spar_cv" markers only;
     reconstruct (optional bool, default true): feed the images to the geometric expert as well (spatial data);
@@ -63,7 +63,7 @@ IMAGE_PLACEHOLDER = "<image>"
 @dataclass
 class Marker:
     """A point (xy: [x, y]) or box (box: [x1, y1, x2, y2]) on the 0-1000 scale of image `image`, drawn in `style`
-    (`qa_markers`) in `rgb` (None: the colour's MARKER_COLOURS value), with an optional label ("spar_cv" only)."""
+    (`qa.markers`) in `rgb` (None: the colour's MARKER_COLOURS value), with an optional label ("spar_cv" only)."""
 
     kind: str
     colour: str

@@ -1,4 +1,4 @@
-"""Write and read spatial-QA shards (schema in `qa_schema`).
+"""Write and read spatial-QA shards (schema in `qa.schema`).
 
     with QAShardWriter(out_dir, "synthetic-qa-train") as writer:
         writer.write(key, record, images)                       # images: JPEG bytes, one per image

@@ -18,7 +18,7 @@ read where the placeholders stand, between the text around them.
 
 Images: the geometry copy is the largest centred box of the target's aspect ratio resized to `geometry_size` (e.g.
 518x518), with intrinsics updated exactly (depth and K ride along for the geometry loss), as the official loader's
-crop. The ViT copy is the whole image, markers drawn at its stored resolution (`qa_markers`), resized to `vit_size`
+crop. The ViT copy is the whole image, markers drawn at its stored resolution (`qa.markers`), resized to `vit_size`
 (e.g. 756x756) with PIL's bicubic filter and no crop, as the official joint-training loader does
 (`QwenVL2ImageTransform`: every image resized to 768x768, which the Qwen2-VL processor snaps to 756x756): whatever a
 question refers to stays in view, and SPAR's 0-1000 coordinates still match the image (aspect ratio is not kept).

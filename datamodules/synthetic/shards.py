@@ -4,7 +4,7 @@ One scene = one clip of `views` frames: JPEG RGB, 16-bit PNG depth with DEPTH_SC
 room diagonal stays below 65535 * DEPTH_SCALE_M = 13.1 m), K, camera_to_world and the object annotations
 (class, colour name, 3D box) in meta for the spatial-QA generator.
 
-Shards are written as the raw-data converters write theirs (convert_common): each under `<out>/.partial/` first,
+Shards are written as the raw-data converters write theirs (`convert.common`): each under `<out>/.partial/` first,
 then moved into place and recorded with the options in `synthetic-<split>-progress.json`, and the index is
 rewritten after every shard, so the folder's index always lists exactly its finished shards. A re-run with the
 same options continues after the recorded shards (a finished one writes nothing); `synthetic-<split>` files

@@ -23,7 +23,7 @@ def test_bench_depth_on_a_checkpoint_prints_the_table_and_writes_json(tmp_path, 
     result = console_script("g2vlm", "bench", "depth", "--ckpt", "tiny.ckpt", "--device", "cpu", "--no-progress",
                             "--width", "32", "--batch-size", "50", "--out", "runs/bench/depth.json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "synthetic: mono depth (irls_l1_scale per image), 200 images" in result.stdout
+    assert "synthetic: mono depth (official_irls_scale per image), 200 images" in result.stdout
     assert "this run (checkpoint)" in result.stdout
     record = json.loads((tmp_path / "runs" / "bench" / "depth.json").read_text())
     synthetic = record["depth"]["synthetic"]

@@ -37,7 +37,7 @@ from g2vlm.benchmarks.reconstruction.predictions import PredictionFolder
 GT_SIZE = (96, 640)  # H, W of the GT: a 480×640 frame's width (torch's float32 bicubic errs more on wide images)
 PRED_SIZE = (76, 504)  # the model's output grid at that width (504 = 36 patches of 14)
 VIDEO_GT_SIZE, VIDEO_PRED_SIZE = (48, 64), (36, 50)  # small: the official Adam fit runs 1000 steps per sequence
-RELATIVE = 1e-4  # the acceptance tolerance; ours equals the official to about 1e-7 here
+RELATIVE = 1e-5  # ours equals the official to about 1e-7 here; OpenCV builds differ by up to 1.5e-6
 
 
 def gt_metres(index: int, scale: float = 1.0, size: tuple[int, int] = GT_SIZE) -> np.ndarray:

@@ -248,8 +248,7 @@ def test_dl3dv_camera_and_intrinsics_hand_computed():
 
 
 def test_converter_commands_share_their_options():
-    """`g2vlm shard scannet|co3dv2|dl3dv` take the shared options (convert_cli._add_conversion_options, kept out
-    of convert_common so that `g2vlm --help` imports no torch) plus their own; the frame stride default differs."""
+    """`g2vlm shard scannet|co3dv2|dl3dv` take the shared options (convert.cli._add_conversion_options) plus their own; the frame stride default differs."""
     import argparse
 
     from g2vlm.datamodules.convert.cli import add_co3dv2, add_dl3dv, add_scannet

@@ -92,7 +92,7 @@ def sample_target(geometry: GeometryTargets) -> GeometryTarget:
 
 
 def to_segments(parts) -> list[Segment]:
-    """QA parts (datamodules.qa_batch) -> the model's packing segments, images as float in [0, 1]."""
+    """QA parts (datamodules.qa.batch) -> the model's packing segments, images as float in [0, 1]."""
     segments: list[Segment] = []
     for part in parts:
         if isinstance(part, TextPart):

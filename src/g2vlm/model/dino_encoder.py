@@ -194,7 +194,7 @@ def hf_dino_key_plan(keys: Iterable[str]) -> tuple[KeyPlan, list[str]]:
 
     def source(name: str) -> str:
         if name not in full:
-            raise KeyError(f"model/dino_encoder.py hf_dino_key_plan: the DINOv2 checkpoint has no {name}")
+            raise KeyError(f"hf_dino_key_plan: the DINOv2 checkpoint has no {name}")
         return full[name]
 
     plan: KeyPlan = {
@@ -239,5 +239,5 @@ def dino_state_dict_from_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     plan, unused = hf_dino_key_plan(list(state_dict))
     unexpected = [key for key in unused if not key.endswith("embeddings.mask_token")]
     if unexpected:
-        raise KeyError(f"model/dino_encoder.py dino_state_dict_from_hf: unconverted keys {sorted(unexpected)}")
+        raise KeyError(f"dino_state_dict_from_hf: unconverted keys {sorted(unexpected)}")
     return apply_key_plan(plan, state_dict.__getitem__)

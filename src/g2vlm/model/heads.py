@@ -164,7 +164,7 @@ class ConvUpsampleHead(nn.Module):
         super().__init__()
         stages = round(math.log2(patch_size))
         if 2**stages != patch_size:
-            raise ValueError(f"model/heads.py ConvUpsampleHead: patch_size must be a power of two, got {patch_size}")
+            raise ValueError(f"ConvUpsampleHead: patch_size must be a power of two, got {patch_size}")
         width = max(in_dim // 2, 8)
         self.proj = nn.Conv2d(in_dim, width, kernel_size=1)
         self.stages = nn.ModuleList()

@@ -41,7 +41,7 @@ def mrope_cos_sin(
     Angles are computed in fp32 (as transformers does) and cast to `dtype` at the end.
     """
     if position_ids.shape[0] != 3:
-        raise ValueError(f"model/rope.py mrope_cos_sin: position_ids must be (3, ..., L), got {tuple(position_ids.shape)}")
+        raise ValueError(f"mrope_cos_sin: position_ids must be (3, ..., L), got {tuple(position_ids.shape)}")
     device = position_ids.device
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float() / head_dim))
     # axis of each frequency pair: [0]*section_t + [1]*section_h + [2]*section_w, made on the device (no
@@ -87,7 +87,7 @@ def geometry_positions(
         offsets = start + 1 + stride * torch.arange(num_frames, device=device)
         positions = frame.unsqueeze(1) + offsets.view(1, num_frames, 1)
         return positions.reshape(3, -1), start + stride * num_frames
-    raise ValueError(f"model/rope.py geometry_positions: mode must be shared|sequential, got {mode!r}")
+    raise ValueError(f"geometry_positions: mode must be shared|sequential, got {mode!r}")
 
 
 class RoPE2D(torch.nn.Module):

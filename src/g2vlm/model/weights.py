@@ -243,7 +243,7 @@ def load_qwen2vl(model: G2VLM, folder: str | Path) -> list[str]:
     """
     folder = Path(folder)
     if not model.config.semantic:
-        raise ValueError("model/weights.py load_qwen2vl: the model was built without the semantic side (semantic=False)")
+        raise ValueError("load_qwen2vl: the model was built without the semantic side (semantic=False)")
     tied = check_qwen2vl_config(model.config, folder)
     mapped, unmapped = qwen2vl_to_g2vlm_keys(read_tensors(folder))
     if tied and "lm_head.weight" not in mapped:
@@ -330,7 +330,7 @@ def write_safetensors(path: str | Path, tensors: list, metadata: dict[str, str],
     header, offset = {"__metadata__": metadata}, 0
     for name, meta, _ in tensors:
         if meta.dtype not in _DTYPE_NAMES:
-            raise ValueError(f"model/weights.py write_safetensors: {name} has unsupported dtype {meta.dtype}")
+            raise ValueError(f"write_safetensors: {name} has unsupported dtype {meta.dtype}")
         size = meta.numel() * meta.element_size()
         header[name] = {"dtype": _DTYPE_NAMES[meta.dtype], "shape": list(meta.shape), "data_offsets": [offset, offset + size]}
         offset += size
@@ -349,7 +349,7 @@ def write_safetensors(path: str | Path, tensors: list, metadata: dict[str, str],
         for name, meta, produce in entries:
             tensor = produce().detach().to("cpu").contiguous()
             if tensor.shape != meta.shape or tensor.dtype != meta.dtype:
-                raise ValueError(f"model/weights.py write_safetensors: {name} produced {tuple(tensor.shape)} "
+                raise ValueError(f"write_safetensors: {name} produced {tuple(tensor.shape)} "
                                  f"{tensor.dtype}, planned {tuple(meta.shape)} {meta.dtype}")
             f.write(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
             del tensor
