@@ -63,9 +63,15 @@ def make_shards(train_scenes: int, val_scenes: int, workers: int) -> None:
         print(f"[demo] rendered {scenes} {split} scenes in {time.perf_counter() - start:.0f} s")
 
 
+def max_time_arg(minutes: float) -> str:
+    """`--trainer.max_time` of a budget in minutes, "DD:HH:MM:SS" (rounded to the second)."""
+    seconds = round(60 * minutes)
+    return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
 def train(minutes: float, threads: int) -> None:
-    max_time = f"00:00:{int(minutes):02d}:{round(60 * (minutes % 1)):02d}"
-    command = [sys.executable, "-m", "g2vlm", "fit", "--config", str(DEMO_CONFIG), "--trainer.max_time", max_time]
+    command = [sys.executable, "-m", "g2vlm", "fit", "--config", str(DEMO_CONFIG), "--trainer.max_time",
+               max_time_arg(minutes)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     print(f"[demo] training: {' '.join(command[1:])}", flush=True)
     start = time.perf_counter()

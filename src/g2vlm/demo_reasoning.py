@@ -99,20 +99,17 @@ def make_data(args: argparse.Namespace) -> None:
     train_bpe_tokenizer(DATA_DIR / "tokenizer", texts, vocab_size=512)
 
 
-def _max_time(minutes: float) -> str:
-    seconds = round(60 * minutes)
-    return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def train(grounding_minutes: float, minutes: float) -> None:
     import yaml
+
+    from g2vlm.demo import max_time_arg
 
     grounding_checkpoint = yaml.safe_load(DEMO_CONFIG.read_text())["model"]["init_args"]["init_weights"]  # stage 2's start
     stages = (("grounding", [str(DEMO_CONFIG), str(GROUNDING_CONFIG)], grounding_minutes),
               ("task mix", [str(DEMO_CONFIG)], minutes))
     for name, configs, stage_minutes in stages:
         command = [sys.executable, "-m", "g2vlm", "fit", *[a for c in configs for a in ("--config", c)],
-                   "--trainer.max_time", _max_time(stage_minutes)]
+                   "--trainer.max_time", max_time_arg(stage_minutes)]
         print(f"[demo] training, {name}: {' '.join(command[1:])}", flush=True)
         start = time.perf_counter()
         # one intra-op thread: the data worker takes the other core, and on a shared 2-core machine two threads per

@@ -133,35 +133,6 @@ def _irls_rows(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | N
     return torch.where(count > 0, scale, torch.ones_like(scale))
 
 
-@outside_autocast
-def masked_median(values: torch.Tensor, valid: torch.Tensor | None = None, lower: bool = False) -> torch.Tensor:
-    """Median over the last dim of the valid entries. (..., M) -> (...).
-
-    For an even count it is the mean of the two middle values (numpy's median), or the lower one with
-    `lower=True` (torch.median's convention, which the official median-scale depth alignment uses).
-    Rows without valid entries return NaN. Cost: one sort.
-    """
-    (values,) = upcast(values)
-    if valid is None:
-        valid = torch.ones_like(values, dtype=torch.bool)
-    valid = valid.expand_as(values)
-    count = valid.sum(-1, keepdim=True)
-    sorted_values = torch.where(valid, values, torch.full_like(values, float("inf"))).sort(dim=-1).values
-    low = ((count - 1).clamp(min=0)) // 2
-    high = low if lower else torch.where(count % 2 == 1, low, count.clamp(min=1) // 2)
-    median = 0.5 * (sorted_values.gather(-1, low) + sorted_values.gather(-1, high))
-    median = torch.where(count > 0, median, torch.full_like(median, float("nan")))
-    return median.squeeze(-1)
-
-
-@outside_autocast
-def median_scale(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """s = median(target) / median(pred) over valid entries, lower medians as torch.median (the official
-    `scale` depth alignment; CUT3R/MonST3R mono-depth). (..., M) -> (...)."""
-    pred, target = upcast(pred, target)
-    return masked_median(target, valid, lower=True) / masked_median(pred, valid, lower=True)
-
-
 @torch.no_grad()
 @outside_autocast
 def l1_scale_shift(
