@@ -269,7 +269,15 @@ def convert_spar(root: str | Path, out_dir: str | Path, split: str = "train", so
     """Convert the split's QA records -> `<out_dir>/spar-<split>-NNNNNN.tar` + index. `tasks` selects task
     folders. Returns the summary {"index": ..., "written": n, "skipped": {reason: n}}."""
     root = Path(root)
-    files = [f for f in jsonl_files(root, split, sources) if tasks is None or f[1] in tasks]
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown:
+        raise ValueError(f"convert_spar: unknown sources {unknown}; SPAR-7M's are {', '.join(SOURCES)}")
+    files = list(jsonl_files(root, split, sources))
+    absent = sorted(set(tasks or ()) - {task for _, task, _, _ in files})
+    if absent:
+        raise ValueError(f"convert_spar: no task folder {absent} under <source>/qa_jsonl/{split}/ for sources "
+                         f"{', '.join(sources)}; found: {', '.join(sorted({task for _, task, _, _ in files}))}")
+    files = [f for f in files if tasks is None or f[1] in tasks]
     if not files:
         raise ValueError(f"{root}: no QA files at <source>/qa_jsonl/{split}/<task>/<format>/*.jsonl for sources "
                          f"{', '.join(sources)} (is --root the folder holding the source folders?)")

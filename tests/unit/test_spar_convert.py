@@ -149,6 +149,14 @@ def test_unusable_records_are_skipped_and_counted_by_reason(tmp_path, capsys):
     assert clean_question("Frame-1: <image>\nFrame-2: <image>\nQ?") == "Q?"
 
 
+def test_misspelled_sources_and_tasks_are_errors_not_silently_dropped(tmp_path, capsys):
+    write_layout(tmp_path / "spar")
+    assert _convert(tmp_path / "spar", tmp_path / "out", "--sources", "scanet,rxr") == 2
+    assert "unknown sources ['scanet']" in capsys.readouterr().err
+    assert _convert(tmp_path / "spar", tmp_path / "out", "--tasks", "depth_prediction_oo,no_such_task") == 2
+    assert "no task folder ['no_such_task']" in capsys.readouterr().err
+
+
 def test_wrong_root_is_one_clear_error(tmp_path, capsys):
     assert _convert(tmp_path, tmp_path / "out") == 2
     assert "no QA files" in capsys.readouterr().err
