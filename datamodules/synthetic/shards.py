@@ -146,6 +146,7 @@ def write_synthetic_shards(
         from tqdm import tqdm
 
         clips = tqdm(clips, total=len(pending), unit="scene", desc=f"synthetic {split}")
+    clips = iter(clips)  # one iterator for all shards: islice over a tqdm would restart tqdm's own generator each time
     for start in range(first, scenes, clips_per_shard):
         writer, chunk = ShardWriter(partial_dir, prefix, max_shard_bytes=1 << 62), new_chunk()
         for key, meta, frames in itertools.islice(clips, min(clips_per_shard, scenes - start)):

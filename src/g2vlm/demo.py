@@ -58,9 +58,12 @@ def make_shards(train_scenes: int, val_scenes: int, workers: int) -> None:
         for old in DATA_DIR.glob(f"synthetic-{split}-*"):
             old.unlink()
         start = time.perf_counter()
-        write_synthetic_shards(DATA_DIR, scenes=scenes, views=VIEWS, height=IMAGE_SIZE[0], width=IMAGE_SIZE[1],
-                               seed=seed, split=split, workers=workers, progress=True)
-        print(f"[demo] rendered {scenes} {split} scenes in {time.perf_counter() - start:.0f} s")
+        index = write_synthetic_shards(DATA_DIR, scenes=scenes, views=VIEWS, height=IMAGE_SIZE[0],
+                                       width=IMAGE_SIZE[1], seed=seed, split=split, workers=workers, progress=True)
+        if index["total_clips"] != scenes:
+            raise RuntimeError(f"make_shards: {DATA_DIR} holds {index['total_clips']} {split} clips after rendering "
+                               f"{scenes} scenes")
+        print(f"[demo] rendered {index['total_clips']} {split} scenes in {time.perf_counter() - start:.0f} s")
 
 
 def max_time_arg(minutes: float) -> str:

@@ -87,3 +87,18 @@ def test_a_killed_run_leaves_an_index_that_agrees_with_its_shards_and_resumes_to
     for name in names:  # the resumed folder holds exactly the uninterrupted run's shards
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert not (tmp_path / "a" / ".partial").exists()
+
+
+def test_with_the_progress_bar_every_scene_is_written(tmp_path):
+    """The bar (on by default, as `make demo` runs it) wrapped the rendered clips in a tqdm whose own generator
+    restarted for each shard, and the run ended after two shards: `make demo` trained on 200 of its 4,000 scenes."""
+    written = run_console_script("g2vlm", "shard", "synthetic", "--out", "data", "--clips-per-shard", "2",
+                                 "--scenes", "7", "--size", "32x32", cwd=tmp_path)
+    assert written.returncode == 0, written.stderr
+    index = json.loads((tmp_path / "data" / "synthetic-train-index.json").read_text())
+    assert index["total_clips"] == 7 and len(index["shards"]) == 4
+    clips = 0
+    for path in (tmp_path / "data").glob("*.tar"):
+        with tarfile.open(path) as tar:
+            clips += sum(member.name.endswith("meta.json") for member in tar.getmembers())
+    assert clips == 7
