@@ -35,9 +35,9 @@ VIEWS = 4
 def add_to(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="synthetic scenes -> train the small model on CPU -> depth/pose table",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-scenes", type=int, default=4000, help="training scenes to render (default 4000)")
+    parser.add_argument("--train-scenes", type=int, default=3000, help="training scenes to render (default 3000)")
     parser.add_argument("--val-scenes", type=int, default=100, help="held-out scenes (default 100)")
-    parser.add_argument("--minutes", type=float, default=6.5, help="training time cap in minutes (default 6.5)")
+    parser.add_argument("--minutes", type=float, default=6.25, help="training time cap in minutes (default 6.25)")
     parser.add_argument("--workers", type=int, default=2, help="rendering processes (default 2)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for training and evaluation (default 1: the data worker has the other core, "

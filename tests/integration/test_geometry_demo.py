@@ -21,6 +21,7 @@ def test_demo_trains_scores_every_predictor_and_draws_the_figures(tmp_path):
     result = run_console_script("g2vlm", "demo", "--train-scenes", "48", "--val-scenes", "4", "--minutes", "0.5",
                                 "--workers", "1", "--threads", "1", cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "rendered 48 train scenes" in result.stdout  # counted from the written index
     report = tmp_path / "runs" / "geometry-demo" / "report"
     results = json.loads((report / "results.json").read_text())
     assert list(results) == ROWS
