@@ -11,7 +11,8 @@ experiments/geometry/demo.yaml does — a Lightning Trainer, the module's own tr
 the process CPU seconds per step are reported beside the scores: divide a time budget by an idle machine's seconds
 per step (`--threads` as the demo runs) to know how many steps it buys.
 Output JSON: the arguments, parameters, CPU seconds per step, held-out scores, and the mean training loss terms
-every `--log-every` steps (to see whether a term leaves the level of a trivial predictor).
+every `--log-every` steps beside the camera_rotation term of identity rotations on the same batches (to see
+whether the camera branch leaves the level of that trivial predictor).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 
 from g2vlm import demo
 from g2vlm.datamodules.multiview.datamodule import MultiViewDataModule
+from g2vlm.geometry.rotation import rotation_angle
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
 from g2vlm.lit.optimization import Optimization
 from g2vlm.losses.geometry_loss import GeometryLoss
@@ -90,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class LossLog(L.Callback):
-    """Mean of every logged training loss term over each `every` steps: rows {"step": s, term: mean}."""
+    """Mean of every logged training loss term over each `every` steps: rows {"step": s, term: mean}, plus
+    `camera_rotation_of_identity`: the camera_rotation term that identity rotations (the trivial predictor) get on
+    the same batches — the mean geodesic angle of the ground-truth relative rotations over all ordered view pairs."""
 
     def __init__(self, every: int) -> None:
         self.every = every
@@ -102,11 +106,23 @@ class LossLog(L.Callback):
             if key.startswith("train/loss/") and key != "train/loss/total":
                 name = key.removeprefix("train/loss/")
                 self._sums[name] = self._sums.get(name, 0.0) + float(value)
+        identity = float(identity_rotation_loss(batch.camera_to_world))
+        self._sums["camera_rotation_of_identity"] = self._sums.get("camera_rotation_of_identity", 0.0) + identity
         if trainer.global_step % self.every == 0:
             self.rows.append({"step": trainer.global_step,
                               **{name: total / self.every for name, total in self._sums.items()}})
             self._sums = {}
             print(json.dumps(self.rows[-1]), flush=True)
+
+
+def identity_rotation_loss(camera_to_world: torch.Tensor) -> torch.Tensor:
+    """The camera_rotation loss of identity rotations: (B, N, 4, 4) poses -> mean over clips and ordered pairs i≠j
+    of the angle of R_i^T R_j (radians)."""
+    rotation = camera_to_world[..., :3, :3].double()
+    relative = rotation.transpose(-1, -2)[:, :, None] @ rotation[:, None, :]  # (B, N, N, 3, 3)
+    n = rotation.shape[1]
+    pairs = ~torch.eye(n, dtype=torch.bool)
+    return rotation_angle(relative[:, pairs], torch.eye(3, dtype=torch.float64)).mean()
 
 
 if __name__ == "__main__":
