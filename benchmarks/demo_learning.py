@@ -29,6 +29,7 @@ import torch
 
 from g2vlm import demo
 from g2vlm.datamodules.multiview.datamodule import MultiViewDataModule
+from g2vlm.geometry.camera import relative_pose
 from g2vlm.geometry.rotation import rotation_angle
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
 from g2vlm.lit.optimization import Optimization
@@ -118,11 +119,10 @@ class LossLog(L.Callback):
 def identity_rotation_loss(camera_to_world: torch.Tensor) -> torch.Tensor:
     """The camera_rotation loss of identity rotations: (B, N, 4, 4) poses -> mean over clips and ordered pairs i≠j
     of the angle of R_i^T R_j (radians)."""
-    rotation = camera_to_world[..., :3, :3].double()
-    relative = rotation.transpose(-1, -2)[:, :, None] @ rotation[:, None, :]  # (B, N, N, 3, 3)
-    n = rotation.shape[1]
-    pairs = ~torch.eye(n, dtype=torch.bool)
-    return rotation_angle(relative[:, pairs], torch.eye(3, dtype=torch.float64)).mean()
+    poses = camera_to_world.double()
+    relative = relative_pose(poses[:, :, None], poses[:, None, :])  # (B, N, N, 4, 4)
+    pairs = ~torch.eye(poses.shape[1], dtype=torch.bool)
+    return rotation_angle(relative[:, pairs, :3, :3], torch.eye(3, dtype=torch.float64)).mean()
 
 
 if __name__ == "__main__":

@@ -159,7 +159,11 @@ def write_synthetic_shards(
         write_index(index_path, prefix, state.shards)
     shutil.rmtree(out_dir / PARTIAL_DIR / prefix, ignore_errors=True)
     _remove_empty(out_dir / PARTIAL_DIR)
-    return write_index(index_path, prefix, state.shards)
+    index = write_index(index_path, prefix, state.shards)
+    if index["total_clips"] != scenes:
+        raise RuntimeError(f"write_synthetic_shards: {index_path} lists {index['total_clips']} clips, not the "
+                           f"{scenes} scenes asked for")
+    return index
 
 
 def _remove_empty(folder: Path) -> None:

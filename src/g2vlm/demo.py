@@ -60,9 +60,6 @@ def make_shards(train_scenes: int, val_scenes: int, workers: int) -> None:
         start = time.perf_counter()
         index = write_synthetic_shards(DATA_DIR, scenes=scenes, views=VIEWS, height=IMAGE_SIZE[0],
                                        width=IMAGE_SIZE[1], seed=seed, split=split, workers=workers, progress=True)
-        if index["total_clips"] != scenes:
-            raise RuntimeError(f"make_shards: {DATA_DIR} holds {index['total_clips']} {split} clips after rendering "
-                               f"{scenes} scenes")
         print(f"[demo] rendered {index['total_clips']} {split} scenes in {time.perf_counter() - start:.0f} s")
 
 
