@@ -10,9 +10,11 @@ experiments/geometry/demo.yaml does — a Lightning Trainer, the module's own tr
 `evaluate`. On a machine shared with other jobs the wall clock says little, so the budget is counted in steps and
 the process CPU seconds per step are reported beside the scores: divide a time budget by an idle machine's seconds
 per step (`--threads` as the demo runs) to know how many steps it buys.
-Output JSON: the arguments, parameters, CPU seconds per step, held-out scores, and the mean training loss terms
+Output JSON: the arguments, parameters, CPU seconds per step, held-out scores, the mean training loss terms
 every `--log-every` steps beside the camera_rotation term of identity rotations on the same batches (to see
-whether the camera branch leaves the level of that trivial predictor).
+whether the camera branch leaves the level of that trivial predictor), and `relative_pose_correlation`: per camera
+axis, how the predicted relative poses of the held-out view pairs follow the ground truth (rotation about x = pitch,
+which one image shows against the floor; about y = yaw and the translations, which need the views compared).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import kornia.geometry.conversions
 import lightning as L
 import torch
 
@@ -79,13 +82,23 @@ def main(argv: list[str] | None = None) -> int:
     cpu_per_step = (time.process_time() - cpu_start) / args.steps
     module.eval()
 
+    predicted, ground_truth = [], []
+
     def predict(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         output = module(images)
+        predicted.append(output.camera_to_world)
         return output.depth, output.camera_to_world
 
-    scores = demo.evaluate(predict, demo.val_loader())
+    def recorded(loader):
+        for batch in loader:
+            ground_truth.append(batch.camera_to_world)
+            yield batch
+
+    scores = demo.evaluate(predict, recorded(demo.val_loader()))
+    correlation = relative_pose_correlation(torch.cat(predicted), torch.cat(ground_truth))
     report = {"args": vars(args), "parameters": sum(p.numel() for p in module.parameters()),
-              "cpu_s_per_step": cpu_per_step, **scores, "train_loss": loss_log.rows}
+              "cpu_s_per_step": cpu_per_step, **scores, "relative_pose_correlation": correlation,
+              "train_loss": loss_log.rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k != "train_loss"}))
@@ -123,6 +136,27 @@ def identity_rotation_loss(camera_to_world: torch.Tensor) -> torch.Tensor:
     relative = relative_pose(poses[:, :, None], poses[:, None, :])  # (B, N, N, 4, 4)
     pairs = ~torch.eye(poses.shape[1], dtype=torch.bool)
     return rotation_angle(relative[:, pairs, :3, :3], torch.eye(3, dtype=torch.float64)).mean()
+
+
+def relative_pose_correlation(pred_camera_to_world: torch.Tensor, gt_camera_to_world: torch.Tensor) -> dict[str, float]:
+    """Pearson correlation, over all view pairs i < j of all clips, between predicted and ground-truth relative poses
+    inverse(P_j)·P_i (the pose metric's pairs), per component in camera j's axes (OpenCV: x right, y down, z
+    forward): the rotation vector's x (pitch), y (yaw) and z (roll) and the translation's x, y and z (the
+    translations divided by their pair-mean length per clip first, so clips of any scale weigh alike).
+    (M, N, 4, 4) poses x2 -> {"rotation_x_pitch", "rotation_y_yaw", "rotation_z_roll", "translation_x", ...}."""
+    pred, gt = pred_camera_to_world.double(), gt_camera_to_world.double()
+    n = pred.shape[1]
+    i, j = torch.triu_indices(n, n, offset=1)
+    columns = {}
+    for name, poses in (("pred", pred), ("gt", gt)):
+        relative = relative_pose(poses[:, j], poses[:, i])  # (M, pairs, 4, 4)
+        translation = relative[..., :3, 3]
+        translation = translation / translation.norm(dim=-1).mean(-1).clamp(min=1e-12)[:, None, None]
+        columns[name] = torch.cat([kornia.geometry.conversions.rotation_matrix_to_axis_angle(relative[..., :3, :3]),
+                                   translation], dim=-1).reshape(-1, 6)
+    names = ("rotation_x_pitch", "rotation_y_yaw", "rotation_z_roll", "translation_x", "translation_y", "translation_z")
+    return {name: float(torch.corrcoef(torch.stack([columns["pred"][:, k], columns["gt"][:, k]]))[0, 1])
+            for k, name in enumerate(names)}
 
 
 if __name__ == "__main__":

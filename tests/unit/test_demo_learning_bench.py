@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from kornia.geometry.conversions import axis_angle_to_rotation_matrix, rotation_matrix_to_axis_angle
 
 from g2vlm.benchmarks import demo_learning
 from g2vlm.datamodules.synthetic.shards import write_synthetic_shards
@@ -41,3 +42,34 @@ def test_identity_rotation_loss_is_the_mean_angle_of_the_relative_rotations():
     # clip 0: ordered pairs at 30, 90, 60 degrees (each twice); clip 1: all 0
     expected = math.radians((30 + 90 + 60) / 3) / 2
     assert demo_learning.identity_rotation_loss(clips).item() == pytest.approx(expected, abs=1e-9)
+
+
+def _pose(axis_angle, translation):
+    pose = torch.eye(4, dtype=torch.float64)
+    pose[:3, :3] = axis_angle_to_rotation_matrix(torch.tensor([axis_angle], dtype=torch.float64))[0]
+    pose[:3, 3] = torch.tensor(translation, dtype=torch.float64)
+    return pose
+
+
+def test_relative_pose_correlation_tells_the_learned_axes_from_the_missed_ones():
+    generator = torch.Generator().manual_seed(0)
+    clips = []
+    for _ in range(40):  # clips of 3 cameras turning about all three axes and moving in all three directions
+        angles = torch.randn(3, 3, generator=generator, dtype=torch.float64) * 0.2
+        moves = torch.randn(3, 3, generator=generator, dtype=torch.float64)
+        clips.append(torch.stack([_pose(a.tolist(), t.tolist()) for a, t in zip(angles, moves)]))
+    gt = torch.stack(clips)
+    # a predictor that has the pitch (rotation about camera x) and the x translation right and nothing else:
+    # the other rotation components and translations are those of an unrelated set of clips
+    other = gt[torch.randperm(len(gt), generator=generator)]
+    pred = other.clone()
+    mine, theirs = (rotation_matrix_to_axis_angle(poses[..., :3, :3]) for poses in (gt, other))  # (M, 3, 3)
+    for m in range(len(gt)):
+        for k in range(3):
+            pred[m, k] = _pose([mine[m, k, 0].item(), theirs[m, k, 1].item(), theirs[m, k, 2].item()],
+                               [gt[m, k, 0, 3].item(), other[m, k, 1, 3].item(), other[m, k, 2, 3].item()])
+    self_correlation = demo_learning.relative_pose_correlation(gt, gt)
+    assert all(value == pytest.approx(1.0) for value in self_correlation.values())
+    correlation = demo_learning.relative_pose_correlation(pred, gt)
+    assert correlation["rotation_x_pitch"] > 0.8 and correlation["translation_x"] > 0.5
+    assert all(abs(correlation[name]) < 0.4 for name in ("rotation_y_yaw", "rotation_z_roll", "translation_y", "translation_z"))
