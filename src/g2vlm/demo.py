@@ -122,13 +122,11 @@ def mean_relative_pose(camera_to_world):
     import torch
 
     from g2vlm.geometry.camera import relative_pose, se3_from_rotation_translation
+    from g2vlm.geometry.rotation import nearest_rotation
 
     poses = camera_to_world.to(torch.float64)
     relative = relative_pose(poses[:, :1], poses)  # (M, N, 4, 4): camera k -> camera 0
-    u, _, vh = torch.linalg.svd(relative[..., :3, :3].mean(0))
-    fix = torch.ones_like(u[..., 0, :])
-    fix[..., -1] = torch.sign(torch.det(u @ vh))
-    rotation = u @ torch.diag_embed(fix) @ vh
+    rotation = nearest_rotation(relative[..., :3, :3].mean(0))
     translation = relative[..., :3, 3]  # (M, N, 3)
     length = translation.norm(dim=-1, keepdim=True)
     directions = translation / length.clamp(min=1e-12)

@@ -1,4 +1,4 @@
-"""Rotations: the 9-D -> SO(3) head parameterisation and the geodesic angle.
+"""Rotations: the nearest rotation to a matrix, the 9-D -> SO(3) head parameterisation and the geodesic angle.
 
 All functions return float32 (float64 if the input is float64); half-precision inputs are upcast first
 (SVD is neither supported nor stable in bf16).
@@ -47,6 +47,15 @@ class _SpecialProcrustes(torch.autograd.Function):
 
 
 @outside_autocast
+def nearest_rotation(matrix: torch.Tensor) -> torch.Tensor:
+    """The rotation nearest (Frobenius) to each 3x3 matrix, det +1 (special Procrustes). (..., 3, 3) -> (..., 3, 3).
+
+    Differentiable, with a gradient that stays finite at repeated singular values (`_SpecialProcrustes`)."""
+    (matrix,) = upcast(matrix)
+    return _SpecialProcrustes.apply(matrix)
+
+
+@outside_autocast
 def rotation_from_9d(x: torch.Tensor) -> torch.Tensor:
     """9-D head output -> rotation matrix in SO(3). (..., 9) -> (..., 3, 3).
 
@@ -60,7 +69,7 @@ def rotation_from_9d(x: torch.Tensor) -> torch.Tensor:
     matrix = F.normalize(x.reshape(*x.shape[:-1], 3, 3), p=2.0, dim=-1)
     # Official: SVD of the transpose M^T = U S V^T, R = V diag(1,1,d) U^T, i.e. the special
     # Procrustes projection of M (row-normalised) itself.
-    return _SpecialProcrustes.apply(matrix)
+    return nearest_rotation(matrix)
 
 
 @outside_autocast
