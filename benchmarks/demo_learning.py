@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-every", type=int, default=100, help="steps per logged mean of the loss terms")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image-budget", type=int, default=32,
+                        help="images per training batch (the demo's 32: 8 clips of 4 views)")
     parser.add_argument("--out", required=True, help="JSON report")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     module = GeometryPretraining(preset="demo-learning", freeze=[], loss=GeometryLoss(**json.loads(args.loss)),
                                  optimization=optimization)
     data = MultiViewDataModule(train_shards=[str(demo.DATA_DIR / "synthetic-train-*.tar")], image_size=demo.IMAGE_SIZE,
-                               size_multiple=8, views_min=demo.VIEWS, views_max=demo.VIEWS, image_budget=32,
+                               size_multiple=8, views_min=demo.VIEWS, views_max=demo.VIEWS,
+                               image_budget=args.image_budget,
                                num_workers=0, crop_scale_range=(1.0, 1.0), color_jitter=True, seed=args.seed,
                                train_batches_per_epoch=args.steps)
     loss_log = LossLog(args.log_every)

@@ -19,7 +19,7 @@ def test_a_short_run_reports_scores_cpu_time_and_loss_terms(tmp_path, monkeypatc
                                split=split, workers=1, progress=False)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "report.json"
-    assert demo_learning.main(["--steps", "4", "--log-every", "2", "--warmup-steps", "1", "--model",
+    assert demo_learning.main(["--steps", "4", "--log-every", "2", "--warmup-steps", "1", "--image-budget", "16", "--model",
                                '{"geometry_heads": {"depth": 1}}', "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["args"]["steps"] == 4 and report["cpu_s_per_step"] > 0
