@@ -147,7 +147,7 @@ def add_spar(subparsers: argparse._SubParsersAction) -> None:
                     "ROOT/<source>/images, as the release's archives and its prepare_*_layout.py scripts lay them "
                     "out) into <out>/spar-<split>-NNNNNN.tar plus its index JSON: every task type, markers stored "
                     "as the official renderer draws them, frame labels of video samples kept; unusable records "
-                    "skipped and counted by reason. Conventions: g2vlm.datamodules.convert.spar.",
+                    "skipped, counted by reason, and the first of each named by file and line. Conventions: g2vlm.datamodules.convert.spar.",
     )
     parser.add_argument("--root", required=True, help="SPAR-7M folder holding the source folders (rxr, scannet, ...)")
     parser.add_argument("--out", required=True, help="output folder")
@@ -171,11 +171,23 @@ def run_spar(args: argparse.Namespace) -> int:
         print(f"g2vlm shard spar: error: {error}", file=sys.stderr)
         return 2
     index = summary["index"]
-    skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(summary["skipped"].items())) or "none"
     print(f"wrote {summary['written']} QA samples ({index['total_images']} images) in {len(index['shards'])} shards "
           f"({index['total_bytes'] / 2**20:.1f} MiB) to {args.out} in {time.perf_counter() - start:.1f} s; "
-          f"skipped: {skipped}")
+          f"skipped: {_skip_counts(summary)}")
+    _print_skip_examples(summary)
     return 0
+
+
+def _skip_counts(summary: dict) -> str:
+    """'reason n, ...' of a QA conversion summary, or 'none'."""
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(summary["skipped"].items())) or "none"
+
+
+def _print_skip_examples(summary: dict) -> None:
+    """The first records skipped for each reason, each naming its file and line (or row id) and why."""
+    for reason, examples in sorted(summary["skipped_examples"].items()):
+        for example in examples:
+            print(f"  skipped ({reason}) e.g. {example}")
 
 
 def add_spar_bench(subparsers: argparse._SubParsersAction) -> None:
@@ -202,10 +214,10 @@ def run_spar_bench(args: argparse.Namespace) -> int:
         print(f"g2vlm shard spar-bench: error: {error}", file=sys.stderr)
         return 2
     index = summary["index"]
-    skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(summary["skipped"].items())) or "none"
     print(f"wrote {summary['written']} SPAR-Bench questions of {len(summary['tasks'])} tasks "
           f"({index['total_images']} images) in {len(index['shards'])} shards ({index['total_bytes'] / 2**20:.1f} MiB) "
-          f"to {args.out} in {time.perf_counter() - start:.1f} s; skipped: {skipped}")
+          f"to {args.out} in {time.perf_counter() - start:.1f} s; skipped: {_skip_counts(summary)}")
+    _print_skip_examples(summary)
     if summary["missing_tasks"]:
         print(f"g2vlm shard spar-bench: no question of {', '.join(summary['missing_tasks'])}", file=sys.stderr)
     return 0

@@ -37,7 +37,7 @@ import multiprocessing
 import os
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,14 +97,20 @@ class SkipFrame(Exception):
 
 
 class Skips:
-    """Skip counts per reason, with the first MAX_EXAMPLES messages (naming the file) of each."""
+    """Skip counts per reason, with the first MAX_EXAMPLES messages (naming the file) of each.
 
-    def __init__(self, counts: dict[str, int] | None = None, examples: dict[str, list[str]] | None = None):
+    `reasons`: the reasons a caller may add (the scene converters' SKIP_REASONS, a programming error otherwise), or
+    None for converters whose reasons come from the records' own errors (SPAR, SPAR-Bench), where an unforeseen
+    reason must be counted, not end the run."""
+
+    def __init__(self, counts: dict[str, int] | None = None, examples: dict[str, list[str]] | None = None,
+                 reasons: Collection[str] | None = tuple(SKIP_REASONS)):
         self.counts: collections.Counter[str] = collections.Counter(counts or {})
         self.examples: dict[str, list[str]] = {reason: list(messages) for reason, messages in (examples or {}).items()}
+        self.reasons = reasons
 
     def add(self, reason: str, message: str) -> None:
-        if reason not in SKIP_REASONS:
+        if self.reasons is not None and reason not in self.reasons:
             raise ValueError(f"Skips.add: unknown skip reason {reason!r}")
         self.counts[reason] += 1
         examples = self.examples.setdefault(reason, [])

@@ -49,6 +49,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from g2vlm.datamodules.convert.common import Skips
 from g2vlm.datamodules.qa.schema import ASSISTANT, HUMAN, IMAGE_PLACEHOLDER, Marker, QARecord
 from g2vlm.datamodules.qa.shards import QAShardWriter
 from g2vlm.datamodules.shards.decoding import decode_jpeg, encode_jpeg
@@ -267,7 +268,8 @@ def convert_spar(root: str | Path, out_dir: str | Path, split: str = "train", so
                  tasks: tuple[str, ...] | None = None, limit: int | None = None, samples_per_shard: int = 1000,
                  progress: bool = False) -> dict[str, Any]:
     """Convert the split's QA records -> `<out_dir>/spar-<split>-NNNNNN.tar` + index. `tasks` selects task
-    folders. Returns the summary {"index": ..., "written": n, "skipped": {reason: n}}."""
+    folders. Returns the summary {"index": ..., "written": n, "skipped": {reason: n}, "skipped_examples": {reason: the
+    first MAX_EXAMPLES "file:line: why" messages}}."""
     root = Path(root)
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown:
@@ -281,7 +283,7 @@ def convert_spar(root: str | Path, out_dir: str | Path, split: str = "train", so
     if not files:
         raise ValueError(f"{root}: no QA files at <source>/qa_jsonl/{split}/<task>/<format>/*.jsonl for sources "
                          f"{', '.join(sources)} (is --root the folder holding the source folders?)")
-    skipped: Counter[str] = Counter()
+    skipped = Skips(reasons=None)
     written = 0
     keys: Counter[str] = Counter()
     lines = _lines(files)
@@ -290,7 +292,7 @@ def convert_spar(root: str | Path, out_dir: str | Path, split: str = "train", so
 
         lines = tqdm(lines, unit="record", desc=f"spar {split}")
     with QAShardWriter(out_dir, f"spar-{split}", max_samples_per_shard=samples_per_shard) as writer:
-        for source, task_folder, answer_format, line in lines:
+        for source, task_folder, answer_format, where, line in lines:
             if limit is not None and written >= limit:
                 break
             try:
@@ -308,21 +310,22 @@ def convert_spar(root: str | Path, out_dir: str | Path, split: str = "train", so
                 keys[base] += 1
                 key = base if keys[base] == 1 else f"{base}__{keys[base]}"
                 writer.write(key, qa, images)
-            except (json.JSONDecodeError, UnicodeDecodeError):  # json.loads of bytes decodes them
-                skipped["bad_json"] += 1
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:  # json.loads of bytes decodes them
+                skipped.add("bad_json", f"{where}: {error}")
                 continue
             except (RecordError, SampleError) as error:
-                skipped[error.reason] += 1
+                skipped.add(error.reason, f"{where}: {error}")
                 continue
             written += 1
-    return {"index": writer.close(), "written": written, "skipped": dict(skipped)}
+    return {"index": writer.close(), "written": written, "skipped": dict(skipped.counts),
+            "skipped_examples": skipped.examples}
 
 
-def _lines(files) -> Iterator[tuple[str, str, str, bytes]]:
-    """(source, task folder, answer format, one non-blank line as bytes) of every JSONL file: a line that is not
-    UTF-8 fails in json.loads, as one record, not while reading the file."""
+def _lines(files) -> Iterator[tuple[str, str, str, str, bytes]]:
+    """(source, task folder, answer format, "file:line number", one non-blank line as bytes) of every JSONL file: a
+    line that is not UTF-8 fails in json.loads, as one record, not while reading the file."""
     for source, task, answer_format, path in files:
         with open(path, "rb") as handle:
-            for line in handle:
+            for number, line in enumerate(handle, start=1):
                 if line.strip():
-                    yield source, task, answer_format, line
+                    yield source, task, answer_format, f"{path}:{number}", line

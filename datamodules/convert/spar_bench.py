@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from g2vlm.datamodules.convert.common import Skips
 from g2vlm.datamodules.qa.schema import IMAGE_PLACEHOLDER, QARecord
 from g2vlm.datamodules.qa.shards import QAShardWriter
 from g2vlm.datamodules.shards.decoding import decode_jpeg, encode_jpeg
@@ -117,7 +118,10 @@ def convert_row(row: dict[str, Any], where: str) -> tuple[QARecord, list[bytes]]
         if not isinstance(row.get(name), str):
             raise RowError("bad_row", f"{where}: field '{name}' is {row.get(name)!r}, not a string")
     task = row["task"]
-    question = official_prompt(task, row["question"])
+    try:
+        question = official_prompt(task, row["question"])
+    except RowError as error:
+        raise RowError(error.reason, f"{where}: {error}") from None
     images = row.get("image")
     if not isinstance(images, list) or not images or not all(isinstance(i, dict) and i.get("bytes") for i in images):
         raise RowError("bad_images", f"{where}: field 'image' holds no image bytes")
@@ -130,9 +134,10 @@ def convert_row(row: dict[str, Any], where: str) -> tuple[QARecord, list[bytes]]
 def convert_spar_bench(parquet: str | Path, out_dir: str | Path, samples_per_shard: int = 1000,
                        progress: bool = False) -> dict[str, Any]:
     """Convert the parquet file(s) -> `<out_dir>/spar_bench-test-NNNNNN.tar` + index. Returns the summary
-    {"index": ..., "written": n, "skipped": {reason: n}, "tasks": {task: n}}."""
+    {"index": ..., "written": n, "skipped": {reason: n}, "skipped_examples": {reason: the first MAX_EXAMPLES
+    messages, each naming the file and row id}, "tasks": {task: n}, "missing_tasks": [...]}."""
     files = parquet_files(parquet)
-    skipped: Counter[str] = Counter()
+    skipped = Skips(reasons=None)
     tasks: Counter[str] = Counter()
     keys: Counter[str] = Counter()
     rows = ((path, row) for path in files for row in iter_rows(path))
@@ -149,9 +154,10 @@ def convert_spar_bench(parquet: str | Path, out_dir: str | Path, samples_per_sha
                 keys[base] += 1
                 writer.write(base if keys[base] == 1 else f"{base}__{keys[base]}", record, images)
             except (RowError, SampleError) as error:
-                skipped[error.reason] += 1
+                skipped.add(error.reason, str(error))
                 continue
             tasks[record.task] += 1
     missing = [task for task in SPAR_TASKS if task not in tasks]
-    return {"index": writer.close(), "written": sum(tasks.values()), "skipped": dict(skipped), "tasks": dict(tasks),
+    return {"index": writer.close(), "written": sum(tasks.values()), "skipped": dict(skipped.counts),
+            "skipped_examples": skipped.examples, "tasks": dict(tasks),
             "missing_tasks": missing}

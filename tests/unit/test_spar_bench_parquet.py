@@ -69,6 +69,8 @@ def test_tiny_file_bad_rows_are_counted_and_schema_errors_named(tmp_path, capsys
     captured = capsys.readouterr()
     assert "wrote 2 SPAR-Bench questions of 2 tasks" in captured.out
     assert "skipped: bad_images 1, unknown_task 1" in captured.out and "no question of" in captured.err
+    assert "skipped (unknown_task) e.g. test-00000-of-00001.parquet id 9001: " in captured.out
+    assert "skipped (bad_images) e.g. test-00000-of-00001.parquet id 9002: " in captured.out
     # not SPAR-Bench: one clear error naming the file and the column
     pq.write_table(tiny.drop(["image"]), tmp_path / "no_image.parquet")
     assert _run("shard", "spar-bench", "--parquet", str(tmp_path / "no_image.parquet"), "--out", str(tmp_path / "x"),

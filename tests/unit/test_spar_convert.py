@@ -146,6 +146,17 @@ def test_unusable_records_are_skipped_and_counted_by_reason(tmp_path, capsys):
     assert "wrote 1 QA samples" in printed
     assert ("skipped: bad_conversations 1, bad_images 1, bad_json 3, bad_markers 5, missing_image 1, "
             "unknown_task 1") in printed
+    # the first skips of each reason are named by file and line: select_9.jsonl holds the ten bad records on lines
+    # 1-10 (after write_layout's), then the three broken lines
+    bad_file = tmp_path / "spar" / source / "qa_jsonl" / "train" / "mixed" / "select" / "select_9.jsonl"
+    lines = bad_file.read_bytes().splitlines()
+    broken = [number for number, line in enumerate(lines, start=1) if line.startswith((b"{broken", b"[1, 2]", b'{"id": "latin'))]
+    assert len(broken) == 3
+    for number in broken:
+        assert f"skipped (bad_json) e.g. {bad_file}:{number}: " in printed
+    mystery = next(number for number, line in enumerate(lines, start=1) if b'"mystery"' in line)
+    assert f"skipped (unknown_task) e.g. {bad_file}:{mystery}: " in printed
+    assert printed.count("skipped (bad_markers) e.g. ") == 5
     assert clean_question("Frame-1: <image>\nFrame-2: <image>\nQ?") == "Q?"
 
 
