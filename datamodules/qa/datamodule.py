@@ -19,30 +19,29 @@ slot, seeded by (seed, restart, rank, worker, epoch), rank and world size taken 
 buffer, then samples packed in order until the next one would pass `max_tokens` (a sample that alone passes the
 budget is skipped and counted as `over_budget`); an epoch is `train_batches_per_epoch` batches on every rank.
 Validation: shards split exactly by rank and worker, one pass, packed the same way. Bad samples are skipped and
-counted per reason (`skipped_counts`).
+counted per reason; rank and world size, the loaders, the restart count and the skip totals (`skipped_counts`,
+logged as `data/skipped/<reason>`) are `ShardDataModule`'s (datamodules/shards/datamodule.py).
 """
 
 from __future__ import annotations
 
-import collections
 import itertools
 import math
 from collections.abc import Iterator, Sequence
 
-import lightning as L
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import IterableDataset
 
 from g2vlm.datamodules.qa.batch import QABatch, QASample
 from g2vlm.datamodules.qa.schema import QASampleRecord
 from g2vlm.datamodules.qa.shards import iter_qa_samples
 from g2vlm.datamodules.qa.template import QATemplate
 from g2vlm.datamodules.qa.tokenizer import load_tokenizer
+from g2vlm.datamodules.shards.datamodule import ShardDataModule
 from g2vlm.datamodules.shards.schema import REASON_OVER_BUDGET, SampleError
 from g2vlm.datamodules.shards.skip_log import SkipLog
 from g2vlm.datamodules.shards.streams import (
     FailuresInARow,
     TrainingStream,
-    check_validation_shards,
     expand_shard_pattern,
     slot_shards,
     worker_slot,
@@ -117,7 +116,7 @@ class ValQABatches(IterableDataset):
         yield from token_budget_batches(built(records, self.template, self.max_tokens, skips), self.max_tokens, skips)
 
 
-class QADataModule(L.LightningDataModule):
+class QADataModule(ShardDataModule):
     """Spatial-QA / VQA shards with the joint-training chat template, packed to a token budget.
 
     Args:
@@ -154,19 +153,17 @@ class QADataModule(L.LightningDataModule):
         shuffle_buffer: int = 64,
         seed: int = 0,
     ):
-        super().__init__()
+        super().__init__(val_shards, num_workers)
         self.save_hyperparameters()
         self.tokenizer_folder = tokenizer
-        self.train_shards, self.val_shards, self.train_weights = train_shards, val_shards, train_weights
+        self.train_shards, self.train_weights = train_shards, train_weights
         self.template_args = dict(geometry_size=tuple(geometry_size), vit_size=tuple(vit_size),
                                   geometry_patch_size=geometry_patch_size, vit_patch_size=vit_patch_size,
                                   vit_merge_size=vit_merge_size, draw_markers=draw_markers,
                                   markers_on_geometry=markers_on_geometry)
         self.max_tokens = max_tokens
         self.train_batches_per_epoch = train_batches_per_epoch
-        self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
-        self.rank, self.world_size, self.restart = 0, 1, 0
-        self.skipped_counts: collections.Counter[str] = collections.Counter()
+        self.shuffle_buffer, self.seed = shuffle_buffer, seed
         self._template: QATemplate | None = None
 
     @property
@@ -179,16 +176,6 @@ class QADataModule(L.LightningDataModule):
     def tokenizer(self):
         return self.template.tokenizer
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.trainer is not None:
-            self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
-        if stage in (None, "fit", "validate"):
-            check_validation_shards(self.val_shards, self.trainer, self.num_workers, "QADataModule val_shards")
-
-    def _loader(self, dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, prefetch_factor=2 if self.num_workers > 0 else None)
-
     def train_dataset(self) -> TrainQABatches:
         if not self.train_shards:
             raise ValueError("QADataModule: train_shards is empty; it needs at least one shard pattern to train")
@@ -199,21 +186,3 @@ class QADataModule(L.LightningDataModule):
     def val_dataset(self) -> ValQABatches:
         urls = [url for pattern in self.val_shards or [] for url in expand_shard_pattern(pattern)]
         return ValQABatches(urls, self.template, self.max_tokens, self.rank, self.world_size)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset())
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_dataset()) if self.val_shards else []
-
-    def state_dict(self) -> dict:
-        return {"restart": self.restart, "skipped_counts": dict(self.skipped_counts)}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """On resume, draw new training streams (restart + 1) instead of replaying the first epoch's."""
-        self.restart = int(state_dict.get("restart", 0)) + 1
-        self.skipped_counts = collections.Counter(state_dict.get("skipped_counts", {}))
-
-    def on_before_batch_transfer(self, batch: QABatch, dataloader_idx: int) -> QABatch:
-        self.skipped_counts.update(batch.skipped)
-        return batch

@@ -223,3 +223,43 @@ def test_a_training_stream_whose_samples_all_exceed_the_token_budget_stops_with_
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     assert "'over_budget': 1000" in str(raised.value)
+
+
+def test_qa_skip_counts_reach_tensorboard_and_the_checkpoint_state(tokenizer_folder, tmp_path):
+    """Samples over the token budget are skipped; their running total reaches the trainer's TensorBoard logger as
+    data/skipped/over_budget and the DataModule's checkpoint state (as for the multi-view clips)."""
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    write_synthetic_qa_shards(tmp_path / "spatial", scenes=6, views=2, height=32, width=32, questions_per_scene=4)
+    shards = [str(tmp_path / "spatial" / "synthetic_qa-train-000000.tar")]
+    data = _module(tokenizer_folder, shards)
+    lengths = sorted(data.template.build(record).num_tokens for record in iter_qa_samples(shards, SkipLog()))
+    budget = lengths[len(lengths) // 2]  # about half the samples are longer: skipped as over_budget
+    assert lengths[0] <= budget < lengths[-1]
+
+    class Counting(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(()))
+
+        def training_step(self, batch, batch_idx):
+            return self.weight * batch.batch_size
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = QADataModule(tokenizer=str(tokenizer_folder), train_shards=shards, geometry_size=(32, 32),
+                        vit_size=(32, 32), geometry_patch_size=4, vit_patch_size=4, max_tokens=budget, num_workers=0,
+                        train_batches_per_epoch=6)
+    logger = TensorBoardLogger(tmp_path / "runs", name="", version="")
+    trainer = L.Trainer(accelerator="cpu", max_steps=6, log_every_n_steps=1, logger=logger, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(Counting(), datamodule=data)
+    assert data.skipped_counts["over_budget"] >= 1
+    assert data.state_dict()["skipped_counts"] == dict(data.skipped_counts)
+    events = EventAccumulator(logger.log_dir)
+    events.Reload()
+    values = [event.value for event in events.Scalars("data/skipped/over_budget")]
+    assert values == sorted(values) and values[-1] == data.skipped_counts["over_budget"]
