@@ -140,14 +140,14 @@ def run_synthetic_qa(args: argparse.Namespace) -> int:
 
 
 def add_spar(subparsers: argparse._SubParsersAction) -> None:
-
     parser = subparsers.add_parser(
         "spar", help="SPAR-7M QA records and their images -> QA shards",
         description="Convert SPAR-7M (ROOT/<source>/qa_jsonl/<split>/<task>/<format>/*.jsonl with the images under "
                     "ROOT/<source>/images, as the release's archives and its prepare_*_layout.py scripts lay them "
                     "out) into <out>/spar-<split>-NNNNNN.tar plus its index JSON: every task type, markers stored "
                     "as the official renderer draws them, frame labels of video samples kept; unusable records "
-                    "skipped, counted by reason, and the first of each named by file and line. Conventions: g2vlm.datamodules.convert.spar.",
+                    "skipped, counted by reason, and the first of each named by file and line. Conventions: "
+                    "g2vlm.datamodules.convert.spar.",
     )
     parser.add_argument("--root", required=True, help="SPAR-7M folder holding the source folders (rxr, scannet, ...)")
     parser.add_argument("--out", required=True, help="output folder")
