@@ -83,8 +83,7 @@ class RelativePoseMetrics(Metric):
         self.translation_errors.append(translation_error.reshape(-1))
 
     def compute(self) -> dict[str, torch.Tensor]:
-        rotation_error = dim_zero_cat(self.rotation_errors) if self.rotation_errors else torch.zeros(0)
-        translation_error = dim_zero_cat(self.translation_errors) if self.translation_errors else torch.zeros(0)
+        rotation_error, translation_error = _gathered(self.rotation_errors), _gathered(self.translation_errors)
         out = {}
         for tau in self.thresholds:
             out[f"RRA@{tau}"] = 100.0 * (rotation_error < tau).double().mean() if rotation_error.numel() else torch.tensor(math.nan)
@@ -92,3 +91,9 @@ class RelativePoseMetrics(Metric):
             out[f"AUC@{tau}"] = 100.0 * pose_auc(rotation_error, translation_error, tau)
         out["pairs"] = torch.tensor(float(rotation_error.numel()))
         return out
+
+
+def _gathered(state: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    """A "cat" state as one flat tensor: a list of per-update tensors on one process, one tensor once torchmetrics
+    has synchronised the ranks (its gather concatenates them); empty when nothing was added."""
+    return dim_zero_cat(state) if len(state) else torch.zeros(0)
