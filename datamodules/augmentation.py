@@ -194,8 +194,10 @@ class ClipColorJitter:
     """Colour jitter (official: brightness, contrast, saturation 0.5, hue 0.1, p 0.9) and random greyscale
     (p 0.05), each drawn once per clip and applied to all of its views.
 
-    `__call__`: images (N, 3, H, W) float in [0, 1], one clip. `apply_per_clip`: (B, N, 3, H, W), a draw per clip.
-    Runs wherever the tensors are (the DataModule applies it on the training device)."""
+    `__call__`: images (N, 3, H, W) float in [0, 1], one clip. `apply_per_clip`: (B, N, 3, H, W), a draw per clip,
+    applied to the B·N images in one kornia call per augmentation (the order of the four jitter operations is
+    drawn once per batch, as kornia does for any batch). Runs wherever the tensors are (the DataModule applies it
+    on the training device)."""
 
     def __init__(
         self,
@@ -206,19 +208,22 @@ class ClipColorJitter:
         probability: float = 0.9,
         grayscale_probability: float = 0.05,
     ):
-        self.jitter = kornia.augmentation.ColorJitter(
-            brightness, contrast, saturation, hue, same_on_batch=True, p=probability
-        )
-        self.grayscale = (
-            kornia.augmentation.RandomGrayscale(same_on_batch=True, p=grayscale_probability)
-            if grayscale_probability > 0 else None
-        )
+        self.augmentations = [kornia.augmentation.ColorJitter(brightness, contrast, saturation, hue, p=probability)]
+        if grayscale_probability > 0:
+            self.augmentations.append(kornia.augmentation.RandomGrayscale(p=grayscale_probability))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        images = self.jitter(images)
-        if self.grayscale is not None:
-            images = self.grayscale(images)
-        return images.clamp_(0.0, 1.0)
+        return self.apply_per_clip(images[None])[0]
 
     def apply_per_clip(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self(clip) for clip in images])
+        clips, views = images.shape[:2]
+        flat = images.flatten(0, 1)
+        for augmentation in self.augmentations:
+            params = augmentation.forward_parameters(torch.Size((clips, *images.shape[2:])))
+            for name, value in params.items():  # per-clip draws -> per-view draws
+                if name == "forward_input_shape":
+                    params[name] = torch.tensor(flat.shape)
+                elif name != "order":
+                    params[name] = value.repeat_interleave(views, dim=0)
+            flat = augmentation(flat, params=params)
+        return flat.clamp_(0.0, 1.0).reshape(images.shape)

@@ -54,3 +54,17 @@ def test_small_preset_uses_the_conv_parts_and_official_heads_keep_their_layout()
     names = {name: tuple(p.shape) for name, p in heads.named_parameters()}
     assert names["point_head.proj.weight"] == (3 * 8 * 8, 32)
     assert names["global_point_head.proj.weight"] == (3 * 8 * 8, 32)
+
+
+def test_every_gradient_has_its_parameters_layout():
+    """DDP's gradient contract: a gradient laid out unlike its parameter is copied into the bucket every step (and
+    torch warns "Grad strides do not match bucket view strides"). The token grid enters the upsampler's 1x1
+    convolution as a transposed (channels-last) view, whose weight gradient came back in another layout."""
+    from g2vlm.model.g2vlm import G2VLM
+
+    torch.manual_seed(0)
+    model = G2VLM(model_config("small"))
+    output = model.forward_geometry(torch.rand(1, 2, 3, 32, 32))
+    (output.depth.sum() + output.camera_to_world.sum() + output.global_points.sum()).backward()
+    mismatched = [name for name, p in model.named_parameters() if p.grad is not None and p.grad.stride() != p.stride()]
+    assert mismatched == []

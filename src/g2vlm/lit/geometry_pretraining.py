@@ -112,10 +112,12 @@ class GeometryPretraining(BaseTask):
             self.val_pose.update(output.camera_to_world, batch.camera_to_world)
 
     def on_validation_epoch_end(self) -> None:
+        # compute() already gathers every rank's state, so the values agree across ranks; sync_dist only averages
+        # equal values (and keeps a sharded run's logs free of Lightning's epoch-level sync warning)
         if self.val_depth.update_called:
             depth = self.val_depth.compute()
-            self.log_dict({f"val/depth/{name}": depth[name] for name in ("abs_rel", "delta_1")})
+            self.log_dict({f"val/depth/{name}": depth[name] for name in ("abs_rel", "delta_1")}, sync_dist=True)
         if self.val_pose.update_called:
-            self.log("val/pose/AUC@30", self.val_pose.compute()["AUC@30"].float())
+            self.log("val/pose/AUC@30", self.val_pose.compute()["AUC@30"].float(), sync_dist=True)
         self.val_depth.reset()
         self.val_pose.reset()

@@ -175,10 +175,14 @@ class ConvUpsampleHead(nn.Module):
         self.out = nn.Conv2d(width, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
-        x = self.proj(x.transpose(1, 2).reshape(x.shape[0], -1, grid_h, grid_w))
+        # The 1x1 convolutions run as matrix products on the channels-last data (same weights, same result): the
+        # 3x3 convolutions get channels-last memory, about twice as fast on the CPU as NCHW, and every weight
+        # gradient keeps its parameter's layout (DDP's gradient contract).
+        x = F.linear(x, self.proj.weight.flatten(1), self.proj.bias)  # (BN, h·w, width)
+        x = x.reshape(x.shape[0], grid_h, grid_w, -1).permute(0, 3, 1, 2)  # NCHW view of channels-last memory
         for conv in self.stages:
             x = F.gelu(conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)))
-        return self.out(x).permute(0, 2, 3, 1)
+        return F.linear(x.permute(0, 2, 3, 1), self.out.weight.flatten(1), self.out.bias)
 
 
 def dense_head(in_dim: int, channels: int, patch_size: int, upsampler: str) -> nn.Module:
