@@ -17,16 +17,12 @@ import os
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
-from tests.conftest import REPO_ROOT, run_console_script
+from tests.conftest import run_console_script
+from tests.fixtures.fit_records import CONFIG, FSDP, STEPS, logged, losses, recorder_overlay
 
 pytestmark = pytest.mark.gpu
-CONFIG = str(REPO_ROOT / "tests" / "conf" / "two_ranks.yaml")
-FSDP = str(REPO_ROOT / "experiments" / "trainer" / "fsdp.yaml")
-STEPS = 10
-RECORDERS = ("RecordLosses", "RecordOptimizerSteps", "RecordGatheredState", "RecordGradNorms")
 # NVIDIA_TF32_OVERRIDE=0: fp32 matmuls in fp32, so DDP and FSDP2 differ only by summation order
 FP32_ENV = {"NVIDIA_TF32_OVERRIDE": "0"}
 
@@ -37,11 +33,7 @@ def devices() -> int:
 
 def fit(workdir, name: str, *args: str, root: str | None = None, fsdp: bool = True, fp32: bool = True,
         extra_callbacks: str = "", env: dict[str, str] | None = None):
-    overlay = workdir / f"{name}.yaml"
-    callbacks = "".join(f"""
-    - class_path: tests.fixtures.callbacks.{recorder}
-      init_args: {{out_dir: {workdir / name}}}""" for recorder in RECORDERS)
-    overlay.write_text(f"trainer:\n  callbacks+:{callbacks}\n{extra_callbacks}")
+    overlay = recorder_overlay(workdir, name, extra_callbacks)
     sharding = ["--config", FSDP] if fsdp else []
     precision = ["--trainer.strategy.init_args.param_dtype", "float32"] if fsdp and fp32 else []
     result = run_console_script(
@@ -53,16 +45,6 @@ def fit(workdir, name: str, *args: str, root: str | None = None, fsdp: bool = Tr
         cwd=workdir, env={**(FP32_ENV if fp32 else {}), **(env or {})}, timeout=1800)
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir / name
-
-
-def losses(out_dir, rank: int) -> dict[int, float]:
-    return {int(k): v for k, v in json.loads((out_dir / f"losses-rank{rank}.json").read_text())["losses"].items()}
-
-
-def logged(workdir, root: str, tag: str) -> dict[int, float]:
-    events = EventAccumulator(str(workdir / "runs" / root / "tensorboard"))
-    events.Reload()
-    return {event.step: event.value for event in events.Scalars(tag)}
 
 
 def test_bf16_policy_saves_sharded_resumes_and_consolidates(tiny_workdir):

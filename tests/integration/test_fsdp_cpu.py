@@ -34,25 +34,18 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from g2vlm.lit.geometry_pretraining import GeometryPretraining
 from g2vlm.safe_load import read_dcp_metadata as read_metadata
 from tests.conftest import REPO_ROOT, VENV_BIN, fake_slurm_env, run_console_script
+from tests.fixtures.fit_records import CONFIG, FSDP, RECORDERS, STEPS, grad_norms, logged, losses, recorder_overlay
 
 pytestmark = pytest.mark.integration
-CONFIG = str(REPO_ROOT / "tests" / "conf" / "two_ranks.yaml")
-FSDP = str(REPO_ROOT / "experiments" / "trainer" / "fsdp.yaml")
 MULTINODE = str(REPO_ROOT / "experiments" / "trainer" / "fsdp_multinode.yaml")
 FP32 = ["--trainer.strategy.init_args.param_dtype", "float32"]
-STEPS = 10
-RECORDERS = ("RecordLosses", "RecordOptimizerSteps", "RecordGatheredState", "RecordGradNorms")
 
 
 def fit_args(workdir, name: str, root: str, fsdp: bool = True, extra_callbacks: str = "",
              recorders=RECORDERS) -> list[str]:
     """`lightning fit` arguments: the 2-rank config (+ the FSDP2 overlay in fp32), recorders writing to
     <workdir>/<name>, the run folder runs/<root>, log every step, AdamW eps 1e-8 (module docstring)."""
-    overlay = workdir / f"{name}.yaml"
-    callbacks = "".join(f"""
-    - class_path: tests.fixtures.callbacks.{recorder}
-      init_args: {{out_dir: {workdir / name}}}""" for recorder in recorders)
-    overlay.write_text(f"trainer:\n  callbacks+:{callbacks}\n{extra_callbacks}")
+    overlay = recorder_overlay(workdir, name, extra_callbacks, recorders)
     sharding = ["--config", FSDP, *FP32] if fsdp else []
     return ["fit", "--config", CONFIG, *sharding, "--config", str(overlay), "--model.init_args.optimization.eps", "1e-8",
             "--trainer.max_steps", str(STEPS), "--trainer.log_every_n_steps", "1",
@@ -65,21 +58,6 @@ def fit(workdir, name: str, *args: str, root: str | None = None, fsdp: bool = Tr
                                 cwd=workdir, env=env, timeout=1200)
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir / name
-
-
-def losses(out_dir, rank: int) -> dict[int, float]:
-    record = json.loads((out_dir / f"losses-rank{rank}.json").read_text())
-    return {int(step): loss for step, loss in record["losses"].items()}
-
-
-def grad_norms(out_dir, rank: int, kind: str) -> dict[int, float]:
-    return {int(step): norm for step, norm in json.loads((out_dir / f"grad-norms-rank{rank}.json").read_text())[kind].items()}
-
-
-def logged(workdir, root: str, tag: str) -> dict[int, float]:
-    events = EventAccumulator(str(workdir / "runs" / root / "tensorboard"))
-    events.Reload()
-    return {event.step: event.value for event in events.Scalars(tag)}
 
 
 def assert_same_state(got: dict, expected: dict, what: str) -> None:
