@@ -292,7 +292,7 @@ def convert_spar(root: str | Path, out_dir: str | Path, split: str = "train", so
 
         lines = tqdm(lines, unit="record", desc=f"spar {split}")
     with QAShardWriter(out_dir, f"spar-{split}", max_samples_per_shard=samples_per_shard) as writer:
-        for source, task_folder, answer_format, where, line in lines:
+        for source, task_folder, answer_format, jsonl, number, line in lines:
             if limit is not None and written >= limit:
                 break
             try:
@@ -311,21 +311,21 @@ def convert_spar(root: str | Path, out_dir: str | Path, split: str = "train", so
                 key = base if keys[base] == 1 else f"{base}__{keys[base]}"
                 writer.write(key, qa, images)
             except (json.JSONDecodeError, UnicodeDecodeError) as error:  # json.loads of bytes decodes them
-                skipped.add("bad_json", f"{where}: {error}")
+                skipped.add("bad_json", f"{jsonl}:{number}: {error}")
                 continue
             except (RecordError, SampleError) as error:
-                skipped.add(error.reason, f"{where}: {error}")
+                skipped.add(error.reason, f"{jsonl}:{number}: {error}")
                 continue
             written += 1
     return {"index": writer.close(), "written": written, "skipped": dict(skipped.counts),
             "skipped_examples": skipped.examples}
 
 
-def _lines(files) -> Iterator[tuple[str, str, str, str, bytes]]:
-    """(source, task folder, answer format, "file:line number", one non-blank line as bytes) of every JSONL file: a
+def _lines(files) -> Iterator[tuple[str, str, str, Path, int, bytes]]:
+    """(source, task folder, answer format, file, line number, one non-blank line as bytes) of every JSONL file: a
     line that is not UTF-8 fails in json.loads, as one record, not while reading the file."""
     for source, task, answer_format, path in files:
         with open(path, "rb") as handle:
             for number, line in enumerate(handle, start=1):
                 if line.strip():
-                    yield source, task, answer_format, f"{path}:{number}", line
+                    yield source, task, answer_format, path, number, line

@@ -108,8 +108,7 @@ class MultiViewDataModule(ShardDataModule):
         )
 
     def val_dataset(self) -> ValClipBatches:
-        urls = [url for pattern in self.val_shards or [] for url in expand_shard_pattern(pattern)]
-        return ValClipBatches(urls, self.recipe, self.rank, self.world_size)
+        return ValClipBatches(self.val_urls(), self.recipe, self.rank, self.world_size)
 
     def on_after_batch_transfer(self, batch: MultiViewBatch, dataloader_idx: int) -> MultiViewBatch:
         """On the device: uint8 images -> float32 in [0, 1], then per-clip colour jitter on training batches

@@ -184,5 +184,4 @@ class QADataModule(ShardDataModule):
                               self.shuffle_buffer, self.restart)
 
     def val_dataset(self) -> ValQABatches:
-        urls = [url for pattern in self.val_shards or [] for url in expand_shard_pattern(pattern)]
-        return ValQABatches(urls, self.template, self.max_tokens, self.rank, self.world_size)
+        return ValQABatches(self.val_urls(), self.template, self.max_tokens, self.rank, self.world_size)

@@ -20,7 +20,7 @@ import collections
 import lightning as L
 from torch.utils.data import DataLoader, IterableDataset
 
-from g2vlm.datamodules.shards.streams import check_validation_shards
+from g2vlm.datamodules.shards.streams import check_validation_shards, expand_shard_pattern
 
 
 class ShardDataModule(L.LightningDataModule):
@@ -42,6 +42,10 @@ class ShardDataModule(L.LightningDataModule):
 
     def val_dataset(self) -> IterableDataset:
         raise NotImplementedError
+
+    def val_urls(self) -> list[str]:
+        """Every validation shard that `val_shards` names, patterns expanded, in order."""
+        return [url for pattern in self.val_shards or [] for url in expand_shard_pattern(pattern)]
 
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:
